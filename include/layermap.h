@@ -1,0 +1,433 @@
+/*
+ * layermap.h -- public API of liblayermap.
+ *
+ * layermap tells where in a transformer LLM something happens: it computes a
+ * layers x modules attribution matrix over the seven linear modules of a
+ * Llama-family block and draws it as a heatmap.
+ *
+ * The library never prints and never exits. Every fallible call returns an
+ * LM_* code (0 = LM_OK) and, on failure, fills an lm_err with a one-line
+ * message that names the file and the problem. Only the CLI prints.
+ *
+ * Layers of the library, bottom to top (one source file per job):
+ *   formats   gguf.c, safetensors.c, config.c   -> model.c (lm_model)
+ *   tensors   dequant.c (lm_tensor_read_rows)
+ *   compute   kernels.c, engine.c (forward/backward), backend.h
+ *   methods   diff.c (two checkpoints), attribute.c (from data), data.c
+ *   matrix    matrix.c (lm_matrix, normalisation, csv/json/terminal)
+ *   outputs   plot.c (cairo PNG/SVG/PDF)
+ *   text      tokenizer.c
+ */
+#ifndef LAYERMAP_H
+#define LAYERMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LM_VERSION "0.1.0"
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+enum {
+    LM_OK = 0,
+    LM_EIO = 1,          /* cannot open/read/write a file */
+    LM_ECORRUPT = 2,     /* malformed or truncated file */
+    LM_EUNSUPPORTED = 3, /* valid input that layermap does not handle (arch, dtype) */
+    LM_ENOMEM = 4,       /* allocation failed */
+    LM_EARG = 5,         /* bad argument / option from the caller */
+    LM_ESHAPE = 6,       /* shapes or architectures that do not match */
+    LM_EENCODING = 7,    /* text that is not valid UTF-8 / not tokenizable */
+    LM_EINTERNAL = 8     /* a bug: an invariant of layermap itself failed */
+};
+
+typedef struct lm_err {
+    int code;       /* LM_* */
+    char msg[1024]; /* one line, no trailing newline, e.g. "x.gguf: tensor 'blk.0.attn_q.weight': data past end of file" */
+} lm_err;
+
+const char *lm_strerror(int code);
+
+/* Progress callback: done/total in arbitrary units (bytes, tokens). 'what' is
+ * a short label ("diff", "attribute"). Called from the calling thread only. */
+typedef void (*lm_progress_fn)(void *ctx, double done, double total, const char *what);
+
+/* ------------------------------------------------------------------------ */
+/* Modules                                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define LM_N_MODULES 7
+typedef enum {
+    LM_MOD_Q = 0, /* attn.q   (n_head*head_dim, dim)    */
+    LM_MOD_K,     /* attn.k   (n_kv_head*head_dim, dim) */
+    LM_MOD_V,     /* attn.v   (n_kv_head*head_dim, dim) */
+    LM_MOD_O,     /* attn.o   (dim, n_head*head_dim)    */
+    LM_MOD_UP,    /* mlp.up   (ffn_dim, dim)            */
+    LM_MOD_DOWN,  /* mlp.down (dim, ffn_dim)            */
+    LM_MOD_GATE   /* mlp.gate (ffn_dim, dim)            */
+} lm_module;
+
+/* "attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down", "mlp.gate" */
+extern const char *const lm_module_names[LM_N_MODULES];
+
+/* ------------------------------------------------------------------------ */
+/* Tensors and dtypes                                                        */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+    LM_DT_F32 = 0,
+    LM_DT_F16,
+    LM_DT_BF16,
+    LM_DT_Q4_0,
+    LM_DT_Q4_1,
+    LM_DT_Q5_0,
+    LM_DT_Q5_1,
+    LM_DT_Q8_0,
+    LM_DT_Q2_K,
+    LM_DT_Q3_K,
+    LM_DT_Q4_K,
+    LM_DT_Q5_K,
+    LM_DT_Q6_K,
+    LM_DT_IQ4_NL,
+    LM_DT_IQ4_XS,
+    LM_DT_COUNT
+} lm_dtype;
+
+const char *lm_dtype_name(lm_dtype t); /* "F32", "Q4_K", ... */
+int lm_dtype_block_elems(lm_dtype t);  /* elements per block (1 for F32/F16/BF16) */
+size_t lm_dtype_block_bytes(lm_dtype t);
+
+/* A tensor is a read-only view into a memory-mapped file. Shapes are in
+ * PyTorch order: shape[0] is the number of rows (output features),
+ * shape[ndim-1] the number of columns (input features, the contiguous axis).
+ * A 1-D tensor has one row. */
+typedef struct lm_tensor {
+    char name[128];      /* name as stored in the file */
+    lm_dtype dtype;
+    int ndim;            /* 1..4 */
+    int64_t shape[4];
+    const uint8_t *data; /* first byte, inside the mapping */
+    size_t nbytes;
+    const char *path;    /* file the tensor lives in (for messages) */
+    /* >0: rows are stored in GGUF/Meta RoPE order (interleaved pairs) with
+     * this many heads; lm_tensor_read_rows un-permutes them so that every
+     * consumer sees the HF (rotate-half) convention. */
+    int qk_perm_heads;
+} lm_tensor;
+
+int64_t lm_tensor_nelem(const lm_tensor *t);
+int64_t lm_tensor_cols(const lm_tensor *t); /* shape[ndim-1] */
+int64_t lm_tensor_rows(const lm_tensor *t); /* nelem / cols */
+
+/* Dequantize rows [row0, row0+nrows) to F32 into out (nrows x cols, row-major),
+ * in HF row order (see qk_perm_heads). Thread-safe (reads only). */
+int lm_tensor_read_rows(const lm_tensor *t, int64_t row0, int64_t nrows, float *out, lm_err *err);
+
+/* ------------------------------------------------------------------------ */
+/* Model description                                                         */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+    LM_ARCH_LLAMA = 0, /* Llama 2/3, SmolLM, TinyLlama, stories */
+    LM_ARCH_MISTRAL,
+    LM_ARCH_QWEN2,     /* q/k/v bias */
+    LM_ARCH_QWEN3,     /* q_norm/k_norm */
+    LM_ARCH_GEMMA3     /* scaled embeddings, (1+w) norms, qk norms, post norms, GELU-tanh, sliding window */
+} lm_arch;
+
+const char *lm_arch_name(lm_arch a);
+
+typedef enum { LM_ACT_SILU = 0, LM_ACT_GELU_TANH } lm_act;
+
+typedef struct lm_config {
+    lm_arch arch;
+    int n_layer;
+    int dim;             /* hidden size */
+    int n_head;
+    int n_kv_head;
+    int head_dim;
+    int ffn_dim;         /* intermediate size */
+    int vocab;
+    int max_pos;         /* context length from the config (informational) */
+    float rope_theta;        /* rope base of global-attention layers */
+    float rope_theta_local;  /* rope base of sliding-window layers (== rope_theta if none) */
+    float rope_scale;        /* linear rope scaling factor (1 = none) */
+    float norm_eps;
+    int tie_embeddings;  /* output head is the embedding matrix */
+    int has_qkv_bias;    /* qwen2 */
+    int has_qk_norm;     /* qwen3, gemma3: RMSNorm over head_dim on q and k */
+    int has_post_norms;  /* gemma3: post-attention and post-ffn RMSNorm before the residual add */
+    int norm_add_one;    /* norm weight w is applied as (1 + w) (HF gemma); GGUF stores 1+w already */
+    float embed_scale;   /* embeddings multiplied by this (gemma: sqrt(dim)); 1 otherwise */
+    lm_act act;
+    float attn_scale;    /* softmax scale (1/sqrt(head_dim) unless the config says otherwise) */
+    int sliding_window;  /* 0 = none */
+    int sliding_pattern; /* >0: layer i uses global attention iff (i+1) % sliding_pattern == 0; others slide */
+    int bos_id, eos_id;  /* -1 if unknown */
+    int add_bos;         /* tokenizer adds BOS at the start of a text */
+} lm_config;
+
+typedef struct lm_layer_weights {
+    const lm_tensor *attn_norm;       /* (dim) */
+    const lm_tensor *q_norm, *k_norm; /* (head_dim) or NULL */
+    const lm_tensor *post_attn_norm;  /* (dim) or NULL (gemma3) */
+    const lm_tensor *ffn_norm;        /* (dim) */
+    const lm_tensor *post_ffn_norm;   /* (dim) or NULL (gemma3) */
+    const lm_tensor *w[LM_N_MODULES];    /* indexed by lm_module, shapes above */
+    const lm_tensor *bias[LM_N_MODULES]; /* NULL where absent (qwen2 has q, k, v) */
+} lm_layer_weights;
+
+struct lm_source; /* internal: mapped files, GGUF metadata */
+
+typedef struct lm_model {
+    char path[4096];   /* what the user passed */
+    char name[256];    /* short name for titles: directory or file basename */
+    char format[16];   /* "gguf" or "safetensors" */
+    lm_config cfg;
+    const lm_tensor *tok_embd; /* (vocab, dim) */
+    const lm_tensor *out_norm; /* (dim) */
+    const lm_tensor *output;   /* (vocab, dim); == tok_embd when tied */
+    lm_layer_weights *layers;  /* [n_layer] */
+    lm_tensor *tensors;        /* every tensor of the model, owned */
+    int n_tensors;
+    struct lm_source *src;
+} lm_model;
+
+/* Open a model: a directory with config.json + model.safetensors (or sharded
+ * with model.safetensors.index.json), or a .gguf file. Files are mmapped;
+ * nothing is read into RAM until a tensor is read. */
+int lm_model_open(lm_model **out, const char *path, lm_err *err);
+void lm_model_close(lm_model *m);
+const lm_tensor *lm_model_find(const lm_model *m, const char *name);
+/* Total parameters of one module of one layer (rows*cols). */
+int64_t lm_model_module_params(const lm_model *m, int layer, int module);
+
+/* ------------------------------------------------------------------------ */
+/* Matrix: layers x 7                                                        */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+    LM_NORM_NONE = 0,
+    LM_NORM_LAYER,  /* each row sums to 1 */
+    LM_NORM_MODULE, /* each column sums to 1 */
+    LM_NORM_GLOBAL  /* the whole matrix sums to 1 */
+} lm_norm;
+
+const char *lm_norm_name(lm_norm n);           /* "none", "layer", "module", "global" */
+int lm_norm_parse(const char *s, lm_norm *out); /* 0 ok, LM_EARG otherwise */
+
+typedef struct lm_matrix {
+    int n_layer;       /* rows */
+    double *v;         /* [n_layer * LM_N_MODULES] row-major; NaN = no value */
+    char model[256];   /* model name */
+    char method[64];   /* e.g. "diff.rel", "grad-weight" */
+    char norm[16];     /* normalisation applied, lm_norm_name() */
+    char note[512];    /* free text: data file, tokens, options */
+    double *layer_extra;     /* optional per-layer vector (e.g. block influence), NULL if none */
+    char layer_extra_name[64];
+} lm_matrix;
+
+lm_matrix *lm_matrix_new(int n_layer); /* NULL on allocation failure; values 0 */
+void lm_matrix_free(lm_matrix *m);
+double lm_matrix_get(const lm_matrix *m, int layer, int module);
+void lm_matrix_set(lm_matrix *m, int layer, int module, double v);
+/* Normalise in place; a row/column/matrix whose sum is 0 stays 0.
+ * Uses absolute values' sum as the denominator so signed matrices keep sign. */
+int lm_matrix_normalize(lm_matrix *m, lm_norm norm, lm_err *err);
+
+/* Writers. Every file writer is atomic (temp file + rename): on error no
+ * partial output exists. */
+int lm_matrix_write_csv(const lm_matrix *m, const char *path, lm_err *err);
+int lm_matrix_write_json(const lm_matrix *m, const char *path, lm_err *err);
+int lm_matrix_read_csv(lm_matrix **out, const char *path, lm_err *err);
+int lm_matrix_read_json(lm_matrix **out, const char *path, lm_err *err);
+/* Terminal heatmap with 24-bit colour escapes when color != 0. */
+void lm_matrix_print(const lm_matrix *m, FILE *f, int color);
+
+/* ------------------------------------------------------------------------ */
+/* Heatmap figures (cairo)                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct lm_plot_opts {
+    const char *title;   /* NULL: "<model> - <method>" */
+    int label_step;      /* 0: auto (about 10 layer labels) */
+    int has_center;      /* 1: centre the diverging scale at 'center' */
+    double center;       /* default: median of the matrix (or of all, for grids) */
+    int has_range;       /* 1: use vmin/vmax */
+    double vmin, vmax;
+    int cols;            /* grid columns for several matrices (0: all in one row) */
+} lm_plot_opts;
+
+void lm_plot_opts_default(lm_plot_opts *o);
+/* Draw one matrix (n == 1) or a grid of n with a shared colour scale. The
+ * format follows the extension of path: .png, .svg or .pdf. Atomic. */
+int lm_plot_write(const lm_matrix *const *ms, int n, const lm_plot_opts *o, const char *path, lm_err *err);
+
+/* ------------------------------------------------------------------------ */
+/* Diff of two checkpoints                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+    LM_DIFF_REL = 0, /* ||W_ft - W_base||_F / ||W_base||_F */
+    LM_DIFF_DENSITY, /* fraction of entries with |W_ft - W_base| > tol */
+    LM_DIFF_COSINE,  /* cos(vec W_base, vec W_ft) */
+    LM_DIFF_RANK,    /* entropy effective rank of the update (randomized SVD) */
+    LM_DIFF_COUNT
+} lm_diff_metric;
+
+extern const char *const lm_diff_metric_names[LM_DIFF_COUNT]; /* "rel", "density", "cosine", "rank" */
+
+typedef struct lm_diff_opts {
+    double tol;         /* density tolerance; 0 = exact inequality */
+    int rank_k;         /* randomized SVD target rank (sketch width = rank_k + oversample) */
+    int oversample;
+    int power_iters;
+    uint64_t seed;
+    int threads;        /* 0 = all cores */
+    lm_progress_fn progress;
+    void *progress_ctx;
+} lm_diff_opts;
+
+void lm_diff_opts_default(lm_diff_opts *o);
+/* Fill out[LM_DIFF_COUNT] (each lm_matrix_new'd by the call). */
+int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o,
+            lm_matrix *out[LM_DIFF_COUNT], lm_err *err);
+
+/* ------------------------------------------------------------------------ */
+/* Tokenizer                                                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef struct lm_tokenizer lm_tokenizer;
+
+/* From GGUF metadata, or the tokenizer.json beside an HF model. */
+int lm_tokenizer_open(lm_tokenizer **out, const lm_model *m, lm_err *err);
+/* From a tokenizer.json file directly. */
+int lm_tokenizer_open_json(lm_tokenizer **out, const char *path, lm_err *err);
+void lm_tokenizer_free(lm_tokenizer *t);
+int lm_tokenizer_vocab(const lm_tokenizer *t);
+int lm_tokenizer_bos(const lm_tokenizer *t); /* -1 if none */
+int lm_tokenizer_eos(const lm_tokenizer *t);
+int lm_tokenizer_add_bos(const lm_tokenizer *t);
+/* Encode UTF-8 text (not NUL-terminated; len bytes). add_bos: -1 = as the
+ * model says, 0 = never, 1 = always. *ids is malloc'd; caller frees. Invalid
+ * UTF-8 is LM_EENCODING. */
+int lm_tokenize(const lm_tokenizer *t, const char *text, size_t len, int add_bos,
+                int32_t **ids, int *n, lm_err *err);
+/* The vocabulary entry of id as stored (e.g. "▁the", "Ġthe", "<0x0A>"). */
+const char *lm_token_piece(const lm_tokenizer *t, int32_t id);
+/* Decode ids to UTF-8 text (byte fallback and byte-level mapping undone).
+ * *out is malloc'd and NUL-terminated. */
+int lm_detokenize(const lm_tokenizer *t, const int32_t *ids, int n, char **out, lm_err *err);
+
+/* ------------------------------------------------------------------------ */
+/* Data                                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* One sequence: tok[0..n). mask[i] = 1 when predicting tok[i+1] from the
+ * prefix tok[0..i] counts in the loss (i < n-1; mask[n-1] is 0). */
+typedef struct lm_seq {
+    int32_t *tok;
+    uint8_t *mask;
+    int n;
+} lm_seq;
+
+typedef struct lm_dataset {
+    lm_seq *seqs;
+    int n_seq;
+    int64_t n_tokens;  /* total tokens */
+    int64_t n_targets; /* total masked-in predictions */
+} lm_dataset;
+
+typedef struct lm_data_opts {
+    int seq_len;        /* max tokens per sequence (BOS included) */
+    int64_t max_tokens; /* stop after this many tokens (0 = all) */
+} lm_data_opts;
+
+/* Plain text (split into seq_len chunks, each starting with BOS when the model
+ * adds one), JSONL with "text", or JSONL with "prompt" + "completion" (loss on
+ * the completion only). The format is detected from the content. */
+int lm_dataset_load(lm_dataset **out, const char *path, const lm_tokenizer *tok,
+                    const lm_data_opts *o, lm_err *err);
+void lm_dataset_free(lm_dataset *d);
+
+/* ------------------------------------------------------------------------ */
+/* Compute engine                                                            */
+/* ------------------------------------------------------------------------ */
+
+typedef struct lm_engine lm_engine;
+
+typedef struct lm_engine_opts {
+    int threads;          /* 0 = all cores */
+    int max_seq;          /* longest sequence the engine will see */
+    size_t weight_cache_bytes; /* F32 weights kept dequantized; 0 = auto (bounded) */
+} lm_engine_opts;
+
+int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, lm_err *err);
+void lm_engine_free(lm_engine *e);
+/* Forward one sequence. logits: (n, vocab) or NULL. */
+int lm_engine_forward(lm_engine *e, const int32_t *tok, int n, float *logits, lm_err *err);
+/* Sum of next-token NLL over masked-in positions of s; *count = their number. */
+int lm_engine_loss(lm_engine *e, const lm_seq *s, double *loss, int64_t *count, lm_err *err);
+/* Name of the matrix kernel in use, e.g. "OpenBLAS 0.3.21 SkylakeX". */
+const char *lm_engine_kernel_name(void);
+
+/* Greedy decoding: append up to n_new tokens to prompt (stops at EOS). */
+int lm_generate_greedy(lm_engine *e, const int32_t *prompt, int n_prompt, int n_new,
+                       int32_t **out, int *n_out, lm_err *err);
+
+/* ------------------------------------------------------------------------ */
+/* Attribution methods                                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef enum {
+    LM_METHOD_GRAD_WEIGHT = 0, /* sum_s sum_ij |W_ij G_s,ij| */
+    LM_METHOD_GRAD_WEIGHT_SIGNED, /* sum_s sum_ij W_ij G_s,ij */
+    LM_METHOD_FISHER,          /* sum_s sum_ij G_s,ij^2 */
+    LM_METHOD_GRAD_NORM,       /* sum_s ||G_s||_F */
+    LM_METHOD_ACT_GRAD,        /* -sum_s sum_t dL_s/dy_t . y_t */
+    LM_METHOD_IG,              /* integrated gradients on the module output, 0 -> y */
+    LM_METHOD_ABLATE,          /* L(y := 0) - L */
+    LM_METHOD_ABLATE_MEAN,     /* L(y := mean_data(y)) - L */
+    LM_METHOD_ACT_SQ,          /* sum_t ||x_t||^2 of the module input (imatrix-like) */
+    LM_METHOD_WANDA,           /* sum_ij |W_ij| ||X_j||_2 */
+    LM_METHOD_COUNT
+} lm_method;
+
+extern const char *const lm_method_names[LM_METHOD_COUNT];
+int lm_method_parse(const char *s, lm_method *out);
+
+typedef struct lm_attr_opts {
+    int ig_steps;          /* default 32 */
+    int threads;
+    int batch;             /* sequences per step */
+    const char *resume_path; /* checkpoint file for accumulated sums, NULL = none */
+    int resume;            /* 1: continue from resume_path if it exists */
+    lm_progress_fn progress;
+    void *progress_ctx;
+} lm_attr_opts;
+
+void lm_attr_opts_default(lm_attr_opts *o);
+
+typedef struct lm_attr_result {
+    lm_matrix *m;          /* the method's matrix */
+    double loss_sum;       /* total NLL over the data */
+    int64_t n_targets;
+    double ig_completeness_gap; /* IG: max over modules of |sum attr - (L(0)-L)| / |L(0)-L| */
+    lm_matrix *ig_delta;   /* IG: exact L(0)-L per module (for the gap), else NULL */
+    double *block_influence; /* ACT_SQ/WANDA: per layer mean_t (1 - cos(h_in, h_out)), [n_layer] */
+} lm_attr_result;
+
+int lm_attribute(lm_engine *e, const lm_dataset *d, lm_method method, const lm_attr_opts *o,
+                 lm_attr_result *res, lm_err *err);
+void lm_attr_result_free(lm_attr_result *r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LAYERMAP_H */

@@ -1,0 +1,81 @@
+/*
+ * test.h -- the tiny test harness every tests/test_*.c uses.
+ *
+ * CHECK(cond, fmt, ...) records a pass or a failure (printing the failure
+ * with file:line). A test file ends main with `return TEST_END();`, which
+ * prints "RESULT <file> <passed> <failed>" for tests/run.sh and returns
+ * non-zero when anything failed: a failing check always fails the run.
+ */
+#ifndef LM_TEST_H
+#define LM_TEST_H
+
+#include "layermap.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int t_pass, t_fail;
+
+#define CHECK(cond, ...)                                                    \
+    do {                                                                    \
+        if (cond) {                                                         \
+            t_pass++;                                                       \
+        } else {                                                            \
+            t_fail++;                                                       \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                   \
+            fputc('\n', stderr);                                            \
+        }                                                                   \
+    } while (0)
+
+/* |a - b| <= atol + rtol * |b|, NaN never close */
+#define CHECK_CLOSE(a, b, atol, rtol, what)                                              \
+    do {                                                                                 \
+        double ta_ = (double)(a), tb_ = (double)(b);                                     \
+        CHECK(fabs(ta_ - tb_) <= (atol) + (rtol)*fabs(tb_), "%s: got %.9g want %.9g", \
+              (what), ta_, tb_);                                                         \
+    } while (0)
+
+/* A call that must succeed: prints the library's message when it does not. */
+#define CHECK_OK(call, err)                                                        \
+    do {                                                                           \
+        int rc_ = (call);                                                          \
+        CHECK(rc_ == LM_OK, "%s -> %d (%s)", #call, rc_, rc_ ? (err)->msg : ""); \
+    } while (0)
+
+#define TEST_END() test_end_(__FILE__)
+static inline int test_end_(const char *file) {
+    const char *b = strrchr(file, '/');
+    printf("RESULT %s %d %d\n", b ? b + 1 : file, t_pass, t_fail);
+    return t_fail ? 1 : 0;
+}
+
+/* Directory of the shared test models ($LM_MODELS, else ../shared/models). */
+static inline const char *models_dir(void) {
+    const char *d = getenv("LM_MODELS");
+    return d && *d ? d : "../shared/models";
+}
+
+/* buf = models_dir()/rel */
+static inline const char *model_path(char *buf, size_t n, const char *rel) {
+    snprintf(buf, n, "%s/%s", models_dir(), rel);
+    return buf;
+}
+
+/* A scratch directory for files a test writes ($TMPDIR-based, made once). */
+static inline const char *scratch_dir(void) {
+    static char dir[512];
+    if (!dir[0]) {
+        const char *t = getenv("TMPDIR");
+        snprintf(dir, sizeof dir, "%s/layermap-test-XXXXXX", t && *t ? t : "/tmp");
+        if (!mkdtemp(dir)) {
+            perror("mkdtemp");
+            exit(2);
+        }
+    }
+    return dir;
+}
+
+#endif
