@@ -157,7 +157,10 @@ typedef struct lm_config {
     int max_pos;         /* context length from the config (informational) */
     float rope_theta;        /* rope base of global-attention layers */
     float rope_theta_local;  /* rope base of sliding-window layers (== rope_theta if none) */
-    float rope_scale;        /* linear rope scaling factor (1 = none) */
+    int rope_type;           /* 0 none, 1 linear (positions / rope_factor), 2 llama3 (Llama 3.1+) */
+    float rope_factor;       /* linear and llama3 */
+    float rope_low_freq_factor, rope_high_freq_factor; /* llama3 */
+    int rope_orig_max_pos;   /* llama3: original_max_position_embeddings */
     float norm_eps;
     int tie_embeddings;  /* output head is the embedding matrix */
     int has_qkv_bias;    /* qwen2 */
