@@ -1,8 +1,87 @@
-/* cmd_generate.c -- placeholder until the command is written. */
+/*
+ * cmd_generate.c -- `layermap generate MODEL "prompt" -n N`: greedy decoding,
+ * a quick sanity check that a model loads and computes as it should.
+ */
 #include "cli.h"
+
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: layermap generate MODEL [PROMPT] [-n N] [--ids] [--no-bos] [--threads N]\n\n"
+            "Greedy continuation of PROMPT (default: empty, i.e. from BOS) by N tokens (default 32).\n"
+            "  --ids      print the token ids of prompt + continuation instead of text\n"
+            "  --no-bos   do not add BOS even if the model adds one\n");
+}
+
 int cmd_generate(int argc, char **argv) {
-    (void)argc; (void)argv;
-    fprintf(stderr, "layermap: 'generate' is not built yet\n");
-    return 1;
+    const char *model = NULL, *prompt = NULL;
+    long n_new = 32, threads = 0;
+    int ids = 0, no_bos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--ids")) {
+            ids = 1;
+        } else if (!strcmp(a, "--no-bos")) {
+            no_bos = 1;
+        } else if (i + 1 < argc && (!strcmp(a, "-n") || !strcmp(a, "--tokens"))) {
+            if (cli_parse_int(a, argv[++i], 0, 1 << 20, &n_new)) return 2;
+        } else if (i + 1 < argc && !strcmp(a, "--threads")) {
+            if (cli_parse_int(a, argv[++i], 1, 4096, &threads)) return 2;
+        } else if (a[0] == '-' && a[1]) {
+            cli_errorf("generate: unknown or incomplete option '%s' (see --help)", a);
+            return 2;
+        } else if (!model) {
+            model = a;
+        } else if (!prompt) {
+            prompt = a;
+        } else {
+            cli_errorf("generate: unexpected argument '%s'", a);
+            return 2;
+        }
+    }
+    if (!model) {
+        usage(stderr);
+        return 2;
+    }
+    if (!prompt) prompt = "";
+    lm_err err = {0};
+    lm_model *m = NULL;
+    lm_tokenizer *tok = NULL;
+    lm_engine *e = NULL;
+    int32_t *p = NULL, *outv = NULL;
+    char *text = NULL;
+    int np = 0, nout = 0, rc = 1;
+    if (lm_model_open(&m, model, &err) || lm_tokenizer_open(&tok, m, &err)) goto fail;
+    if (lm_tokenize(tok, prompt, strlen(prompt), no_bos ? 0 : -1, &p, &np, &err)) goto fail;
+    if (np == 0) {
+        cli_errorf("generate: empty prompt and the model adds no BOS: give a prompt");
+        goto done;
+    }
+    lm_engine_opts eo = {(int)threads, (int)(np + n_new), 0};
+    if (lm_engine_new(&e, m, &eo, &err)) goto fail;
+    if (lm_generate_greedy(e, p, np, (int)n_new, &outv, &nout, &err)) goto fail;
+    if (ids) {
+        for (int i = 0; i < nout; i++) printf("%d%c", outv[i], i + 1 < nout ? ' ' : '\n');
+    } else {
+        if (lm_detokenize(tok, outv, nout, &text, &err)) goto fail;
+        printf("%s\n", text);
+    }
+    rc = 0;
+    goto done;
+fail:
+    cli_error(&err);
+done:
+    free(text);
+    free(p);
+    free(outv);
+    lm_engine_free(e);
+    lm_tokenizer_free(tok);
+    lm_model_close(m);
+    return rc;
 }

@@ -1,8 +1,107 @@
-/* cmd_ppl.c -- placeholder until the command is written. */
+/*
+ * cmd_ppl.c -- `layermap ppl MODEL FILE`: perplexity of a model on a text.
+ */
 #include "cli.h"
+
+#include <math.h>
 #include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: layermap ppl MODEL FILE [--seq-len N] [--max-tokens N] [--threads N]\n\n"
+            "Perplexity = exp(mean next-token negative log-likelihood over every predicted token).\n"
+            "The text is split into sequences of --seq-len tokens (default 512; a shorter text is one\n"
+            "sequence), each starting with BOS when the model's metadata says to add it.\n");
+}
+
 int cmd_ppl(int argc, char **argv) {
-    (void)argc; (void)argv;
-    fprintf(stderr, "layermap: 'ppl' is not built yet\n");
-    return 1;
+    const char *model = NULL, *file = NULL;
+    long seq_len = 512, max_tokens = 0, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (i + 1 < argc && !strcmp(a, "--seq-len")) {
+            if (cli_parse_int(a, argv[++i], 2, 1 << 20, &seq_len)) return 2;
+        } else if (i + 1 < argc && !strcmp(a, "--max-tokens")) {
+            if (cli_parse_int(a, argv[++i], 0, (long)1 << 50, &max_tokens)) return 2;
+        } else if (i + 1 < argc && !strcmp(a, "--threads")) {
+            if (cli_parse_int(a, argv[++i], 1, 4096, &threads)) return 2;
+        } else if (a[0] == '-' && a[1]) {
+            cli_errorf("ppl: unknown or incomplete option '%s' (see --help)", a);
+            return 2;
+        } else if (!model) {
+            model = a;
+        } else if (!file) {
+            file = a;
+        } else {
+            cli_errorf("ppl: unexpected argument '%s'", a);
+            return 2;
+        }
+    }
+    if (!model || !file) {
+        usage(stderr);
+        return 2;
+    }
+    lm_err err = {0};
+    lm_model *m = NULL;
+    lm_tokenizer *tok = NULL;
+    lm_dataset *ds = NULL;
+    lm_engine *e = NULL;
+    int rc = 1;
+    if (lm_model_open(&m, model, &err) || lm_tokenizer_open(&tok, m, &err)) goto fail;
+    lm_data_opts dopt = {(int)seq_len, max_tokens};
+    if (lm_dataset_load(&ds, file, tok, &dopt, &err)) goto fail;
+    int longest = 0;
+    for (int s = 0; s < ds->n_seq; s++)
+        if (ds->seqs[s].n > longest) longest = ds->seqs[s].n;
+    lm_engine_opts eo = {(int)threads, longest, 0};
+    if (lm_engine_new(&e, m, &eo, &err)) goto fail;
+    cli_progress prog;
+    cli_progress_init(&prog);
+    double nll = 0.0, t0 = now_s();
+    int64_t count = 0, done = 0;
+    for (int s = 0; s < ds->n_seq; s++) {
+        double l;
+        int64_t c;
+        if (lm_engine_loss(e, &ds->seqs[s], &l, &c, &err)) {
+            cli_progress_end(&prog);
+            goto fail;
+        }
+        nll += l;
+        count += c;
+        done += ds->seqs[s].n;
+        cli_progress_cb(&prog, (double)done, (double)ds->n_tokens, "ppl");
+    }
+    cli_progress_end(&prog);
+    double secs = now_s() - t0;
+    if (count == 0) {
+        cli_errorf("%s: no token to predict (text too short?)", file);
+        goto done;
+    }
+    printf("perplexity %.4f\n", exp(nll / (double)count));
+    printf("nll/token  %.6f\n", nll / (double)count);
+    printf("tokens     %lld in %d sequence%s, %lld predicted\n", (long long)ds->n_tokens, ds->n_seq,
+           ds->n_seq == 1 ? "" : "s", (long long)count);
+    fprintf(stderr, "layermap: %.2f s, %.1f tokens/s; %s\n", secs, secs > 0 ? (double)ds->n_tokens / secs : 0.0,
+            lm_engine_kernel_name());
+    rc = 0;
+    goto done;
+fail:
+    cli_error(&err);
+done:
+    lm_engine_free(e);
+    lm_dataset_free(ds);
+    lm_tokenizer_free(tok);
+    lm_model_close(m);
+    return rc;
 }

@@ -4,7 +4,10 @@
 #include "cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 typedef struct command {
     const char *name;
@@ -34,7 +37,22 @@ static void usage(FILE *f) {
     for (int i = 0; i < LM_N_MODULES; i++) fprintf(f, "%s%s", lm_module_names[i], i + 1 < LM_N_MODULES ? " " : "\n");
 }
 
+/* OpenBLAS chooses its kernels when it loads, from the CPU it recognises or
+ * from OPENBLAS_CORETYPE. Debian's 0.3.21 does not recognise recent AVX-512
+ * CPUs and runs its slowest core (sgemm 5x slower). If the core in use is not
+ * the one this CPU supports, set the variable and run again (once). */
+static void fix_blas_core(char **argv) {
+    const char *want = lm_blas_wanted_core();
+    if (!want || getenv("OPENBLAS_CORETYPE") || getenv("LAYERMAP_NO_REEXEC")) return;
+    if (!strcasecmp(lm_blas_core(), want)) return;
+    setenv("OPENBLAS_CORETYPE", want, 1);
+    setenv("LAYERMAP_NO_REEXEC", "1", 1);
+    execv("/proc/self/exe", argv);
+    /* exec failed: carry on with the slow core; --version tells the user */
+}
+
 int main(int argc, char **argv) {
+    fix_blas_core(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

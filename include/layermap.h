@@ -119,6 +119,10 @@ typedef struct lm_tensor {
      * this many heads; lm_tensor_read_rows un-permutes them so that every
      * consumer sees the HF (rotate-half) convention. */
     int qk_perm_heads;
+    /* The file's own name for the element type ("Q4_K", "IQ2_XXS"), for
+     * messages; a tensor of a type layermap cannot decode has dtype
+     * LM_DT_COUNT and lm_tensor_read_rows fails naming this. */
+    char file_type[16];
 } lm_tensor;
 
 int64_t lm_tensor_nelem(const lm_tensor *t);
@@ -288,17 +292,29 @@ extern const char *const lm_diff_metric_names[LM_DIFF_COUNT]; /* "rel", "density
 
 typedef struct lm_diff_opts {
     double tol;         /* density tolerance; 0 = exact inequality */
-    int rank_k;         /* randomized SVD target rank (sketch width = rank_k + oversample) */
+    int rank_k;         /* randomized SVD target rank (sketch width = rank_k + oversample,
+                           clipped to min(rows, cols): then the rank is the exact SVD's);
+                           0 = skip the rank metric (its matrix is all NaN; much faster) */
     int oversample;
     int power_iters;
-    uint64_t seed;
+    uint64_t seed;      /* the sketch is a function of (seed, cols): results are reproducible */
     int threads;        /* 0 = all cores */
-    lm_progress_fn progress;
+    lm_progress_fn progress; /* units: bytes of the two checkpoints' module weights */
     void *progress_ctx;
 } lm_diff_opts;
 
+/* tol 0, rank_k 64, oversample 8, power_iters 2, a fixed seed, all cores. */
 void lm_diff_opts_default(lm_diff_opts *o);
-/* Fill out[LM_DIFF_COUNT] (each lm_matrix_new'd by the call). */
+/* Fill out[LM_DIFF_COUNT] (each lm_matrix_new'd by the call; all NULL on
+ * error). o == NULL means the defaults. The models must have the same number
+ * of layers and the same shape for every module (else LM_ESHAPE naming both
+ * paths, the layer, the module and both shapes); formats and dtypes may differ
+ * (GGUF vs safetensors, bf16 vs Q8_0). Edge values:
+ *   zero update (W_ft == W_base): rel 0, density 0, cosine 1, rank 0;
+ *   W_base == 0 with a nonzero update: rel NaN; either side 0: cosine NaN;
+ *   Inf/NaN in the weights: rank NaN, the others non-finite (IEEE arithmetic).
+ * Results do not depend on the thread count. While it runs, the workers call
+ * OpenBLAS single-threaded (its thread count is restored afterwards). */
 int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o,
             lm_matrix *out[LM_DIFF_COUNT], lm_err *err);
 
@@ -379,6 +395,13 @@ int lm_engine_forward(lm_engine *e, const int32_t *tok, int n, float *logits, lm
 int lm_engine_loss(lm_engine *e, const lm_seq *s, double *loss, int64_t *count, lm_err *err);
 /* Name of the matrix kernel in use, e.g. "OpenBLAS 0.3.21 SkylakeX". */
 const char *lm_engine_kernel_name(void);
+/* Which BLAS core runs and the core this CPU supports best (NULL when no
+ * better choice is known). OpenBLAS picks its core when the library loads,
+ * from OPENBLAS_CORETYPE: a program that finds lm_blas_core() differing from
+ * lm_blas_wanted_core() sets that variable and re-executes itself (the CLI
+ * does), or loses up to 5x in every matrix product. */
+const char *lm_blas_core(void);
+const char *lm_blas_wanted_core(void);
 
 /* Greedy decoding: append up to n_new tokens to prompt (stops at EOS). */
 int lm_generate_greedy(lm_engine *e, const int32_t *prompt, int n_prompt, int n_new,
@@ -407,10 +430,11 @@ int lm_method_parse(const char *s, lm_method *out);
 
 typedef struct lm_attr_opts {
     int ig_steps;          /* default 32 */
-    int threads;
-    int batch;             /* sequences per step */
-    const char *resume_path; /* checkpoint file for accumulated sums, NULL = none */
-    int resume;            /* 1: continue from resume_path if it exists */
+    const char *checkpoint_path; /* accumulated sums saved here during the run, NULL = none */
+    int resume;            /* 1: continue from checkpoint_path when it exists */
+    double checkpoint_secs;/* save at most this often (default 30 s); 0 = after every sequence */
+    int max_seqs;          /* stop after this many sequences in this call (0 = all); the
+                            * checkpoint lets a later call finish the run */
     lm_progress_fn progress;
     void *progress_ctx;
 } lm_attr_opts;
@@ -419,11 +443,16 @@ void lm_attr_opts_default(lm_attr_opts *o);
 
 typedef struct lm_attr_result {
     lm_matrix *m;          /* the method's matrix */
-    double loss_sum;       /* total NLL over the data */
+    lm_matrix *also;       /* ACT_SQ: the wanda matrix; WANDA: the act-sq matrix; IG: exact
+                            * L(y:=0) - L per module (the completeness reference); else NULL */
+    double loss_sum;       /* total NLL over the data (clean model) */
     int64_t n_targets;
-    double ig_completeness_gap; /* IG: max over modules of |sum attr - (L(0)-L)| / |L(0)-L| */
-    lm_matrix *ig_delta;   /* IG: exact L(0)-L per module (for the gap), else NULL */
+    int64_t n_tokens;
+    int n_seq_done;        /* sequences processed so far (== dataset size when complete) */
+    int complete;          /* 0 when max_seqs stopped the run early */
+    double ig_gap;         /* IG: sum_m |IG_m - Delta_m| / sum_m |Delta_m| */
     double *block_influence; /* ACT_SQ/WANDA: per layer mean_t (1 - cos(h_in, h_out)), [n_layer] */
+    double seconds;        /* wall time of this call */
 } lm_attr_result;
 
 int lm_attribute(lm_engine *e, const lm_dataset *d, lm_method method, const lm_attr_opts *o,

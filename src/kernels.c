@@ -1,0 +1,248 @@
+/*
+ * kernels.c -- forward/backward pairs of a transformer block's numeric pieces.
+ * See kernels.h for shapes. Loops over rows run on OpenMP threads; matrix
+ * products go through the backend.
+ */
+#include "kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* RMSNorm                                                                   */
+/* ------------------------------------------------------------------------ */
+
+void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int n, int C,
+                     float eps, int add_one) {
+    const float off = add_one ? 1.0f : 0.0f;
+#pragma omp parallel for schedule(static) if (n * (long)C > 32768)
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (long)i * C;
+        float *oi = out + (long)i * C;
+        double ss = 0.0;
+        for (int j = 0; j < C; j++) ss += (double)xi[j] * xi[j];
+        float r = (float)(1.0 / sqrt(ss / C + (double)eps));
+        for (int j = 0; j < C; j++) oi[j] = xi[j] * r * (w[j] + off);
+        if (rstd) rstd[i] = r;
+    }
+}
+
+void rmsnorm_backward(float *dx, const float *dout, const float *x, const float *w,
+                      const float *rstd, int n, int C, int add_one) {
+    const float off = add_one ? 1.0f : 0.0f;
+#pragma omp parallel for schedule(static) if (n * (long)C > 32768)
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (long)i * C, *di = dout + (long)i * C;
+        float *dxi = dx + (long)i * C;
+        float r = rstd[i];
+        double dot = 0.0; /* sum_j dout_j w'_j x_j */
+        for (int j = 0; j < C; j++) dot += (double)di[j] * (w[j] + off) * xi[j];
+        float c = (float)(dot * r * r * r / C);
+        for (int j = 0; j < C; j++) dxi[j] += di[j] * (w[j] + off) * r - xi[j] * c;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* RoPE (rotate-half)                                                        */
+/* ------------------------------------------------------------------------ */
+
+void rope_tables(float *cos_t, float *sin_t, int n, int hd, float theta, int rope_type,
+                 float factor, float low_freq_factor, float high_freq_factor, int orig_max_pos) {
+    int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        double freq = pow((double)theta, -2.0 * i / hd);
+        double pos_div = 1.0;
+        if (rope_type == 1 && factor > 0) pos_div = factor;
+        if (rope_type == 2 && factor > 0) { /* Llama 3 frequency-dependent scaling */
+            double low_wl = orig_max_pos / low_freq_factor;
+            double high_wl = orig_max_pos / high_freq_factor;
+            double wl = 2.0 * M_PI / freq;
+            if (wl > low_wl) {
+                freq = freq / factor;
+            } else if (wl >= high_wl) {
+                double s = (orig_max_pos / wl - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                freq = (1.0 - s) * freq / factor + s * freq;
+            }
+        }
+        for (int t = 0; t < n; t++) {
+            double a = (double)t / pos_div * freq;
+            cos_t[(long)t * half + i] = (float)cos(a);
+            sin_t[(long)t * half + i] = (float)sin(a);
+        }
+    }
+}
+
+void rope_forward(float *x, const float *cos_t, const float *sin_t, int n, int n_heads, int hd) {
+    int half = hd / 2;
+#pragma omp parallel for schedule(static) if (n * (long)n_heads * hd > 32768)
+    for (int t = 0; t < n; t++) {
+        const float *c = cos_t + (long)t * half, *s = sin_t + (long)t * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((long)t * n_heads + h) * hd;
+            for (int i = 0; i < half; i++) {
+                float x1 = v[i], x2 = v[i + half];
+                v[i] = x1 * c[i] - x2 * s[i];
+                v[i + half] = x2 * c[i] + x1 * s[i];
+            }
+        }
+    }
+}
+
+void rope_backward(float *dx, const float *cos_t, const float *sin_t, int n, int n_heads, int hd) {
+    int half = hd / 2;
+#pragma omp parallel for schedule(static) if (n * (long)n_heads * hd > 32768)
+    for (int t = 0; t < n; t++) {
+        const float *c = cos_t + (long)t * half, *s = sin_t + (long)t * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = dx + ((long)t * n_heads + h) * hd;
+            for (int i = 0; i < half; i++) {
+                float d1 = v[i], d2 = v[i + half];
+                v[i] = d1 * c[i] + d2 * s[i];
+                v[i + half] = d2 * c[i] - d1 * s[i];
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Attention                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* First visible key of query row i. */
+static inline int first_key(int i, int window) { return window > 0 && i - window + 1 > 0 ? i - window + 1 : 0; }
+
+void attention_forward(const lm_backend *be, float *att, float *P, const float *q, const float *k,
+                       const float *v, int n, int H, int KV, int hd, float scale, int window) {
+    int qs = H * hd, ks = KV * hd, group = H / KV;
+    for (int h = 0; h < H; h++) {
+        int g = h / group;
+        float *Ph = P + (long)h * n * n;
+        /* S = Q_h K_g^T (n x n) */
+        be->gemm_nt(n, n, hd, q + (long)h * hd, qs, k + (long)g * hd, ks, 0.0f, Ph, n);
+#pragma omp parallel for schedule(static) if ((long)n * n > 65536)
+        for (int i = 0; i < n; i++) {
+            float *row = Ph + (long)i * n;
+            int j0 = first_key(i, window);
+            float mx = -INFINITY;
+            for (int j = j0; j <= i; j++) {
+                row[j] *= scale;
+                if (row[j] > mx) mx = row[j];
+            }
+            double sum = 0.0;
+            for (int j = j0; j <= i; j++) {
+                row[j] = expf(row[j] - mx);
+                sum += row[j];
+            }
+            float inv = (float)(1.0 / sum);
+            for (int j = 0; j < j0; j++) row[j] = 0.0f;
+            for (int j = j0; j <= i; j++) row[j] *= inv;
+            for (int j = i + 1; j < n; j++) row[j] = 0.0f;
+        }
+        /* att_h = P_h V_g */
+        be->gemm_nn(n, hd, n, Ph, n, v + (long)g * hd, ks, 0.0f, att + (long)h * hd, qs);
+    }
+}
+
+void attention_backward(const lm_backend *be, float *dq, float *dk, float *dv, const float *datt,
+                        const float *P, const float *q, const float *k, const float *v,
+                        float *scratch, int n, int H, int KV, int hd, float scale) {
+    int qs = H * hd, ks = KV * hd, group = H / KV;
+    memset(dk, 0, sizeof(float) * (size_t)n * ks);
+    memset(dv, 0, sizeof(float) * (size_t)n * ks);
+    for (int h = 0; h < H; h++) {
+        int g = h / group;
+        const float *Ph = P + (long)h * n * n;
+        float *dP = scratch;
+        /* dP = dAtt_h V_g^T ; dV_g += P^T dAtt_h */
+        be->gemm_nt(n, n, hd, datt + (long)h * hd, qs, v + (long)g * hd, ks, 0.0f, dP, n);
+        be->gemm_tn(n, hd, n, Ph, n, datt + (long)h * hd, qs, 1.0f, dv + (long)g * hd, ks);
+        /* dS = P * (dP - rowsum(P * dP)) * scale */
+#pragma omp parallel for schedule(static) if ((long)n * n > 65536)
+        for (int i = 0; i < n; i++) {
+            const float *pr = Ph + (long)i * n;
+            float *dr = dP + (long)i * n;
+            double dot = 0.0;
+            for (int j = 0; j <= i; j++) dot += (double)pr[j] * dr[j];
+            for (int j = 0; j <= i; j++) dr[j] = pr[j] * (dr[j] - (float)dot) * scale;
+            for (int j = i + 1; j < n; j++) dr[j] = 0.0f;
+        }
+        /* dQ_h = dS K_g ; dK_g += dS^T Q_h */
+        be->gemm_nn(n, hd, n, dP, n, k + (long)g * hd, ks, 0.0f, dq + (long)h * hd, qs);
+        be->gemm_tn(n, hd, n, dP, n, q + (long)h * hd, qs, 1.0f, dk + (long)g * hd, ks);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Gated activation                                                          */
+/* ------------------------------------------------------------------------ */
+
+#define GELU_C 0.7978845608028654f /* sqrt(2/pi) */
+
+void glu_forward(float *a, const float *g, const float *u, long count, int gelu) {
+    if (gelu) {
+#pragma omp parallel for schedule(static) if (count > 65536)
+        for (long i = 0; i < count; i++) {
+            float x = g[i];
+            float t = tanhf(GELU_C * (x + 0.044715f * x * x * x));
+            a[i] = 0.5f * x * (1.0f + t) * u[i];
+        }
+    } else {
+#pragma omp parallel for schedule(static) if (count > 65536)
+        for (long i = 0; i < count; i++) {
+            float x = g[i];
+            a[i] = x / (1.0f + expf(-x)) * u[i];
+        }
+    }
+}
+
+void glu_backward(float *dg, float *du, const float *da, const float *g, const float *u, long count, int gelu) {
+    if (gelu) {
+#pragma omp parallel for schedule(static) if (count > 65536)
+        for (long i = 0; i < count; i++) {
+            float x = g[i];
+            float inner = GELU_C * (x + 0.044715f * x * x * x);
+            float t = tanhf(inner);
+            float act = 0.5f * x * (1.0f + t);
+            float dact = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * 0.044715f * x * x);
+            du[i] = da[i] * act;
+            dg[i] = da[i] * u[i] * dact;
+        }
+    } else {
+#pragma omp parallel for schedule(static) if (count > 65536)
+        for (long i = 0; i < count; i++) {
+            float x = g[i];
+            float s = 1.0f / (1.0f + expf(-x));
+            du[i] = da[i] * x * s;
+            dg[i] = da[i] * u[i] * s * (1.0f + x * (1.0f - s));
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Cross-entropy                                                             */
+/* ------------------------------------------------------------------------ */
+
+double cross_entropy_forward_backward(float *logits, const int *target, const unsigned char *mask,
+                                      int c, int V, int grad) {
+    double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+    for (int i = 0; i < c; i++) {
+        float *row = logits + (long)i * V;
+        if (!mask[i]) {
+            if (grad) memset(row, 0, sizeof(float) * (size_t)V);
+            continue;
+        }
+        float mx = -INFINITY;
+        for (int j = 0; j < V; j++)
+            if (row[j] > mx) mx = row[j];
+        double sum = 0.0;
+        for (int j = 0; j < V; j++) sum += exp((double)row[j] - mx);
+        double lse = mx + log(sum);
+        total += lse - row[target[i]];
+        if (grad) {
+            for (int j = 0; j < V; j++) row[j] = (float)exp((double)row[j] - lse);
+            row[target[i]] -= 1.0f;
+        }
+    }
+    return total;
+}
