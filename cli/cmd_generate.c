@@ -63,7 +63,7 @@ int cmd_generate(int argc, char **argv) {
         cli_errorf("generate: empty prompt and the model adds no BOS: give a prompt");
         goto done;
     }
-    lm_engine_opts eo = {(int)threads, (int)(np + n_new), 0};
+    lm_engine_opts eo = {.threads = (int)threads, .max_seq = (int)(np + n_new)};
     if (lm_engine_new(&e, m, &eo, &err)) goto fail;
     if (lm_generate_greedy(e, p, np, (int)n_new, &outv, &nout, &err)) goto fail;
     if (ids) {

@@ -1,8 +1,127 @@
-/* cmd_plot.c -- placeholder until the command is written. */
+/*
+ * cmd_plot.c -- `layermap plot A.csv|A.json [B ...] -o fig.png [--grid]`:
+ * re-plot saved matrices, one figure each or a grid with one colour scale.
+ */
 #include "cli.h"
+
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAX_INPUTS 64
+
+/* --help text. */
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: layermap plot MATRIX [MATRIX ...] -o FIG.png [--grid [--cols N]] [options]\n\n"
+            "Re-plot matrices saved by diff or attribute (.csv or .json; a .json keeps the model,\n"
+            "method and normalisation for the title, a .csv gives its file name as the model).\n"
+            "Prints each matrix as a heatmap on stdout and writes every -o file.\n\n"
+            "  --grid              several matrices in one figure, side by side, with one shared\n"
+            "                      colour scale (centre: the median of all values); each panel is\n"
+            "                      titled with its model and method, layer counts may differ\n"
+            "  --cols N            panels per row of the grid (default: all in one row)\n"
+            "  -h, --help          this text\n\n"
+            "Without --grid, each of several matrices gets its own figure (and scale): the name\n"
+            "of every -o file gets \"-<input name>\" inserted before its extension.\n\n"
+            "examples:\n"
+            "  layermap plot diff.json -o diff.pdf --norm layer\n"
+            "  layermap plot a.json b.json c.json --grid --cols 2 -o grid.png --center 0\n"
+            "%s",
+            cli_out_help);
+}
+
+/* Read a matrix by its extension (.csv, else .json). 0, or 1 after printing. */
+static int read_matrix(const char *path, lm_matrix **m) {
+    lm_err err = {0};
+    size_t n = strlen(path);
+    int rc;
+    if (n >= 4 && !strcasecmp(path + n - 4, ".csv"))
+        rc = lm_matrix_read_csv(m, path, &err);
+    else if (n >= 5 && !strcasecmp(path + n - 5, ".json"))
+        rc = lm_matrix_read_json(m, path, &err);
+    else
+        return cli_errorf("%s: not a .csv or .json matrix", path);
+    return rc ? cli_error(&err) : 0;
+}
+
+/* The stem of a path: its file name without directory and extension. */
+static void stem(char *dst, size_t n, const char *path) {
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    const char *dot = strrchr(b, '.');
+    size_t len = dot && dot > b ? (size_t)(dot - b) : strlen(b);
+    snprintf(dst, n, "%.*s", (int)len, b);
+}
+
+/* Emit input i alone: every output name gets "-<stem of input>" before its
+ * extension. */
+static int emit_one_of_many(const cli_out *out, lm_matrix *m, const char *input) {
+    static char names[CLI_MAX_OUT][4096 + 300];
+    cli_out o = *out;
+    char st[256];
+    stem(st, sizeof st, input);
+    for (int k = 0; k < o.n_files; k++) {
+        const char *path = out->files[k];
+        const char *slash = strrchr(path, '/');
+        const char *dot = strrchr(path, '.');
+        if (!dot || (slash && dot < slash)) dot = path + strlen(path);
+        snprintf(names[k], sizeof names[k], "%.*s-%s%s", (int)(dot - path), path, st, dot);
+        o.files[k] = names[k];
+    }
+    return cli_out_emit(&o, m);
+}
+
+/* See usage(). */
 int cmd_plot(int argc, char **argv) {
-    (void)argc; (void)argv;
-    fprintf(stderr, "layermap: 'plot' is not built yet\n");
-    return 1;
+    const char *inputs[MAX_INPUTS];
+    int n_in = 0, grid = 0;
+    long cols = 0;
+    cli_out out;
+    cli_out_init(&out);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int r = cli_out_parse(&out, argc, argv, &i);
+        if (r < 0) return 2;
+        if (r > 0) continue;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--grid")) {
+            grid = 1;
+        } else if (!strcmp(a, "--cols") || !strncmp(a, "--cols=", 7)) {
+            const char *v = a[6] == '=' ? a + 7 : i + 1 < argc ? argv[++i] : NULL;
+            if (!v) return cli_errorf("--cols needs a value (see --help)") ? 2 : 2;
+            if (cli_parse_int("--cols", v, 1, MAX_INPUTS, &cols)) return 2;
+        } else if (a[0] == '-' && a[1]) {
+            cli_errorf("plot: unknown or incomplete option '%s' (see --help)", a);
+            return 2;
+        } else {
+            if (n_in >= MAX_INPUTS) return cli_errorf("plot: at most %d matrices", MAX_INPUTS) ? 2 : 2;
+            inputs[n_in++] = a;
+        }
+    }
+    if (n_in == 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (cols && !grid) return cli_errorf("plot: --cols is for --grid") ? 2 : 2;
+    out.plot.cols = (int)cols;
+
+    lm_matrix *ms[MAX_INPUTS] = {0};
+    int rc = 0;
+    for (int i = 0; i < n_in && !rc; i++) rc = read_matrix(inputs[i], &ms[i]);
+    if (!rc) {
+        if (n_in == 1 || grid) {
+            rc = cli_out_emit_many(&out, ms, n_in);
+        } else {
+            for (int i = 0; i < n_in; i++) {
+                if (i && !out.quiet) fputc('\n', stdout);
+                rc |= emit_one_of_many(&out, ms[i], inputs[i]);
+            }
+        }
+    }
+    for (int i = 0; i < n_in; i++) lm_matrix_free(ms[i]);
+    return rc ? 1 : 0;
 }

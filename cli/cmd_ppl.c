@@ -64,7 +64,7 @@ int cmd_ppl(int argc, char **argv) {
     int longest = 0;
     for (int s = 0; s < ds->n_seq; s++)
         if (ds->seqs[s].n > longest) longest = ds->seqs[s].n;
-    lm_engine_opts eo = {(int)threads, longest, 0};
+    lm_engine_opts eo = {.threads = (int)threads, .max_seq = longest};
     if (lm_engine_new(&e, m, &eo, &err)) goto fail;
     cli_progress prog;
     cli_progress_init(&prog);

@@ -384,7 +384,9 @@ typedef struct lm_engine lm_engine;
 typedef struct lm_engine_opts {
     int threads;          /* 0 = all cores */
     int max_seq;          /* longest sequence the engine will see */
-    size_t weight_cache_bytes; /* F32 weights kept dequantized; 0 = auto (bounded) */
+    size_t weight_cache_bytes; /* F32 weights kept dequantized; 0 = auto (a third of RAM) */
+    size_t act_cache_bytes;    /* every layer's intermediates kept (no recompute in the
+                                * backward) when they fit; 0 = auto (a sixth of RAM); 1 = never */
 } lm_engine_opts;
 
 int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, lm_err *err);

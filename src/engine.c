@@ -43,6 +43,7 @@ typedef struct layer_f32 {
 
 /* One layer's intermediates for one sequence (recomputed in the backward). */
 typedef struct layer_acts {
+    float *block;    /* the allocation all below point into */
     float *x;        /* (n, D)  attn-normed input */
     float *rstd1;    /* (n) */
     float *q, *k, *v;     /* (n, QD), (n, KD), (n, KD) module outputs */
@@ -89,8 +90,10 @@ struct lm_engine {
     float *hs_cur;       /* which one the backward uses */
     int grad_ready;
 
-    /* scratch */
-    layer_acts a;
+    /* one layer's intermediates per layer when they all fit the activation
+     * budget (the backward then skips the recompute), else one set reused */
+    layer_acts *acts;
+    int n_acts;
     float *xn;           /* (max_seq, D) final-normed */
     float *rstd_f;       /* (max_seq) */
     float *logit_chunk;  /* (HEAD_CHUNK, V) */
@@ -246,6 +249,40 @@ static size_t mem_total_bytes(void) {
     return pages > 0 && psize > 0 ? (size_t)pages * (size_t)psize : (size_t)8 << 30;
 }
 
+/* Sizes of one layer's intermediates (floats each), in layer_acts order. */
+static int acts_sizes(const lm_engine *e, size_t *sz) {
+    size_t S = (size_t)e->max_seq, D = (size_t)e->c.dim, F = (size_t)e->c.ffn_dim;
+    size_t H = (size_t)e->c.n_head, KV = (size_t)e->c.n_kv_head, QD = (size_t)e->QD, KD = (size_t)e->KD;
+    size_t v[] = {S * D, S, S * QD, S * KD, S * KD, S * QD, S * KD, S * H, S * KV, H * S * S, S * QD, S * D, S,
+                  S * D, S * D, S, S * F, S * F, S * F, S * D, S};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) sz[i] = v[i];
+    return (int)(sizeof v / sizeof v[0]);
+}
+
+static size_t acts_floats(const lm_engine *e) {
+    size_t sz[32], total = 0;
+    int n = acts_sizes(e, sz);
+    for (int i = 0; i < n; i++) total += (sz[i] + 15) & ~(size_t)15;
+    return total;
+}
+
+/* One allocation for a layer's intermediates, carved into named pointers. */
+static int acts_alloc(lm_engine *e, layer_acts *a) {
+    size_t sz[32];
+    int n = acts_sizes(e, sz);
+    a->block = lm_calloc(acts_floats(e), sizeof(float));
+    if (!a->block) return LM_ENOMEM;
+    float **ptrs[] = {&a->x, &a->rstd1, &a->q, &a->k, &a->v, &a->qr, &a->kr, &a->q_rstd, &a->k_rstd,
+                      &a->P, &a->att, &a->o, &a->o_rstd, &a->hmid, &a->x2, &a->rstd2, &a->g, &a->u,
+                      &a->a, &a->d, &a->d_rstd};
+    float *cur = a->block;
+    for (int i = 0; i < n; i++) {
+        *ptrs[i] = cur;
+        cur += (sz[i] + 15) & ~(size_t)15;
+    }
+    return LM_OK;
+}
+
 int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, lm_err *err) {
     *out = NULL;
     const lm_config *c = &m->cfg;
@@ -279,12 +316,10 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
 
     /* scratch arena */
     size_t S = (size_t)e->max_seq, D = (size_t)c->dim, F = (size_t)c->ffn_dim, V = (size_t)c->vocab;
-    size_t H = (size_t)c->n_head, KV = (size_t)c->n_kv_head, QD = (size_t)e->QD, KD = (size_t)e->KD;
+    size_t QD = (size_t)e->QD, KD = (size_t)e->KD;
     size_t half = (size_t)c->head_dim / 2, L = (size_t)c->n_layer;
     size_t DQ = D > QD ? D : QD;
     size_t sizes[] = {
-        /* acts */ S * D, S, S * QD, S * KD, S * KD, S * QD, S * KD, S * H, S * KV, H * S * S, S * QD, S * D, S,
-        S * D, S * D, S, S * F, S * F, S * F, S * D, S,
         /* rope */ S * half, S * half, S * half, S * half,
         /* seq */ (L + 1) * S * D, (L + 1) * S * D,
         /* head */ S * D, S, (size_t)HEAD_CHUNK * V,
@@ -300,9 +335,6 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
     }
     e->arena = arena;
     float **ptrs[] = {
-        &e->a.x, &e->a.rstd1, &e->a.q, &e->a.k, &e->a.v, &e->a.qr, &e->a.kr, &e->a.q_rstd, &e->a.k_rstd,
-        &e->a.P, &e->a.att, &e->a.o, &e->a.o_rstd, &e->a.hmid, &e->a.x2, &e->a.rstd2, &e->a.g, &e->a.u,
-        &e->a.a, &e->a.d, &e->a.d_rstd,
         &e->cos_g, &e->sin_g, &e->cos_l, &e->sin_l,
         &e->hs_clean, &e->hs_work,
         &e->xn, &e->rstd_f, &e->logit_chunk,
@@ -313,6 +345,20 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
         *ptrs[i] = cur;
         cur += (sizes[i] + 15) & ~(size_t)15;
     }
+    /* layer intermediates: all layers when they fit the budget */
+    size_t act_budget = o && o->act_cache_bytes ? o->act_cache_bytes : mem_total_bytes() / 6;
+    size_t per_layer = acts_floats(e) * sizeof(float);
+    e->n_acts = per_layer * L <= act_budget ? (int)L : 1;
+    e->acts = lm_calloc((size_t)e->n_acts, sizeof *e->acts);
+    if (!e->acts) {
+        lm_engine_free(e);
+        return lm_nomem(err, sizeof *e->acts, "activation table");
+    }
+    for (int i = 0; i < e->n_acts; i++)
+        if (acts_alloc(e, &e->acts[i]) != LM_OK) {
+            lm_engine_free(e);
+            return lm_nomem(err, per_layer, "layer activations (lower --seq-len)");
+        }
     e->tok = lm_calloc(S, sizeof *e->tok);
     e->target = lm_calloc(S, sizeof *e->target);
     e->mask = lm_calloc(S, 1);
@@ -348,6 +394,9 @@ void lm_engine_free(lm_engine *e) {
     if (e->lw)
         for (int l = 0; l < e->c.n_layer; l++) layer_unload(e, l);
     lm_free(e->lw);
+    if (e->acts)
+        for (int i = 0; i < e->n_acts; i++) lm_free(e->acts[i].block);
+    lm_free(e->acts);
     lm_free(e->arena);
     lm_free(e->tok);
     lm_free(e->target);
@@ -403,7 +452,7 @@ static int layer_forward(lm_engine *e, int l, const float *h_in, float *h_out, i
     layer_f32 *w;
     int rc = layer_get(e, l, &w, err);
     if (rc) return rc;
-    layer_acts *a = &e->a;
+    layer_acts *a = &e->acts[e->n_acts > 1 ? l : 0];
     int D = c->dim, F = c->ffn_dim, H = c->n_head, KV = c->n_kv_head, hd = c->head_dim;
     int win = layer_window(c, l);
     const float *cs = win ? e->cos_l : e->cos_g, *sn = win ? e->sin_l : e->sin_g;
@@ -485,7 +534,7 @@ static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const l
     layer_f32 *w;
     int rc = layer_get(e, l, &w, err);
     if (rc) return rc;
-    layer_acts *a = &e->a;
+    layer_acts *a = &e->acts[e->n_acts > 1 ? l : 0];
     int D = c->dim, F = c->ffn_dim, H = c->n_head, KV = c->n_kv_head, hd = c->head_dim;
     int QD = e->QD, KD = e->KD;
     int win = layer_window(c, l);
@@ -673,7 +722,8 @@ int lm_eng_backward(lm_engine *e, int to, const lm_interv *iv, const lm_hooks *h
         /* recompute this layer's intermediates (its output goes to the free
          * xn buffer: the stored input of layer l+1 is already known); hooks
          * are not re-run */
-        int rc = layer_forward(e, l, hs + l * stride, e->xn, n, iv, NULL, err);
+        int rc = LM_OK;
+        if (e->n_acts == 1) rc = layer_forward(e, l, hs + l * stride, e->xn, n, iv, NULL, err);
         if (rc) return rc;
         rc = layer_backward(e, l, hs + l * stride, n, iv, hk, l > to, err);
         if (rc) return rc;

@@ -181,7 +181,7 @@ static void check_model(const char *model_dir, const char *ref_path, tol tl, int
     CHECK_OK(lm_model_open(&m, model_dir, &err), &err);
     if (!m) goto out;
     CHECK(load_refdata(&rd) == 0, "%s: reference sequences missing", ref_path);
-    lm_engine_opts eo = {0, 64, 0};
+    lm_engine_opts eo = {.max_seq = 64};
     CHECK_OK(lm_engine_new(&e, m, &eo, &err), &err);
     if (!e) goto out2;
     int V = m->cfg.vocab, L = m->cfg.n_layer;
@@ -322,7 +322,7 @@ static void check_greedy(void) {
     lm_engine *e = NULL;
     CHECK_OK(lm_model_open(&m, model_path(path, sizeof path, "stories260K-hf"), &err), &err);
     if (!m) return;
-    lm_engine_opts eo = {0, 64, 0};
+    lm_engine_opts eo = {.max_seq = 64};
     CHECK_OK(lm_engine_new(&e, m, &eo, &err), &err);
     CHECK_OK(lm_st_open(&ref, "tests/data/ref/stories260K-hf.safetensors", &err), &err);
     int64_t n = 0;
@@ -354,7 +354,7 @@ static void check_resume(void) {
     CHECK_OK(lm_st_open(&ref, "tests/data/ref/stories260K-hf.safetensors", &err), &err);
     if (!m || !ref) return;
     load_refdata(&rd);
-    lm_engine_opts eo = {0, 64, 0};
+    lm_engine_opts eo = {.max_seq = 64};
     CHECK_OK(lm_engine_new(&e, m, &eo, &err), &err);
     snprintf(ck, sizeof ck, "%s/resume.ckpt", scratch_dir());
     lm_method meths[] = {LM_METHOD_GRAD_WEIGHT, LM_METHOD_ABLATE_MEAN, LM_METHOD_ACT_SQ};
@@ -412,7 +412,7 @@ static void check_other_dtypes(void) {
         lm_engine *e = NULL;
         CHECK_OK(lm_model_open(&m, model_path(path, sizeof path, forms[f]), &err), &err);
         if (!m) continue;
-        lm_engine_opts eo = {0, 64, 0};
+        lm_engine_opts eo = {.max_seq = 64};
         CHECK_OK(lm_engine_new(&e, m, &eo, &err), &err);
         for (int meth = 0; e && meth < LM_METHOD_COUNT; meth++) {
             lm_attr_opts ao;
