@@ -17,6 +17,7 @@ static void usage(FILE *f) {
             "                      act-grad | ig | ablate | ablate-mean | act-stats (act-sq + wanda + block influence)\n"
             "  --seq-len N         tokens per sequence (default 512)\n"
             "  --max-tokens N      stop reading data after N tokens (default: all)\n"
+            "  --batch N           sequences packed into one pass (default 1; helps short sequences)\n"
             "  --steps N           integrated-gradients steps (default 32)\n"
             "  --threads N         worker threads (default: all cores)\n"
             "  --checkpoint FILE   save the accumulated sums there while running\n"
@@ -36,7 +37,7 @@ static void summary(const lm_attr_result *r, const char *method, double secs) {
 
 int cmd_attribute(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *method_s = "grad-weight", *ckpt = NULL;
-    long seq_len = 512, max_tokens = 0, steps = 32, threads = 0;
+    long seq_len = 512, max_tokens = 0, steps = 32, threads = 0, batch = 1;
     int resume = 0;
     cli_out out;
     cli_out_init(&out);
@@ -60,6 +61,8 @@ int cmd_attribute(int argc, char **argv) {
             if (cli_parse_int(a, argv[++i], 2, 1 << 20, &seq_len)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--max-tokens")) {
             if (cli_parse_int(a, argv[++i], 0, (long)1 << 50, &max_tokens)) return 2;
+        } else if (i + 1 < argc && !strcmp(a, "--batch")) {
+            if (cli_parse_int(a, argv[++i], 1, 4096, &batch)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--steps")) {
             if (cli_parse_int(a, argv[++i], 1, 100000, &steps)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--threads")) {
@@ -95,12 +98,14 @@ int cmd_attribute(int argc, char **argv) {
     int longest = 0;
     for (int s = 0; s < ds->n_seq; s++)
         if (ds->seqs[s].n > longest) longest = ds->seqs[s].n;
-    lm_engine_opts eo = {.threads = (int)threads, .max_seq = longest};
+    if (batch > ds->n_seq) batch = ds->n_seq;
+    lm_engine_opts eo = {.threads = (int)threads, .max_seq = longest, .max_batch = (int)batch};
     if (lm_engine_new(&e, m, &eo, &err)) goto fail;
 
     lm_attr_opts ao;
     lm_attr_opts_default(&ao);
     ao.ig_steps = (int)steps;
+    ao.batch = (int)batch;
     ao.checkpoint_path = ckpt;
     ao.resume = resume;
     cli_progress prog;

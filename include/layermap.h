@@ -384,6 +384,7 @@ typedef struct lm_engine lm_engine;
 typedef struct lm_engine_opts {
     int threads;          /* 0 = all cores */
     int max_seq;          /* longest sequence the engine will see */
+    int max_batch;        /* sequences packed into one pass (default 1) */
     size_t weight_cache_bytes; /* F32 weights kept dequantized; 0 = auto (a third of RAM) */
     size_t act_cache_bytes;    /* every layer's intermediates kept (no recompute in the
                                 * backward) when they fit; 0 = auto (a sixth of RAM); 1 = never */
@@ -432,6 +433,7 @@ int lm_method_parse(const char *s, lm_method *out);
 
 typedef struct lm_attr_opts {
     int ig_steps;          /* default 32 */
+    int batch;             /* sequences per pass (<= the engine's max_batch); default 1 */
     const char *checkpoint_path; /* accumulated sums saved here during the run, NULL = none */
     int resume;            /* 1: continue from checkpoint_path when it exists */
     double checkpoint_secs;/* save at most this often (default 30 s); 0 = after every sequence */

@@ -31,6 +31,7 @@ int lm_method_parse(const char *s, lm_method *out) {
 void lm_attr_opts_default(lm_attr_opts *o) {
     memset(o, 0, sizeof *o);
     o->ig_steps = 32;
+    o->batch = 1;
     o->checkpoint_secs = 30.0;
 }
 
@@ -129,7 +130,7 @@ nomem:
 typedef struct ckpt_head {
     char magic[8];
     int32_t method, L, phase, next_seq;
-    int32_t ig_steps, n_seq;
+    int32_t ig_steps, n_seq, batch, pad;
     int64_t n_targets, n_tokens, n_pos_mean;
     uint64_t data_hash;
     double loss_sum;
@@ -166,6 +167,7 @@ static int ckpt_save(const acc *a, const lm_dataset *d, const lm_attr_opts *o, l
     h.phase = a->phase;
     h.next_seq = a->next_seq;
     h.ig_steps = o->ig_steps;
+    h.batch = o->batch;
     h.n_seq = d->n_seq;
     h.n_targets = a->n_targets;
     h.n_tokens = a->n_tokens;
@@ -197,9 +199,9 @@ static int ckpt_load(acc *a, const lm_dataset *d, const lm_attr_opts *o, lm_err 
     if (fread(&h, sizeof h, 1, f) != 1 || memcmp(h.magic, CKPT_MAGIC, 8)) {
         rc = LM_CORRUPT(err, "%s: not a layermap checkpoint (or truncated)", p);
     } else if (h.method != (int32_t)a->method || h.L != a->L || h.vec_len != a->vec_off[a->L * NM] ||
-               h.ig_steps != o->ig_steps) {
-        rc = lm_fail(err, LM_EARG, "%s: checkpoint is for another method or model (method %s, %d layers)", p,
-                     h.method >= 0 && h.method < LM_METHOD_COUNT ? lm_method_names[h.method] : "?", h.L);
+               h.ig_steps != o->ig_steps || h.batch != o->batch) {
+        rc = lm_fail(err, LM_EARG, "%s: checkpoint is for another method, model or batch size (method %s, %d layers, batch %d)", p,
+                     h.method >= 0 && h.method < LM_METHOD_COUNT ? lm_method_names[h.method] : "?", h.L, h.batch);
     } else if (h.n_seq != d->n_seq || h.data_hash != data_hash(d)) {
         rc = lm_fail(err, LM_EARG, "%s: checkpoint is for other data (%d sequences)", p, h.n_seq);
     } else if (h.next_seq < 0 || h.next_seq > d->n_seq || h.phase < 0 || h.phase > 1) {
@@ -224,32 +226,40 @@ static int ckpt_load(acc *a, const lm_dataset *d, const lm_attr_opts *o, lm_err 
 /* Hooks                                                                     */
 /* ------------------------------------------------------------------------ */
 
-/* Weight-gradient methods: G = dY^T X (out, in), reduced with W at once. */
-static int hook_weight(void *ctx, int l, int m, const float *dY, const float *Y, const float *X,
-                       const float *W, int n) {
-    (void)Y;
-    acc *a = ctx;
-    int out = lm_eng_module_out(a->e, m), in = lm_eng_module_in(a->e, m);
-    lm_backend_cpu()->gemm_tn(out, in, n, dY, out, X, in, 0.0f, a->dW, in);
-    long cnt = (long)out * in;
-    const float *G = a->dW;
+/* Reduce one sequence's weight gradient G (out*in = cnt) with W for the method. */
+static double reduce_grad(lm_method method, const float *W, const float *G, long cnt) {
     double s = 0.0;
-    switch (a->method) {
+    switch (method) {
     case LM_METHOD_GRAD_WEIGHT:
 #pragma omp parallel for reduction(+ : s) schedule(static)
         for (long i = 0; i < cnt; i++) s += fabs((double)W[i] * G[i]);
-        break;
+        return s;
     case LM_METHOD_GRAD_WEIGHT_SIGNED:
 #pragma omp parallel for reduction(+ : s) schedule(static)
         for (long i = 0; i < cnt; i++) s += (double)W[i] * G[i];
-        break;
+        return s;
     default: /* fisher, grad-norm */
 #pragma omp parallel for reduction(+ : s) schedule(static)
         for (long i = 0; i < cnt; i++) s += (double)G[i] * G[i];
-        if (a->method == LM_METHOD_GRAD_NORM) s = sqrt(s);
-        break;
+        return method == LM_METHOD_GRAD_NORM ? sqrt(s) : s;
     }
-    a->sum[l * NM + m] += s;
+}
+
+/* Weight-gradient methods: G_s = dY_s^T X_s (out, in) for each sequence s of
+ * the pass, reduced with W at once and never stored. */
+static int hook_weight(void *ctx, int l, int m, const float *dY, const float *Y, const float *X,
+                       const float *W, int n) {
+    (void)Y;
+    (void)n;
+    acc *a = ctx;
+    int out = lm_eng_module_out(a->e, m), in = lm_eng_module_in(a->e, m);
+    const int *off;
+    int nseg = lm_eng_segments(a->e, &off);
+    for (int sg = 0; sg < nseg; sg++) {
+        lm_backend_cpu()->gemm_tn(out, in, off[sg + 1] - off[sg], dY + (long)off[sg] * out, out,
+                                  X + (long)off[sg] * in, in, 0.0f, a->dW, in);
+        a->sum[l * NM + m] += reduce_grad(a->method, W, a->dW, (long)out * in);
+    }
     return 0;
 }
 
@@ -342,7 +352,8 @@ static int seq_targets(const lm_seq *s) {
     return c;
 }
 
-static int run_seq(acc *a, const lm_seq *s, const lm_attr_opts *o, lm_err *err) {
+/* One pass over nb sequences packed together (sums are per sequence). */
+static int run_batch(acc *a, const lm_seq *s, int nb, const lm_attr_opts *o, lm_err *err) {
     lm_engine *e = a->e;
     int L = a->L, rc;
     double clean = 0.0;
@@ -354,24 +365,24 @@ static int run_seq(acc *a, const lm_seq *s, const lm_attr_opts *o, lm_err *err) 
     case LM_METHOD_GRAD_NORM:
     case LM_METHOD_ACT_GRAD:
         hk.bwd = a->method == LM_METHOD_ACT_GRAD ? hook_act_grad : hook_weight;
-        rc = lm_eng_forward(e, s->tok, s->n, s->mask, NULL, NULL, 1, &clean, NULL, 0, err);
+        rc = lm_eng_forward_batch(e, s, nb, 1, NULL, NULL, 1, &clean, NULL, 0, err);
         if (rc == LM_OK) rc = lm_eng_backward(e, 0, NULL, &hk, err);
         break;
     case LM_METHOD_ACT_SQ:
     case LM_METHOD_WANDA:
         hk.fwd = hook_act_stats;
         hk.block = hook_block;
-        rc = lm_eng_forward(e, s->tok, s->n, s->mask, NULL, &hk, 0, &clean, NULL, 0, err);
+        rc = lm_eng_forward_batch(e, s, nb, 1, NULL, &hk, 0, &clean, NULL, 0, err);
         break;
     case LM_METHOD_ABLATE:
     case LM_METHOD_ABLATE_MEAN:
         if (a->method == LM_METHOD_ABLATE_MEAN && a->phase == 0) {
             hk.fwd = hook_mean;
-            rc = lm_eng_forward(e, s->tok, s->n, s->mask, NULL, &hk, 0, &clean, NULL, 0, err);
-            if (rc == LM_OK) a->n_pos_mean += s->n;
+            rc = lm_eng_forward_batch(e, s, nb, 1, NULL, &hk, 0, &clean, NULL, 0, err);
+            for (int i = 0; rc == LM_OK && i < nb; i++) a->n_pos_mean += s[i].n;
             return rc; /* the loss is counted in phase 1 */
         }
-        rc = lm_eng_forward(e, s->tok, s->n, s->mask, NULL, NULL, 0, &clean, NULL, 0, err);
+        rc = lm_eng_forward_batch(e, s, nb, 1, NULL, NULL, 0, &clean, NULL, 0, err);
         for (int l = 0; l < L && rc == LM_OK; l++)
             for (int m = 0; m < NM && rc == LM_OK; m++) {
                 lm_interv iv = {LM_IV_SCALE, l, m, 0.0f, NULL};
@@ -383,19 +394,19 @@ static int run_seq(acc *a, const lm_seq *s, const lm_attr_opts *o, lm_err *err) 
                     iv.vec = a->mu;
                 }
                 double lab;
-                rc = lm_eng_forward_from(e, l, s->mask, &iv, NULL, 0, &lab, err);
+                rc = lm_eng_forward_from(e, l, 1, &iv, NULL, 0, &lab, err);
                 if (rc == LM_OK) a->sum[l * NM + m] += lab - clean;
             }
         break;
     case LM_METHOD_IG: {
-        rc = lm_eng_forward(e, s->tok, s->n, s->mask, NULL, NULL, 0, &clean, NULL, 0, err);
+        rc = lm_eng_forward_batch(e, s, nb, 1, NULL, NULL, 0, &clean, NULL, 0, err);
         hk.bwd = hook_ig;
         int N = o->ig_steps > 0 ? o->ig_steps : 32;
         for (int l = 0; l < L && rc == LM_OK; l++)
             for (int m = 0; m < NM && rc == LM_OK; m++) {
                 double integral = 0.0, l0;
                 lm_interv iv = {LM_IV_SCALE, l, m, 0.0f, NULL};
-                rc = lm_eng_forward_from(e, l, s->mask, &iv, NULL, 0, &l0, err);
+                rc = lm_eng_forward_from(e, l, 1, &iv, NULL, 0, &l0, err);
                 if (rc) break;
                 a->aux[l * NM + m] += l0 - clean;
                 a->target_l = l;
@@ -403,7 +414,7 @@ static int run_seq(acc *a, const lm_seq *s, const lm_attr_opts *o, lm_err *err) 
                 for (int k = 0; k < N && rc == LM_OK; k++) {
                     iv.alpha = a->alpha = (float)((k + 0.5) / N);
                     a->ig_dot = 0.0;
-                    rc = lm_eng_forward_from(e, l, s->mask, &iv, NULL, 1, NULL, err);
+                    rc = lm_eng_forward_from(e, l, 1, &iv, NULL, 1, NULL, err);
                     if (rc == LM_OK) rc = lm_eng_backward(e, l, &iv, &hk, err);
                     integral += a->ig_dot;
                 }
@@ -416,8 +427,10 @@ static int run_seq(acc *a, const lm_seq *s, const lm_attr_opts *o, lm_err *err) 
     }
     if (rc) return rc;
     a->loss_sum += clean;
-    a->n_targets += seq_targets(s);
-    a->n_tokens += s->n;
+    for (int i = 0; i < nb; i++) {
+        a->n_targets += seq_targets(&s[i]);
+        a->n_tokens += s[i].n;
+    }
     return LM_OK;
 }
 
@@ -519,6 +532,10 @@ int lm_attribute(lm_engine *e, const lm_dataset *d, lm_method method, const lm_a
     else
         lm_attr_opts_default(&o);
     if (o.ig_steps <= 0) o.ig_steps = 32;
+    if (o.batch <= 0) o.batch = 1;
+    if (o.batch > lm_eng_max_batch(e))
+        return lm_fail(err, LM_EARG, "batch of %d sequences, but the engine was made for %d", o.batch,
+                       lm_eng_max_batch(e));
     if ((int)method < 0 || method >= LM_METHOD_COUNT) return lm_fail(err, LM_EARG, "unknown method %d", (int)method);
     if (!d || d->n_seq <= 0) return lm_fail(err, LM_EARG, "no data to attribute");
     double t0 = lm_now();
@@ -539,23 +556,23 @@ int lm_attribute(lm_engine *e, const lm_dataset *d, lm_method method, const lm_a
     /* progress: tokens over all phases */
     double total = (double)d->n_tokens * phases;
     for (; a.phase < phases && !stopped; a.phase++) {
-        for (; a.next_seq < d->n_seq; a.next_seq++) {
+        while (a.next_seq < d->n_seq) {
             if (o.max_seqs > 0 && done_this_call >= o.max_seqs) {
                 stopped = 1;
                 break;
             }
-            rc = run_seq(&a, &d->seqs[a.next_seq], &o, err);
+            int nb = d->n_seq - a.next_seq < o.batch ? d->n_seq - a.next_seq : o.batch;
+            rc = run_batch(&a, &d->seqs[a.next_seq], nb, &o, err);
             if (rc) goto out;
-            done_this_call++;
+            a.next_seq += nb;
+            done_this_call += nb;
             if (o.progress) {
-                double doneTok = 0;
-                for (int s = 0; s <= a.next_seq; s++) doneTok += d->seqs[s].n;
-                o.progress(o.progress_ctx, doneTok + (double)d->n_tokens * a.phase, total, lm_method_names[method]);
+                double done_tok = 0;
+                for (int s = 0; s < a.next_seq; s++) done_tok += d->seqs[s].n;
+                o.progress(o.progress_ctx, done_tok + (double)d->n_tokens * a.phase, total, lm_method_names[method]);
             }
             if (o.checkpoint_path && lm_now() - last_save >= o.checkpoint_secs) {
-                a.next_seq++; /* the saved position is the next sequence to run */
                 rc = ckpt_save(&a, d, &o, err);
-                a.next_seq--;
                 if (rc) goto out;
                 last_save = lm_now();
             }

@@ -49,7 +49,7 @@ typedef struct layer_acts {
     float *q, *k, *v;     /* (n, QD), (n, KD), (n, KD) module outputs */
     float *qr, *kr;       /* (n, QD), (n, KD) after qk-norm and rope */
     float *q_rstd, *k_rstd; /* (n, H), (n, KV) qk-norm */
-    float *P;        /* (H, n, n) attention probabilities */
+    float *P;        /* per sequence s: (H, n_s, n_s) attention probabilities, one after another */
     float *att;      /* (n, QD) attention output = o's input */
     float *o;        /* (n, D) o output (before post-norm) */
     float *o_rstd;   /* (n) */
@@ -66,7 +66,11 @@ struct lm_engine {
     lm_config c;
     const lm_backend *be;
     int threads;
-    int max_seq;
+    int max_seq;         /* longest sequence */
+    int max_batch;       /* sequences packed into one pass */
+    int rows;            /* row capacity: max_seq * max_batch */
+    int nseg;            /* sequences in the current pass */
+    int *seg;            /* (max_batch + 1) row offsets of the sequences */
     int QD, KD;          /* n_head * head_dim, n_kv_head * head_dim */
 
     /* weights */
@@ -82,11 +86,11 @@ struct lm_engine {
 
     /* per-sequence state */
     int n;               /* length of the last forward */
-    int32_t *tok;        /* (max_seq) */
-    int *target;         /* (max_seq) */
-    uint8_t *mask;       /* (max_seq) */
-    float *hs_clean;     /* (L+1, max_seq, D) layer inputs of the last full forward */
-    float *hs_work;      /* (L+1, max_seq, D) layer inputs of forward_from runs */
+    int32_t *tok;        /* (rows) */
+    int *target;         /* (rows) */
+    uint8_t *mask;       /* (rows) */
+    float *hs_clean;     /* (L+1, rows, D) layer inputs of the last full forward */
+    float *hs_work;      /* (L+1, rows, D) layer inputs of forward_from runs */
     float *hs_cur;       /* which one the backward uses */
     int grad_ready;
 
@@ -94,15 +98,15 @@ struct lm_engine {
      * budget (the backward then skips the recompute), else one set reused */
     layer_acts *acts;
     int n_acts;
-    float *xn;           /* (max_seq, D) final-normed */
-    float *rstd_f;       /* (max_seq) */
+    float *xn;           /* (rows, D) final-normed */
+    float *rstd_f;       /* (rows) */
     float *logit_chunk;  /* (HEAD_CHUNK, V) */
-    float *dh;           /* (max_seq, D) */
-    float *dtmp;         /* (max_seq, D) */
-    float *dD2;          /* (max_seq, max(D, QD)) */
-    float *dF1, *dF2, *dF3; /* (max_seq, F) */
-    float *dq, *dk, *dv; /* (max_seq, QD/KD) */
-    float *dq2, *dk2;    /* (max_seq, QD/KD) through qk-norm */
+    float *dh;           /* (rows, D) */
+    float *dtmp;         /* (rows, D) */
+    float *dD2;          /* (rows, max(D, QD)) */
+    float *dF1, *dF2, *dF3; /* (rows, F) */
+    float *dq, *dk, *dv; /* (rows, QD/KD) */
+    float *dq2, *dk2;    /* (rows, QD/KD) through qk-norm */
     float *dnn;          /* (max_seq, max_seq) */
     void *arena;         /* one allocation for all of the above */
 };
@@ -130,6 +134,7 @@ int lm_eng_module_in(const lm_engine *e, int m) {
 
 const lm_config *lm_eng_config(const lm_engine *e) { return &e->c; }
 int lm_eng_threads(const lm_engine *e) { return e->threads; }
+int lm_eng_max_batch(const lm_engine *e) { return e->max_batch; }
 
 /* Dequantize a whole tensor into dst (rows x cols F32), rows split over threads. */
 static int read_tensor(const lm_tensor *t, float *dst, lm_err *err) {
@@ -251,9 +256,10 @@ static size_t mem_total_bytes(void) {
 
 /* Sizes of one layer's intermediates (floats each), in layer_acts order. */
 static int acts_sizes(const lm_engine *e, size_t *sz) {
-    size_t S = (size_t)e->max_seq, D = (size_t)e->c.dim, F = (size_t)e->c.ffn_dim;
+    size_t S = (size_t)e->rows, D = (size_t)e->c.dim, F = (size_t)e->c.ffn_dim, MS = (size_t)e->max_seq;
     size_t H = (size_t)e->c.n_head, KV = (size_t)e->c.n_kv_head, QD = (size_t)e->QD, KD = (size_t)e->KD;
-    size_t v[] = {S * D, S, S * QD, S * KD, S * KD, S * QD, S * KD, S * H, S * KV, H * S * S, S * QD, S * D, S,
+    size_t v[] = {S * D, S, S * QD, S * KD, S * KD, S * QD, S * KD, S * H, S * KV,
+                  H * MS * MS * (size_t)e->max_batch, S * QD, S * D, S,
                   S * D, S * D, S, S * F, S * F, S * F, S * D, S};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) sz[i] = v[i];
     return (int)(sizeof v / sizeof v[0]);
@@ -297,6 +303,8 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
     e->be = lm_backend_cpu();
     e->threads = lm_num_threads(o ? o->threads : 0);
     e->max_seq = o && o->max_seq > 0 ? o->max_seq : 512;
+    e->max_batch = o && o->max_batch > 0 ? o->max_batch : 1;
+    e->rows = e->max_seq * e->max_batch;
     e->QD = c->n_head * c->head_dim;
     e->KD = c->n_kv_head * c->head_dim;
     omp_set_num_threads(e->threads);
@@ -315,15 +323,16 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
     }
 
     /* scratch arena */
-    size_t S = (size_t)e->max_seq, D = (size_t)c->dim, F = (size_t)c->ffn_dim, V = (size_t)c->vocab;
+    size_t S = (size_t)e->rows, MS = (size_t)e->max_seq, D = (size_t)c->dim, F = (size_t)c->ffn_dim;
+    size_t V = (size_t)c->vocab;
     size_t QD = (size_t)e->QD, KD = (size_t)e->KD;
     size_t half = (size_t)c->head_dim / 2, L = (size_t)c->n_layer;
     size_t DQ = D > QD ? D : QD;
     size_t sizes[] = {
-        /* rope */ S * half, S * half, S * half, S * half,
+        /* rope */ MS * half, MS * half, MS * half, MS * half,
         /* seq */ (L + 1) * S * D, (L + 1) * S * D,
         /* head */ S * D, S, (size_t)HEAD_CHUNK * V,
-        /* backward */ S * D, S * D, S * DQ, S * F, S * F, S * F, S * QD, S * KD, S * KD, S * S, S * QD, S * KD,
+        /* backward */ S * D, S * D, S * DQ, S * F, S * F, S * F, S * QD, S * KD, S * KD, MS * MS, S * QD, S * KD,
     };
     size_t nsz = sizeof sizes / sizeof sizes[0], total = 0;
     for (size_t i = 0; i < nsz; i++) total += (sizes[i] + 15) & ~(size_t)15;
@@ -362,7 +371,8 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
     e->tok = lm_calloc(S, sizeof *e->tok);
     e->target = lm_calloc(S, sizeof *e->target);
     e->mask = lm_calloc(S, 1);
-    if (!e->tok || !e->target || !e->mask) {
+    e->seg = lm_calloc((size_t)e->max_batch + 1, sizeof *e->seg);
+    if (!e->tok || !e->target || !e->mask || !e->seg) {
         lm_engine_free(e);
         return lm_nomem(err, S * 9, "token buffers");
     }
@@ -401,6 +411,7 @@ void lm_engine_free(lm_engine *e) {
     lm_free(e->tok);
     lm_free(e->target);
     lm_free(e->mask);
+    lm_free(e->seg);
     lm_free(e->out_w);
     lm_free(e->out_norm);
     lm_free(e);
@@ -409,6 +420,16 @@ void lm_engine_free(lm_engine *e) {
 /* ------------------------------------------------------------------------ */
 /* One layer, forward                                                        */
 /* ------------------------------------------------------------------------ */
+
+/* Offset of packed sequence s's attention probabilities in layer_acts.P. */
+static long seg_p_off(const lm_engine *e, int s) {
+    long off = 0;
+    for (int i = 0; i < s; i++) {
+        long ns = e->seg[i + 1] - e->seg[i];
+        off += ns * ns;
+    }
+    return off * e->c.n_head;
+}
 
 /* Is layer l a sliding-window layer? */
 static int layer_window(const lm_config *c, int l) {
@@ -474,9 +495,14 @@ static int layer_forward(lm_engine *e, int l, const float *h_in, float *h_out, i
         memcpy(a->qr, a->q, sizeof(float) * (size_t)n * e->QD);
         memcpy(a->kr, a->k, sizeof(float) * (size_t)n * e->KD);
     }
-    rope_forward(a->qr, cs, sn, n, H, hd);
-    rope_forward(a->kr, cs, sn, n, KV, hd);
-    attention_forward(e->be, a->att, a->P, a->qr, a->kr, a->v, n, H, KV, hd, c->attn_scale, win);
+    /* each packed sequence: positions from 0, attention within itself */
+    for (int s = 0; s < e->nseg; s++) {
+        int r0 = e->seg[s], ns = e->seg[s + 1] - r0;
+        rope_forward(a->qr + (long)r0 * e->QD, cs, sn, ns, H, hd);
+        rope_forward(a->kr + (long)r0 * e->KD, cs, sn, ns, KV, hd);
+        attention_forward(e->be, a->att + (long)r0 * e->QD, a->P + seg_p_off(e, s), a->qr + (long)r0 * e->QD,
+                          a->kr + (long)r0 * e->KD, a->v + (long)r0 * e->KD, ns, H, KV, hd, c->attn_scale, win);
+    }
     linear_forward(e, a->o, a->att, w, l, LM_MOD_O, n, iv);
     if (hk && hk->fwd) HOOK(hk->fwd(hk->ctx, l, LM_MOD_O, a->o, a->att, n));
     long nD = (long)n * D;
@@ -580,9 +606,14 @@ static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const l
     float *datt = e->dD2; /* (n, QD) */
     e->be->gemm_nn(n, QD, D, dO, D, w->w[LM_MOD_O], QD, 0.0f, datt, QD);
     float *dqr = e->dq, *dkr = e->dk, *dv = e->dv;
-    attention_backward(e->be, dqr, dkr, dv, datt, a->P, a->qr, a->kr, a->v, e->dnn, n, H, KV, hd, c->attn_scale);
-    rope_backward(dqr, cs, sn, n, H, hd);
-    rope_backward(dkr, cs, sn, n, KV, hd);
+    for (int s = 0; s < e->nseg; s++) {
+        int r0 = e->seg[s], ns = e->seg[s + 1] - r0;
+        long oq = (long)r0 * QD, ok = (long)r0 * KD;
+        attention_backward(e->be, dqr + oq, dkr + ok, dv + ok, datt + oq, a->P + seg_p_off(e, s), a->qr + oq,
+                           a->kr + ok, a->v + ok, e->dnn, ns, H, KV, hd, c->attn_scale);
+        rope_backward(dqr + oq, cs, sn, ns, H, hd);
+        rope_backward(dkr + ok, cs, sn, ns, KV, hd);
+    }
     float *dq = dqr, *dk = dkr;
     if (c->has_qk_norm) { /* through the per-head norms */
         dq = e->dq2;
@@ -671,7 +702,7 @@ static double head_forward(lm_engine *e, const float *h, int n, int use_loss, in
 static int run_layers(lm_engine *e, float *hs, int from, const lm_interv *iv, const lm_hooks *hk,
                       int use_loss, int grad, double *loss, float *logits, int logits_from, lm_err *err) {
     int n = e->n, L = e->c.n_layer;
-    size_t stride = (size_t)e->max_seq * e->c.dim;
+    size_t stride = (size_t)e->rows * e->c.dim;
     for (int l = from; l < L; l++) {
         int rc = layer_forward(e, l, hs + l * stride, hs + (l + 1) * stride, n, iv, hk, err);
         if (rc) return rc;
@@ -683,40 +714,60 @@ static int run_layers(lm_engine *e, float *hs, int from, const lm_interv *iv, co
     return LM_OK;
 }
 
-int lm_eng_forward(lm_engine *e, const int32_t *tok, int n, const uint8_t *mask, const lm_interv *iv,
-                   const lm_hooks *hk, int grad, double *loss, float *logits, int logits_from, lm_err *err) {
-    if (n <= 0 || n > e->max_seq)
-        return lm_fail(err, LM_EARG, "sequence of %d tokens (engine holds 1..%d; raise --seq-len)", n, e->max_seq);
-    for (int t = 0; t < n; t++)
-        if (tok[t] < 0 || tok[t] >= e->c.vocab)
-            return lm_fail(err, LM_EARG, "token id %d at position %d outside the vocabulary (%d)", tok[t], t, e->c.vocab);
-    e->n = n;
-    memcpy(e->tok, tok, sizeof(int32_t) * (size_t)n);
-    for (int t = 0; t < n; t++) {
-        e->target[t] = t + 1 < n ? tok[t + 1] : 0;
-        e->mask[t] = mask && t + 1 < n ? (mask[t] != 0) : 0;
+int lm_eng_forward_batch(lm_engine *e, const lm_seq *seqs, int nseq, int use_loss, const lm_interv *iv,
+                         const lm_hooks *hk, int grad, double *loss, float *logits, int logits_from, lm_err *err) {
+    if (nseq <= 0 || nseq > e->max_batch)
+        return lm_fail(err, LM_EINTERNAL, "%d sequences in one pass (engine holds 1..%d)", nseq, e->max_batch);
+    if (grad && !use_loss) return lm_fail(err, LM_EINTERNAL, "backward requested without a loss");
+    int n = 0;
+    e->seg[0] = 0;
+    for (int s = 0; s < nseq; s++) {
+        const lm_seq *q = &seqs[s];
+        if (q->n <= 0 || q->n > e->max_seq)
+            return lm_fail(err, LM_EARG, "sequence of %d tokens (engine holds 1..%d; raise --seq-len)", q->n,
+                           e->max_seq);
+        for (int t = 0; t < q->n; t++) {
+            if (q->tok[t] < 0 || q->tok[t] >= e->c.vocab)
+                return lm_fail(err, LM_EARG, "token id %d at position %d outside the vocabulary (%d)", q->tok[t], t,
+                               e->c.vocab);
+            e->tok[n + t] = q->tok[t];
+            e->target[n + t] = t + 1 < q->n ? q->tok[t + 1] : 0;
+            e->mask[n + t] = use_loss && q->mask && t + 1 < q->n ? (q->mask[t] != 0) : 0;
+        }
+        n += q->n;
+        e->seg[s + 1] = n;
     }
-    int rc = embed_forward(e, e->hs_clean, tok, n, err);
+    e->n = n;
+    e->nseg = nseq;
+    int rc = embed_forward(e, e->hs_clean, e->tok, n, err);
     if (rc) return rc;
-    if (grad && !mask) return lm_fail(err, LM_EINTERNAL, "backward requested without a loss mask");
-    return run_layers(e, e->hs_clean, 0, iv, hk, mask != NULL, grad, loss, logits, logits_from, err);
+    return run_layers(e, e->hs_clean, 0, iv, hk, use_loss, grad, loss, logits, logits_from, err);
 }
 
-int lm_eng_forward_from(lm_engine *e, int from, const uint8_t *mask, const lm_interv *iv,
+int lm_eng_forward(lm_engine *e, const int32_t *tok, int n, const uint8_t *mask, const lm_interv *iv,
+                   const lm_hooks *hk, int grad, double *loss, float *logits, int logits_from, lm_err *err) {
+    lm_seq q = {(int32_t *)tok, (uint8_t *)mask, n};
+    return lm_eng_forward_batch(e, &q, 1, mask != NULL, iv, hk, grad, loss, logits, logits_from, err);
+}
+
+int lm_eng_segments(const lm_engine *e, const int **off) {
+    *off = e->seg;
+    return e->nseg;
+}
+
+int lm_eng_forward_from(lm_engine *e, int from, int use_loss, const lm_interv *iv,
                         const lm_hooks *hk, int grad, double *loss, lm_err *err) {
     if (from < 0 || from >= e->c.n_layer || e->n <= 0)
         return lm_fail(err, LM_EINTERNAL, "forward_from layer %d without a stored forward", from);
-    size_t stride = (size_t)e->max_seq * e->c.dim;
+    size_t stride = (size_t)e->rows * e->c.dim;
     memcpy(e->hs_work + from * stride, e->hs_clean + from * stride, sizeof(float) * (size_t)e->n * e->c.dim);
-    if (mask)
-        for (int t = 0; t < e->n; t++) e->mask[t] = t + 1 < e->n ? (mask[t] != 0) : 0;
-    return run_layers(e, e->hs_work, from, iv, hk, mask != NULL, grad, loss, NULL, 0, err);
+    return run_layers(e, e->hs_work, from, iv, hk, use_loss, grad, loss, NULL, 0, err);
 }
 
 int lm_eng_backward(lm_engine *e, int to, const lm_interv *iv, const lm_hooks *hk, lm_err *err) {
     if (!e->grad_ready) return lm_fail(err, LM_EINTERNAL, "backward without a forward that prepared gradients");
     int n = e->n, L = e->c.n_layer;
-    size_t stride = (size_t)e->max_seq * e->c.dim;
+    size_t stride = (size_t)e->rows * e->c.dim;
     float *hs = e->hs_cur;
     for (int l = L - 1; l >= to; l--) {
         /* recompute this layer's intermediates (its output goes to the free

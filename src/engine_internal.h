@@ -45,10 +45,19 @@ typedef struct lm_hooks {
 int lm_eng_forward(lm_engine *e, const int32_t *tok, int n, const uint8_t *mask,
                    const lm_interv *iv, const lm_hooks *hk, int grad, double *loss,
                    float *logits, int logits_from, lm_err *err);
+/* The same for nseq sequences packed into one pass (rows one after another,
+ * attention within each sequence, RoPE positions from 0 in each): exactly
+ * the sum of separate passes, with larger matrix products. use_loss: the
+ * sequences' masks select the loss positions. logits (rows, V) or NULL. */
+int lm_eng_forward_batch(lm_engine *e, const lm_seq *seqs, int nseq, int use_loss, const lm_interv *iv,
+                         const lm_hooks *hk, int grad, double *loss, float *logits, int logits_from,
+                         lm_err *err);
+/* Row offsets of the sequences of the last pass: off[0..nseq]. Returns nseq. */
+int lm_eng_segments(const lm_engine *e, const int **off);
 /* Forward from the stored (clean) input of layer `from` of the last full
- * forward, with an intervention at or above that layer. Does not disturb the
- * stored clean inputs. */
-int lm_eng_forward_from(lm_engine *e, int from, const uint8_t *mask, const lm_interv *iv,
+ * forward, with an intervention at or above that layer; the loss positions
+ * are those of that forward. Does not disturb the stored clean inputs. */
+int lm_eng_forward_from(lm_engine *e, int from, int use_loss, const lm_interv *iv,
                         const lm_hooks *hk, int grad, double *loss, lm_err *err);
 /* Backward of the last forward (which had grad = 1), from the top layer down
  * to layer `to` (0 = all), calling hk->bwd for every module on the way. */
@@ -60,5 +69,6 @@ const lm_config *lm_eng_config(const lm_engine *e);
 int lm_eng_module_out(const lm_engine *e, int m); /* output features of module m */
 int lm_eng_module_in(const lm_engine *e, int m);  /* input features of module m */
 int lm_eng_threads(const lm_engine *e);
+int lm_eng_max_batch(const lm_engine *e);
 
 #endif

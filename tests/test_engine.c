@@ -181,7 +181,9 @@ static void check_model(const char *model_dir, const char *ref_path, tol tl, int
     CHECK_OK(lm_model_open(&m, model_dir, &err), &err);
     if (!m) goto out;
     CHECK(load_refdata(&rd) == 0, "%s: reference sequences missing", ref_path);
-    lm_engine_opts eo = {.max_seq = 64};
+    /* methods run with both sequences packed in one pass (batch 2); the
+     * reference computes them one by one */
+    lm_engine_opts eo = {.max_seq = 64, .max_batch = 2};
     CHECK_OK(lm_engine_new(&e, m, &eo, &err), &err);
     if (!e) goto out2;
     int V = m->cfg.vocab, L = m->cfg.n_layer;
@@ -225,6 +227,7 @@ static void check_model(const char *model_dir, const char *ref_path, tol tl, int
     for (int meth = 0; meth < LM_METHOD_COUNT; meth++) {
         lm_attr_opts ao;
         lm_attr_opts_default(&ao);
+        ao.batch = 2;
         lm_attr_result res;
         int rc = lm_attribute(e, &rd.ds, (lm_method)meth, &ao, &res, &err);
         CHECK(rc == LM_OK, "%s: %s", lm_method_names[meth], err.msg);
