@@ -37,22 +37,35 @@ static void usage(FILE *f) {
     for (int i = 0; i < LM_N_MODULES; i++) fprintf(f, "%s%s", lm_module_names[i], i + 1 < LM_N_MODULES ? " " : "\n");
 }
 
-/* OpenBLAS chooses its kernels when it loads, from the CPU it recognises or
- * from OPENBLAS_CORETYPE. Debian's 0.3.21 does not recognise recent AVX-512
- * CPUs and runs its slowest core (sgemm 5x slower). If the core in use is not
- * the one this CPU supports, set the variable and run again (once). */
-static void fix_blas_core(char **argv) {
+/* Settings that OpenBLAS and OpenMP read only when they load, so they are
+ * put in the environment and the program runs again (once):
+ *  - OpenBLAS chooses its kernels from the CPU it recognises or from
+ *    OPENBLAS_CORETYPE. Debian's 0.3.21 does not recognise recent AVX-512 CPUs
+ *    and runs its slowest core (sgemm 5x slower): ask for the core this CPU
+ *    supports. A core the user chose is kept (--version says if it is not the best).
+ *  - OpenMP threads that spin while waiting fight OpenBLAS's threads and any
+ *    other load for the cores (seen here: 10x slower on a busy 2-core machine):
+ *    wait passively unless the user chose otherwise. */
+static void fix_runtime_env(char **argv) {
+    if (getenv("LAYERMAP_NO_REEXEC")) return;
+    int again = 0;
     const char *want = lm_blas_wanted_core();
-    if (!want || getenv("OPENBLAS_CORETYPE") || getenv("LAYERMAP_NO_REEXEC")) return;
-    if (!strcasecmp(lm_blas_core(), want)) return;
-    setenv("OPENBLAS_CORETYPE", want, 1);
+    if (want && !getenv("OPENBLAS_CORETYPE") && strcasecmp(lm_blas_core(), want)) {
+        setenv("OPENBLAS_CORETYPE", want, 1);
+        again = 1;
+    }
+    if (!getenv("OMP_WAIT_POLICY")) {
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        again = 1;
+    }
+    if (!again) return;
     setenv("LAYERMAP_NO_REEXEC", "1", 1);
     execv("/proc/self/exe", argv);
-    /* exec failed: carry on with the slow core; --version tells the user */
+    /* exec failed: carry on as we are; --version tells the user the core */
 }
 
 int main(int argc, char **argv) {
-    fix_blas_core(argv);
+    fix_runtime_env(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
