@@ -52,6 +52,10 @@ typedef struct lm_gguf {
     lm_tensor *tensors;   /* shapes converted to PyTorch order (reversed ne) */
     uint64_t alignment;
     uint64_t data_offset; /* start of the data section in the file */
+    /* private to gguf.c: open-addressing hash indexes of key and tensor
+     * names (slot = entry index + 1, 0 = empty; mask = slots - 1) */
+    uint64_t *kv_slots, kv_mask;
+    uint64_t *t_slots, t_mask;
 } lm_gguf;
 
 /* Open and validate; on error *out is NULL and err names the file and the problem. */
