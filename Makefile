@@ -3,7 +3,8 @@
 #   make test       unit, reference and corrupt-file tests (no Python needed)
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make check      deps + test + asan (what CI runs)
-#   make demo       diff heatmap of the bundled base vs fine-tuned stories260K
+#   make demo       fetch SmolLM2-135M, attribute data/calib.txt (heatmap demo-attribute.png),
+#                   and diff base vs fine-tuned stories260K (demo-diff.png)
 CC      ?= cc
 BUILD   ?= build
 PKGS    := cairo libcjson libpcre2-8 libutf8proc openblas
@@ -13,6 +14,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -fopenmp -Iinclude -Is
 CFLAGS  += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -fopenmp -lpthread -lm
 MODELS  ?= ../shared/models
+CACHE   ?= $(or $(LAYERMAP_CACHE),$(HOME)/.cache/layermap)
 export LM_MODELS := $(abspath $(MODELS))
 
 SRC     := $(wildcard src/*.c)
@@ -56,10 +58,14 @@ asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
 check: deps
-	$(MAKE) test
-	$(MAKE) asan
+	scripts/fetch_models.sh
+	LM_REQUIRE_REAL=1 $(MAKE) test
+	LM_REQUIRE_REAL=1 $(MAKE) asan
 
 demo: deps $(BIN)
+	scripts/fetch_models.sh
+	$(BIN) attribute $(CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf --data data/calib.txt --seq-len 256 \
+	    --max-tokens 2048 -m grad-weight -o demo-attribute.png --csv demo-attribute.csv
 	$(BIN) diff $(MODELS)/stories260K-hf $(MODELS)/stories260K-ft-hf -o demo-diff.png --csv demo-diff.csv
 
 clean:

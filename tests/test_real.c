@@ -1,0 +1,221 @@
+/*
+ * test_real.c -- real models from the wild against the implementations users
+ * trust: every tensor of SmolLM2-135M (Q4_1/Q8_0) and Gemma 3 270M
+ * (Q4_K/Q5_0/Q6_K/Q8_0...) against the gguf package's dequantization
+ * (tests/data/real_dequant), and tokens, perplexity and greedy continuations
+ * against llama.cpp (tests/data/llamacpp), stories260K included.
+ *
+ * The real GGUFs are fetched by scripts/fetch_models.sh into
+ * $LAYERMAP_CACHE (default ~/.cache/layermap). When they are missing the
+ * test says so and fails only if LM_REQUIRE_REAL=1 (set by `make check`).
+ */
+#include "test.h"
+
+#include "../src/gguf.h"
+
+#include <cJSON.h>
+#include <math.h>
+#include <sys/stat.h>
+
+static cJSON *load_json(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    size_t r = fread(buf, 1, (size_t)n, f);
+    buf[r] = 0;
+    fclose(f);
+    cJSON *j = cJSON_Parse(buf);
+    free(buf);
+    return j;
+}
+
+static const char *cache_path(char *buf, size_t n, const char *file) {
+    const char *c = getenv("LAYERMAP_CACHE");
+    if (c && *c)
+        snprintf(buf, n, "%s/%s", c, file);
+    else
+        snprintf(buf, n, "%s/.cache/layermap/%s", getenv("HOME") ? getenv("HOME") : "/root", file);
+    return buf;
+}
+
+static int exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static int32_t *json_ids(const cJSON *arr, int *n) {
+    *n = cJSON_GetArraySize(arr);
+    int32_t *v = malloc(sizeof(int32_t) * (size_t)(*n ? *n : 1));
+    for (int i = 0; i < *n; i++) v[i] = (int32_t)cJSON_GetArrayItem(arr, i)->valuedouble;
+    return v;
+}
+
+/* Every tensor: sum, sum of squares and sample rows vs the gguf package. */
+static void check_dequant(const char *gguf_path, const char *ref_json) {
+    lm_err err = {0};
+    lm_gguf *g = NULL;
+    cJSON *j = load_json(ref_json);
+    CHECK(j != NULL, "%s unreadable", ref_json);
+    CHECK_OK(lm_gguf_open(&g, gguf_path, &err), &err);
+    if (!g || !j) goto out;
+    cJSON *ts = cJSON_GetObjectItem(j, "tensors");
+    int n = cJSON_GetArraySize(ts), ok = 0;
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        cJSON *t = cJSON_GetArrayItem(ts, i);
+        const char *name = cJSON_GetObjectItem(t, "name")->valuestring;
+        const lm_tensor *lt = lm_gguf_find_tensor(g, name);
+        CHECK(lt != NULL, "%s: tensor %s missing", gguf_path, name);
+        if (!lt) continue;
+        int64_t rows = lm_tensor_rows(lt), cols = lm_tensor_cols(lt);
+        float *buf = malloc(sizeof(float) * (size_t)cols * 64);
+        double sum = 0, sumsq = 0;
+        int rc = LM_OK;
+        for (int64_t r0 = 0; r0 < rows && rc == LM_OK; r0 += 64) {
+            int64_t nr = rows - r0 < 64 ? rows - r0 : 64;
+            rc = lm_tensor_read_rows(lt, r0, nr, buf, &err);
+            for (int64_t k = 0; rc == LM_OK && k < nr * cols; k++) {
+                sum += buf[k];
+                sumsq += (double)buf[k] * buf[k];
+            }
+        }
+        CHECK(rc == LM_OK, "%s: %s", name, err.msg);
+        double wsum = cJSON_GetObjectItem(t, "sum")->valuedouble, wsq = cJSON_GetObjectItem(t, "sumsq")->valuedouble;
+        double e1 = fabs(sumsq - wsq) / (wsq > 0 ? wsq : 1);
+        double e2 = fabs(sum - wsum) / (sqrt(wsq) + 1e-30); /* relative to the tensor's norm */
+        worst = fmax(worst, fmax(e1, e2));
+        int good = e1 < 1e-9 && e2 < 1e-9;
+        /* sample rows, element for element */
+        cJSON *rws = cJSON_GetObjectItem(t, "rows"), *rw;
+        cJSON_ArrayForEach(rw, rws) {
+            int64_t r = atoll(rw->string);
+            if (r < 0 || r >= rows) {
+                good = 0;
+                continue;
+            }
+            if (lm_tensor_read_rows(lt, r, 1, buf, &err) != LM_OK) {
+                good = 0;
+                continue;
+            }
+            int m = cJSON_GetArraySize(rw);
+            for (int k = 0; k < m && k < cols; k++)
+                if (buf[k] != (float)cJSON_GetArrayItem(rw, k)->valuedouble) good = 0;
+        }
+        CHECK(good, "%s: tensor %s (%s) differs from the gguf package: sum %.9g vs %.9g, sumsq %.9g vs %.9g", gguf_path,
+              name, lm_dtype_name(lt->dtype), sum, wsum, sumsq, wsq);
+        ok += good;
+        free(buf);
+    }
+    printf("  %s: %d/%d tensors equal to the gguf package's dequantization (worst sum rel err %.2g)\n",
+           lm_basename(gguf_path), ok, n, worst);
+out:
+    cJSON_Delete(j);
+    lm_gguf_close(g);
+}
+
+/* Tokens, perplexity and greedy continuation vs llama.cpp. */
+static void check_llamacpp(const char *model_path_s, const char *ref_json, double ppl_tol) {
+    lm_err err = {0};
+    lm_model *m = NULL;
+    lm_tokenizer *tok = NULL;
+    lm_engine *e = NULL;
+    cJSON *j = load_json(ref_json);
+    CHECK(j != NULL, "%s unreadable", ref_json);
+    CHECK_OK(lm_model_open(&m, model_path_s, &err), &err);
+    if (m) CHECK_OK(lm_tokenizer_open(&tok, m, &err), &err);
+    if (!j || !m || !tok) goto out;
+
+    /* tokens: llama.cpp with special-token parsing (ids_special where it differs) */
+    cJSON *tk = cJSON_GetObjectItem(j, "tokenize"), *item;
+    int n_same = 0, n_all = 0;
+    cJSON_ArrayForEach(item, tk) {
+        const char *text = cJSON_GetObjectItem(item, "text")->valuestring;
+        cJSON *want_arr = cJSON_GetObjectItem(item, "ids_special");
+        if (!want_arr) want_arr = cJSON_GetObjectItem(item, "ids");
+        int nw, ng = 0;
+        int32_t *want = json_ids(want_arr, &nw), *got = NULL;
+        int rc = lm_tokenize(tok, text, strlen(text), -1, &got, &ng, &err);
+        int same = rc == LM_OK && ng == nw && (nw == 0 || !memcmp(got, want, sizeof(int32_t) * (size_t)nw));
+        CHECK(same, "%s: tokens of \"%.40s\" differ from llama.cpp (%d vs %d tokens)%s%s", lm_basename(model_path_s),
+              text, ng, nw, rc ? ": " : "", rc ? err.msg : "");
+        n_same += same;
+        n_all++;
+        free(got);
+        free(want);
+    }
+    printf("  %s: %d/%d texts tokenize exactly as llama.cpp\n", m->name, n_same, n_all);
+
+    /* perplexity of the passage: one sequence, every position predicted */
+    cJSON *p = cJSON_GetObjectItem(j, "passage");
+    int n;
+    int32_t *ids = json_ids(cJSON_GetObjectItem(p, "ids"), &n);
+    lm_engine_opts eo = {.max_seq = n + 32};
+    CHECK_OK(lm_engine_new(&e, m, &eo, &err), &err);
+    if (e) {
+        uint8_t *mask = malloc((size_t)n);
+        memset(mask, 1, (size_t)n);
+        lm_seq s = {ids, mask, n};
+        double loss;
+        int64_t cnt;
+        CHECK_OK(lm_engine_loss(e, &s, &loss, &cnt, &err), &err);
+        double ppl = exp(loss / (double)cnt), want = cJSON_GetObjectItem(p, "ppl")->valuedouble;
+        printf("  %s: perplexity %.4f vs llama.cpp %.4f (gap %+.3f%%) over %lld predicted tokens\n", m->name, ppl, want,
+               100 * (ppl / want - 1), (long long)cnt);
+        CHECK(fabs(ppl / want - 1) <= ppl_tol, "%s: perplexity %.4f vs llama.cpp %.4f", m->name, ppl, want);
+        free(mask);
+
+        /* greedy continuations: the first 8 tokens identical */
+        cJSON *gr = cJSON_GetObjectItem(j, "greedy");
+        cJSON_ArrayForEach(item, gr) {
+            int np, nw, nout = 0;
+            int32_t *prompt = json_ids(cJSON_GetObjectItem(item, "prompt_ids"), &np);
+            int32_t *want_g = json_ids(cJSON_GetObjectItem(item, "greedy_ids"), &nw), *out = NULL;
+            CHECK_OK(lm_generate_greedy(e, prompt, np, 8, &out, &nout, &err), &err);
+            int same = out && nout >= np + 1;
+            int k = 0;
+            for (; same && k < 8 && np + k < nout && k < nw; k++) same = out[np + k] == want_g[k];
+            if (same && np + k < np + 8 && k < nw && nout < np + 8) same = 0;
+            CHECK(same, "%s: greedy continuation of \"%s\" differs from llama.cpp at token %d", m->name,
+                  cJSON_GetObjectItem(item, "prompt")->valuestring, k);
+            free(prompt);
+            free(want_g);
+            free(out);
+        }
+    }
+    free(ids);
+out:
+    cJSON_Delete(j);
+    lm_engine_free(e);
+    lm_tokenizer_free(tok);
+    lm_model_close(m);
+}
+
+int main(void) {
+    char a[1024], b[1024];
+    /* stories260K is always here */
+    check_llamacpp(model_path(a, sizeof a, "stories260K.gguf"), "tests/data/llamacpp/stories260K.json", 0.001);
+
+    const char *real[2] = {"SmolLM2-135M-Instruct.Q4_1", "gemma-3-270m-q4_k_m"};
+    int missing = 0;
+    for (int i = 0; i < 2; i++) {
+        char file[256], json[512];
+        snprintf(file, sizeof file, "%s.gguf", real[i]);
+        cache_path(a, sizeof a, file);
+        if (!exists(a)) {
+            printf("  %s not fetched (scripts/fetch_models.sh): skipped\n", a);
+            missing++;
+            continue;
+        }
+        snprintf(json, sizeof json, "tests/data/real_dequant/%s.json", real[i]);
+        check_dequant(a, json);
+        snprintf(b, sizeof b, "tests/data/llamacpp/%s.json", real[i]);
+        /* llama.cpp rounds activations to 8 bits for quantized matmuls: 1% */
+        check_llamacpp(a, b, 0.01);
+    }
+    const char *req = getenv("LM_REQUIRE_REAL");
+    if (req && *req == '1') CHECK(missing == 0, "%d real model(s) missing and LM_REQUIRE_REAL=1", missing);
+    return TEST_END();
+}
