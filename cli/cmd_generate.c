@@ -13,13 +13,15 @@ static void usage(FILE *f) {
             "usage: layermap generate MODEL [PROMPT] [-n N] [--ids] [--no-bos] [--threads N]\n\n"
             "Greedy continuation of PROMPT (default: empty, i.e. from BOS) by N tokens (default 32).\n"
             "  --ids      print the token ids of prompt + continuation instead of text\n"
-            "  --no-bos   do not add BOS even if the model adds one\n");
+            "  --no-bos   do not add BOS even if the model adds one\n"
+            "  --llamacpp-arith  round activations as llama.cpp does (8-bit for quantized\n"
+            "             products, F16 KV cache) to compare with it token for token\n");
 }
 
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL;
     long n_new = 32, threads = 0;
-    int ids = 0, no_bos = 0;
+    int ids = 0, no_bos = 0, compat = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -31,6 +33,8 @@ int cmd_generate(int argc, char **argv) {
             no_bos = 1;
         } else if (i + 1 < argc && (!strcmp(a, "-n") || !strcmp(a, "--tokens"))) {
             if (cli_parse_int(a, argv[++i], 0, 1 << 20, &n_new)) return 2;
+        } else if (!strcmp(a, "--llamacpp-arith")) {
+            compat = 1;
         } else if (i + 1 < argc && !strcmp(a, "--threads")) {
             if (cli_parse_int(a, argv[++i], 1, 4096, &threads)) return 2;
         } else if (a[0] == '-' && a[1]) {
@@ -63,7 +67,7 @@ int cmd_generate(int argc, char **argv) {
         cli_errorf("generate: empty prompt and the model adds no BOS: give a prompt");
         goto done;
     }
-    lm_engine_opts eo = {.threads = (int)threads, .max_seq = (int)(np + n_new)};
+    lm_engine_opts eo = {.threads = (int)threads, .max_seq = (int)(np + n_new), .ggml_compat = compat};
     if (lm_engine_new(&e, m, &eo, &err)) goto fail;
     if (lm_generate_greedy(e, p, np, (int)n_new, &outv, &nout, &err)) goto fail;
     if (ids) {

@@ -16,15 +16,18 @@ static double now_s(void) {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: layermap ppl MODEL FILE [--seq-len N] [--max-tokens N] [--threads N]\n\n"
+            "usage: layermap ppl MODEL FILE [--seq-len N] [--max-tokens N] [--threads N] [--llamacpp-arith]\n\n"
             "Perplexity = exp(mean next-token negative log-likelihood over every predicted token).\n"
             "The text is split into sequences of --seq-len tokens (default 512; a shorter text is one\n"
-            "sequence), each starting with BOS when the model's metadata says to add it.\n");
+            "sequence), each starting with BOS when the model's metadata says to add it.\n"
+            "  --llamacpp-arith  round activations as llama.cpp does (8-bit for quantized products,\n"
+            "                    F16 KV cache) to compare with it\n");
 }
 
 int cmd_ppl(int argc, char **argv) {
     const char *model = NULL, *file = NULL;
     long seq_len = 512, max_tokens = 0, threads = 0;
+    int compat = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -34,6 +37,8 @@ int cmd_ppl(int argc, char **argv) {
             if (cli_parse_int(a, argv[++i], 2, 1 << 20, &seq_len)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--max-tokens")) {
             if (cli_parse_int(a, argv[++i], 0, (long)1 << 50, &max_tokens)) return 2;
+        } else if (!strcmp(a, "--llamacpp-arith")) {
+            compat = 1;
         } else if (i + 1 < argc && !strcmp(a, "--threads")) {
             if (cli_parse_int(a, argv[++i], 1, 4096, &threads)) return 2;
         } else if (a[0] == '-' && a[1]) {
@@ -64,7 +69,7 @@ int cmd_ppl(int argc, char **argv) {
     int longest = 0;
     for (int s = 0; s < ds->n_seq; s++)
         if (ds->seqs[s].n > longest) longest = ds->seqs[s].n;
-    lm_engine_opts eo = {.threads = (int)threads, .max_seq = longest};
+    lm_engine_opts eo = {.threads = (int)threads, .max_seq = longest, .ggml_compat = compat};
     if (lm_engine_new(&e, m, &eo, &err)) goto fail;
     cli_progress prog;
     cli_progress_init(&prog);

@@ -386,6 +386,9 @@ typedef struct lm_engine_opts {
     int max_seq;          /* longest sequence the engine will see */
     int max_batch;        /* sequences packed into one pass (default 1) */
     size_t weight_cache_bytes; /* F32 weights kept dequantized; 0 = auto (a third of RAM) */
+    int ggml_compat;      /* 1: round activations as llama.cpp does for quantized products
+                           * and its F16 KV cache (to compare with llama.cpp; default 0:
+                           * exact F32 on the dequantized weights) */
     size_t act_cache_bytes;    /* every layer's intermediates kept (no recompute in the
                                 * backward) when they fit; 0 = auto (a sixth of RAM); 1 = never */
 } lm_engine_opts;

@@ -93,6 +93,8 @@ struct lm_engine {
     float *hs_work;      /* (L+1, rows, D) layer inputs of forward_from runs */
     float *hs_cur;       /* which one the backward uses */
     int grad_ready;
+    int ggml_compat;     /* round activations as llama.cpp does (agreement checks) */
+    float *compat_x;     /* (rows, max(D, QD, F)) */
 
     /* one layer's intermediates per layer when they all fit the activation
      * budget (the backward then skips the recompute), else one set reused */
@@ -305,6 +307,7 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
     e->max_seq = o && o->max_seq > 0 ? o->max_seq : 512;
     e->max_batch = o && o->max_batch > 0 ? o->max_batch : 1;
     e->rows = e->max_seq * e->max_batch;
+    e->ggml_compat = o ? o->ggml_compat : 0;
     e->QD = c->n_head * c->head_dim;
     e->KD = c->n_kv_head * c->head_dim;
     omp_set_num_threads(e->threads);
@@ -333,6 +336,7 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
         /* seq */ (L + 1) * S * D, (L + 1) * S * D,
         /* head */ S * D, S, (size_t)HEAD_CHUNK * V,
         /* backward */ S * D, S * D, S * DQ, S * F, S * F, S * F, S * QD, S * KD, S * KD, MS * MS, S * QD, S * KD,
+        /* compat */ S * (DQ > F ? DQ : F),
     };
     size_t nsz = sizeof sizes / sizeof sizes[0], total = 0;
     for (size_t i = 0; i < nsz; i++) total += (sizes[i] + 15) & ~(size_t)15;
@@ -348,6 +352,7 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
         &e->hs_clean, &e->hs_work,
         &e->xn, &e->rstd_f, &e->logit_chunk,
         &e->dh, &e->dtmp, &e->dD2, &e->dF1, &e->dF2, &e->dF3, &e->dq, &e->dk, &e->dv, &e->dnn, &e->dq2, &e->dk2,
+        &e->compat_x,
     };
     float *cur = arena;
     for (size_t i = 0; i < nsz; i++) {
@@ -442,6 +447,14 @@ static int layer_window(const lm_config *c, int l) {
 static void linear_forward(lm_engine *e, float *y, const float *x, const layer_f32 *w, int l, int m,
                            int n, const lm_interv *iv) {
     int out = lm_eng_module_out(e, m), in = lm_eng_module_in(e, m);
+    if (e->ggml_compat) { /* the input as ggml rounds it for this weight's type */
+        int kind = ggml_act_kind(e->m->layers[l].w[m]->dtype);
+        if (kind) {
+            memcpy(e->compat_x, x, sizeof(float) * (size_t)n * in);
+            ggml_act_round(e->compat_x, n, in, kind);
+            x = e->compat_x;
+        }
+    }
     e->be->gemm_nt(n, out, in, x, in, w->w[m], in, 0.0f, y, out);
     if (w->b[m]) {
         const float *b = w->b[m];
@@ -500,6 +513,11 @@ static int layer_forward(lm_engine *e, int l, const float *h_in, float *h_out, i
         int r0 = e->seg[s], ns = e->seg[s + 1] - r0;
         rope_forward(a->qr + (long)r0 * e->QD, cs, sn, ns, H, hd);
         rope_forward(a->kr + (long)r0 * e->KD, cs, sn, ns, KV, hd);
+        if (e->ggml_compat) { /* F16 KV cache; q meets K in F16 */
+            ggml_act_round(a->qr + (long)r0 * e->QD, ns, e->QD, 3);
+            ggml_act_round(a->kr + (long)r0 * e->KD, ns, e->KD, 3);
+            ggml_act_round(a->v + (long)r0 * e->KD, ns, e->KD, 3);
+        }
         attention_forward(e->be, a->att + (long)r0 * e->QD, a->P + seg_p_off(e, s), a->qr + (long)r0 * e->QD,
                           a->kr + (long)r0 * e->KD, a->v + (long)r0 * e->KD, ns, H, KV, hd, c->attn_scale, win);
     }
@@ -675,7 +693,13 @@ static double head_forward(lm_engine *e, const float *h, int n, int use_loss, in
             for (int i = 0; i < cs; i++) any |= e->mask[c0 + i];
         int want_logits = logits && c0 + cs > logits_from;
         if (!any && !want_logits) continue;
-        e->be->gemm_nt(cs, V, D, e->xn + (long)c0 * D, D, e->out_w, D, 0.0f, e->logit_chunk, V);
+        const float *xin = e->xn + (long)c0 * D;
+        if (e->ggml_compat && ggml_act_kind(e->m->output->dtype)) {
+            memcpy(e->compat_x, xin, sizeof(float) * (size_t)cs * D);
+            ggml_act_round(e->compat_x, cs, D, ggml_act_kind(e->m->output->dtype));
+            xin = e->compat_x;
+        }
+        e->be->gemm_nt(cs, V, D, xin, D, e->out_w, D, 0.0f, e->logit_chunk, V);
         if (want_logits) {
             for (int i = 0; i < cs; i++)
                 if (c0 + i >= logits_from)

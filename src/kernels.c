@@ -5,6 +5,8 @@
  */
 #include "kernels.h"
 
+#include "layermap.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -245,4 +247,74 @@ double cross_entropy_forward_backward(float *logits, const int *target, const un
         }
     }
     return total;
+}
+
+/* ------------------------------------------------------------------------ */
+/* llama.cpp arithmetic (agreement checks only)                              */
+/* ------------------------------------------------------------------------ */
+
+/* float -> IEEE half -> float, round to nearest even (as ggml's FP32->FP16). */
+static float round_f16(float f) {
+    union { float f; uint32_t u; } v = {f};
+    uint32_t sign = v.u & 0x80000000u, a = v.u & 0x7fffffffu;
+    if (a >= 0x7f800000u) return f;                   /* inf, nan */
+    if (a >= 0x477ff000u) { v.u = sign | 0x7f800000u; return v.f; } /* overflow -> inf */
+    if (a < 0x38800000u) {                            /* half subnormal: multiples of 2^-24 */
+        float q = nearbyintf(fabsf(f) * 16777216.0f) / 16777216.0f;
+        return sign ? -q : q;
+    }
+    uint32_t r = a + 0xfffu + ((a >> 13) & 1u);       /* round mantissa to 10 bits */
+    v.u = sign | (r & 0xffffe000u);
+    return v.f;
+}
+
+void ggml_act_round(float *x, long n, int cols, int kind) {
+    if (kind == 0) return;
+#pragma omp parallel for schedule(static) if (n * (long)cols > 65536)
+    for (long t = 0; t < n; t++) {
+        float *row = x + t * cols;
+        if (kind == 3) {
+            for (int j = 0; j < cols; j++) row[j] = round_f16(row[j]);
+            continue;
+        }
+        int bs = kind == 1 ? 32 : 256;
+        for (int b0 = 0; b0 + bs <= cols; b0 += bs) {
+            float *xb = row + b0;
+            if (kind == 1) { /* quantize_row_q8_0 */
+                float amax = 0.0f;
+                for (int j = 0; j < bs; j++) amax = fmaxf(amax, fabsf(xb[j]));
+                float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f, dh = round_f16(d);
+                for (int j = 0; j < bs; j++) xb[j] = dh * roundf(xb[j] * id);
+            } else { /* quantize_row_q8_K */
+                float amax = 0.0f, mx = 0.0f;
+                for (int j = 0; j < bs; j++)
+                    if (fabsf(xb[j]) > amax) {
+                        amax = fabsf(xb[j]);
+                        mx = xb[j];
+                    }
+                if (amax == 0.0f) {
+                    for (int j = 0; j < bs; j++) xb[j] = 0.0f;
+                    continue;
+                }
+                float iscale = -127.0f / mx;
+                for (int j = 0; j < bs; j++) {
+                    float q = nearbyintf(iscale * xb[j]);
+                    xb[j] = (q > 127.0f ? 127.0f : q) / iscale;
+                }
+            }
+        }
+    }
+}
+
+int ggml_act_kind(int dtype) {
+    switch (dtype) {
+    case LM_DT_Q4_0: case LM_DT_Q4_1: case LM_DT_Q5_0: case LM_DT_Q5_1: case LM_DT_Q8_0: case LM_DT_IQ4_NL:
+        return 1;
+    case LM_DT_Q2_K: case LM_DT_Q3_K: case LM_DT_Q4_K: case LM_DT_Q5_K: case LM_DT_Q6_K: case LM_DT_IQ4_XS:
+        return 2;
+    case LM_DT_F16:
+        return 3;
+    default:
+        return 0;
+    }
 }

@@ -51,4 +51,12 @@ void glu_backward(float *dg, float *du, const float *da, const float *g, const f
 double cross_entropy_forward_backward(float *logits, const int *target, const unsigned char *mask,
                                       int c, int V, int grad);
 
+/* llama.cpp (ggml) arithmetic, for agreement checks: the activation row a
+ * quantized matrix product sees in ggml. kind: 0 none, 1 Q8_0 blocks of 32
+ * (fp16 scale; also what Q8_1 yields), 2 Q8_K blocks of 256 (float scale),
+ * 3 fp16. In place on x (n, cols). */
+void ggml_act_round(float *x, long n, int cols, int kind);
+/* The activation rounding ggml applies before a product with a weight of dtype t. */
+int ggml_act_kind(int dtype);
+
 #endif
