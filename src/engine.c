@@ -317,7 +317,6 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
     for (int l = 0; l < c->n_layer; l++) total_w += layer_bytes(m, l);
     size_t budget = o && o->weight_cache_bytes ? o->weight_cache_bytes : mem_total_bytes() / 3;
     e->cache_budget = budget;
-    (void)total_w;
 
     e->lw = lm_calloc((size_t)c->n_layer, sizeof *e->lw);
     if (!e->lw) {
@@ -396,6 +395,11 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
     }
     int rc = read_tensor(m->output, e->out_w, err);
     if (rc == LM_OK) rc = read_tensor(m->out_norm, e->out_norm, err);
+    /* a model whose F32 weights fit the cache is dequantized now, once */
+    for (int l = 0; rc == LM_OK && total_w <= budget && l < c->n_layer; l++) {
+        layer_f32 *lw;
+        rc = layer_get(e, l, &lw, err);
+    }
     if (rc != LM_OK) {
         lm_engine_free(e);
         return rc;

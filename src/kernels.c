@@ -238,11 +238,12 @@ double cross_entropy_forward_backward(float *logits, const int *target, const un
         for (int j = 0; j < V; j++)
             if (row[j] > mx) mx = row[j];
         double sum = 0.0;
-        for (int j = 0; j < V; j++) sum += exp((double)row[j] - mx);
+        for (int j = 0; j < V; j++) sum += expf(row[j] - mx);
         double lse = mx + log(sum);
         total += lse - row[target[i]];
         if (grad) {
-            for (int j = 0; j < V; j++) row[j] = (float)exp((double)row[j] - lse);
+            float inv = (float)(1.0 / sum);
+            for (int j = 0; j < V; j++) row[j] = expf(row[j] - mx) * inv;
             row[target[i]] -= 1.0f;
         }
     }
