@@ -12,15 +12,16 @@ PKGS    := cairo libcjson libpcre2-8 libutf8proc openblas
 # build's own threads fight them for the cores (measured: 10-20% slower on 2
 # cores). Use it when installed, with an rpath so it wins over the system default.
 OMPBLAS := /usr/lib/x86_64-linux-gnu/openblas-openmp
+PKGCONF := pkg-config
 ifneq ($(wildcard $(OMPBLAS)/pkgconfig/openblas.pc),)
-export PKG_CONFIG_PATH := $(OMPBLAS)/pkgconfig$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
+PKGCONF := PKG_CONFIG_PATH=$(OMPBLAS)/pkgconfig$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH)) pkg-config
 LDLIBS  += -Wl,-rpath,$(OMPBLAS)
 endif
 OPT     ?= -O2
 CFLAGS  ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -fopenmp -Iinclude -Isrc
-CFLAGS  += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -fopenmp -lpthread -lm
+CFLAGS  += $(shell $(PKGCONF) --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell $(PKGCONF) --libs $(PKGS) 2>/dev/null) -fopenmp -lpthread -lm
 MODELS  ?= ../shared/models
 CACHE   ?= $(or $(LAYERMAP_CACHE),$(HOME)/.cache/layermap)
 export LM_MODELS := $(abspath $(MODELS))
