@@ -61,7 +61,7 @@ $(BUILD)/tests/%: tests/%.c tests/test.h $(LIB)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDLIBS)
 
 test: $(BIN) $(TESTBIN)
-	@tests/run.sh $(BUILD)
+	@LM_BIN=$(BIN) tests/run.sh $(BUILD)
 
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" test

@@ -22,6 +22,8 @@ static void usage(FILE *f) {
             "  --threads N         worker threads (default: all cores)\n"
             "  --checkpoint FILE   save the accumulated sums there while running\n"
             "  --resume            continue an interrupted run from --checkpoint (ends identical)\n"
+            "  --per-param         divide each cell by the module's parameter count (mean per weight:\n"
+            "                      compares modules of different sizes, e.g. for LoRA targets)\n"
             "%s",
             cli_out_help);
 }
@@ -38,7 +40,7 @@ static void summary(const lm_attr_result *r, const char *method, double secs) {
 int cmd_attribute(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *method_s = "grad-weight", *ckpt = NULL;
     long seq_len = 512, max_tokens = 0, steps = 32, threads = 0, batch = 1;
-    int resume = 0;
+    int resume = 0, per_param = 0;
     cli_out out;
     cli_out_init(&out);
     for (int i = 1; i < argc; i++) {
@@ -51,6 +53,8 @@ int cmd_attribute(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--resume")) {
             resume = 1;
+        } else if (!strcmp(a, "--per-param")) {
+            per_param = 1;
         } else if (i + 1 < argc && !strcmp(a, "--data")) {
             data = argv[++i];
         } else if (i + 1 < argc && (!strcmp(a, "-m") || !strcmp(a, "--method"))) {
@@ -127,6 +131,13 @@ int cmd_attribute(int argc, char **argv) {
             snprintf(ms[i]->model, sizeof ms[i]->model, "%s", m->name);
             snprintf(ms[i]->note, sizeof ms[i]->note, "%s", note);
         }
+    for (int i = 0; per_param && i < 2; i++) {
+        if (!ms[i]) continue;
+        for (int l = 0; l < ms[i]->n_layer; l++)
+            for (int k = 0; k < LM_N_MODULES; k++)
+                lm_matrix_set(ms[i], l, k, lm_matrix_get(ms[i], l, k) / (double)lm_model_module_params(m, l, k));
+        snprintf(ms[i]->method + strlen(ms[i]->method), sizeof ms[i]->method - strlen(ms[i]->method), " per param");
+    }
     if (method == LM_METHOD_IG) {
         fprintf(stderr, "layermap: ig: %d steps, completeness gap %.3g%% (sum |IG - exact ablation| / sum |exact|)\n",
                 (int)steps, 100.0 * res.ig_gap);
