@@ -15,6 +15,7 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* --help text (and the text printed when the two paths are missing). */
 static void usage(FILE *f) {
     fprintf(f,
             "usage: layermap diff BASE FINETUNED [options]\n\n"
@@ -83,6 +84,8 @@ static int emit_metric(const cli_out *base_out, lm_matrix *m, int k, int many, c
     return cli_out_emit(&out, m);
 }
 
+/* `layermap diff`: parse, open both models, lm_diff, emit the metric(s).
+ * Exit 0, 1 on a run-time error, 2 on a usage error. */
 int cmd_diff(int argc, char **argv) {
     const char *paths[2] = {NULL, NULL}, *metric = "rel";
     long rank_k = 64, oversample = 8, power_iters = 2, threads = 0, seed = -1;

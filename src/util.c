@@ -218,6 +218,18 @@ int lm_file_read_all(const char *path, char **out, size_t *len, lm_err *err) {
     return LM_OK;
 }
 
+/* Drop the whole pages inside [p, p+n) from our resident set. Mappings are
+ * read-only MAP_PRIVATE of files, so this only forgets the page table entries;
+ * the page cache keeps the data and a later access re-faults it. */
+void lm_release_pages(const void *p, size_t n) {
+    long ps = sysconf(_SC_PAGESIZE);
+    if (!p || n == 0 || ps <= 0) return;
+    uintptr_t a = (uintptr_t)p, e = a + n;
+    uintptr_t lo = (a + (uintptr_t)ps - 1) & ~((uintptr_t)ps - 1);
+    uintptr_t hi = e & ~((uintptr_t)ps - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Atomic output                                                             */
 /* ------------------------------------------------------------------------ */
