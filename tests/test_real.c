@@ -11,7 +11,9 @@
  */
 #include "test.h"
 
+#include "../src/engine_internal.h"
 #include "../src/gguf.h"
+#include "../src/safetensors.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -199,6 +201,175 @@ out:
     lm_model_close(m);
 }
 
+/* ---- PyTorch float64 reference on the dequantized SmolLM2 weights ------- */
+
+static lm_st_file *sref;
+
+static float *sref_get(const char *name, int64_t *n) {
+    for (int i = 0; sref && i < sref->n_tensors; i++)
+        if (!strcmp(sref->tensors[i].name, name)) {
+            const lm_tensor *t = &sref->tensors[i];
+            int64_t cnt = lm_tensor_nelem(t);
+            float *v = malloc(sizeof(float) * (size_t)cnt);
+            lm_err err;
+            if (lm_tensor_read_rows(t, 0, lm_tensor_rows(t), v, &err)) {
+                free(v);
+                return NULL;
+            }
+            if (n) *n = cnt;
+            return v;
+        }
+    return NULL;
+}
+
+/* max |a - b| / max |b| */
+static double relerr(const double *a, const float *b, int64_t n) {
+    double md = 0, mb = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs(a[i] - b[i]);
+        if (!(d <= md)) md = d;
+        mb = fmax(mb, fabs(b[i]));
+    }
+    return mb > 0 ? md / mb : md;
+}
+
+typedef struct gstat {
+    lm_engine *e;
+    double norm[64 * 7], sum[64 * 7];
+    double row_q0[4096], row_down29[8192];
+} gstat;
+
+/* per-module Frobenius norm and sum of dL/dW, and two first rows */
+static int hook_gstat(void *ctx, int l, int m, const float *dY, const float *Y, const float *X, const float *W, int n) {
+    (void)Y;
+    (void)W;
+    gstat *g = ctx;
+    int out = lm_eng_module_out(g->e, m), in = lm_eng_module_in(g->e, m);
+    double *row = calloc((size_t)in, sizeof(double)), ss = 0, sm = 0;
+    for (int i = 0; i < out; i++) {
+        memset(row, 0, sizeof(double) * (size_t)in);
+        for (int t = 0; t < n; t++) {
+            double d = dY[(long)t * out + i];
+            if (d == 0) continue;
+            for (int j = 0; j < in; j++) row[j] += d * X[(long)t * in + j];
+        }
+        for (int j = 0; j < in; j++) {
+            ss += row[j] * row[j];
+            sm += row[j];
+        }
+        if (i == 0 && l == 0 && m == LM_MOD_Q) memcpy(g->row_q0, row, sizeof(double) * (size_t)in);
+        if (i == 0 && l == 29 && m == LM_MOD_DOWN) memcpy(g->row_down29, row, sizeof(double) * (size_t)in);
+    }
+    g->norm[l * 7 + m] = sqrt(ss);
+    g->sum[l * 7 + m] = sm;
+    free(row);
+    return 0;
+}
+
+static void check_smollm2_torch(const char *gguf_path) {
+    lm_err err = {0};
+    lm_model *m = NULL;
+    lm_engine *e = NULL;
+    CHECK_OK(lm_st_open(&sref, "tests/data/ref/smollm2-q4_1.safetensors", &err), &err);
+    CHECK_OK(lm_model_open(&m, gguf_path, &err), &err);
+    if (!sref || !m) goto out;
+    lm_seq seqs[2];
+    int64_t n[2];
+    for (int s = 0; s < 2; s++) {
+        char name[64];
+        snprintf(name, sizeof name, "s%d.tokens", s);
+        float *tk = sref_get(name, &n[s]);
+        snprintf(name, sizeof name, "s%d.mask", s);
+        float *mk = sref_get(name, NULL);
+        seqs[s].n = (int)n[s];
+        seqs[s].tok = malloc(sizeof(int32_t) * (size_t)n[s]);
+        seqs[s].mask = malloc((size_t)n[s]);
+        for (int i = 0; i < n[s]; i++) {
+            seqs[s].tok[i] = (int32_t)tk[i];
+            seqs[s].mask[i] = mk[i] != 0;
+        }
+        free(tk);
+        free(mk);
+    }
+    lm_engine_opts eo = {.max_seq = 64, .max_batch = 2};
+    CHECK_OK(lm_engine_new(&e, m, &eo, &err), &err);
+    if (e) {
+        int V = m->cfg.vocab, L = m->cfg.n_layer;
+        /* loss and last logits of s0 */
+        float *logits = malloc(sizeof(float) * (size_t)V);
+        double loss;
+        CHECK_OK(lm_eng_forward(e, seqs[0].tok, seqs[0].n, seqs[0].mask, NULL, NULL, 1, &loss, NULL, 0, &err), &err);
+        float *wl = sref_get("s0.loss", NULL);
+        if (wl) CHECK_CLOSE(loss, wl[0], 1e-6, 1e-5, "SmolLM2 s0 loss vs PyTorch");
+        /* gradients of s0 */
+        static gstat g;
+        g.e = e;
+        lm_hooks hk = {&g, NULL, hook_gstat, NULL};
+        CHECK_OK(lm_eng_backward(e, 0, NULL, &hk, &err), &err);
+        float *wn = sref_get("s0.gradnorm", NULL), *ws = sref_get("s0.gradsum", NULL);
+        float *wq = sref_get("s0.grad.0.q.row0", NULL), *wd = sref_get("s0.grad.29.down.row0", NULL);
+        double en = wn ? relerr(g.norm, wn, L * 7) : 1, eq = wq ? relerr(g.row_q0, wq, m->cfg.dim) : 1;
+        double ed = wd ? relerr(g.row_down29, wd, m->cfg.ffn_dim) : 1;
+        double es = 0, scale = 0; /* sums: relative to the gradient's norm */
+        for (int i = 0; ws && wn && i < L * 7; i++) {
+            es = fmax(es, fabs(g.sum[i] - ws[i]) / (wn[i] + 1e-30));
+            scale = fmax(scale, wn[i]);
+        }
+        printf("  SmolLM2 vs PyTorch float64: gradient norms %.2g, sums %.2g (of norm), row 0.q %.2g, row 29.down %.2g\n",
+               en, es, eq, ed);
+        CHECK(en < 1e-4 && es < 1e-4 && eq < 1e-4 && ed < 1e-4, "SmolLM2 gradients differ from PyTorch: %.3g %.3g %.3g %.3g",
+              en, es, eq, ed);
+        CHECK_OK(lm_eng_forward(e, seqs[0].tok, seqs[0].n, NULL, NULL, NULL, 0, NULL, logits, seqs[0].n - 1, &err), &err);
+        float *wlog = sref_get("s0.logits_last", NULL);
+        if (wlog) {
+            double d = 0, mx = 0;
+            for (int i = 0; i < V; i++) {
+                d = fmax(d, fabs((double)logits[i] - wlog[i]));
+                mx = fmax(mx, fabs(wlog[i]));
+            }
+            CHECK(d / mx < 1e-5, "SmolLM2 last logits rel err %.3g", d / mx);
+        }
+        free(wlog);
+        free(wl);
+        free(wn);
+        free(ws);
+        free(wq);
+        free(wd);
+        free(logits);
+        /* method matrices over {s0, s1} */
+        lm_dataset ds = {seqs, 2, n[0] + n[1], 0};
+        const lm_method meths[] = {LM_METHOD_GRAD_WEIGHT, LM_METHOD_GRAD_WEIGHT_SIGNED, LM_METHOD_FISHER,
+                                   LM_METHOD_GRAD_NORM, LM_METHOD_ACT_GRAD, LM_METHOD_ACT_SQ,
+                                   LM_METHOD_WANDA, LM_METHOD_ABLATE};
+        for (size_t k = 0; k < sizeof meths / sizeof meths[0]; k++) {
+            lm_attr_opts ao;
+            lm_attr_opts_default(&ao);
+            ao.batch = 2;
+            lm_attr_result r;
+            int rc = lm_attribute(e, &ds, meths[k], &ao, &r, &err);
+            CHECK(rc == LM_OK, "%s: %s", lm_method_names[meths[k]], err.msg);
+            if (rc) continue;
+            char name[64];
+            snprintf(name, sizeof name, "method.%s", lm_method_names[meths[k]]);
+            float *w = sref_get(name, NULL);
+            double re = w ? relerr(r.m->v, w, L * 7) : 1;
+            printf("  SmolLM2 %-20s vs PyTorch: max rel err %.2g\n", lm_method_names[meths[k]], re);
+            CHECK(re < 1e-4, "SmolLM2 %s rel err %.3g", lm_method_names[meths[k]], re);
+            free(w);
+            lm_attr_result_free(&r);
+        }
+    }
+    for (int s = 0; s < 2; s++) {
+        free(seqs[s].tok);
+        free(seqs[s].mask);
+    }
+out:
+    lm_engine_free(e);
+    lm_model_close(m);
+    lm_st_close(sref);
+    sref = NULL;
+}
+
 int main(void) {
     char a[1024], b[1024];
     /* stories260K is always here */
@@ -220,6 +391,7 @@ int main(void) {
         snprintf(b, sizeof b, "tests/data/llamacpp/%s.json", real[i]);
         /* llama.cpp rounds activations to 8 bits for quantized matmuls: 1% */
         check_llamacpp(a, b, 0.01);
+        if (i == 0) check_smollm2_torch(a);
     }
     const char *req = getenv("LM_REQUIRE_REAL");
     if (req && *req == '1') CHECK(missing == 0, "%d real model(s) missing and LM_REQUIRE_REAL=1", missing);
