@@ -7,26 +7,40 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: layermap generate MODEL [PROMPT] [-n N] [--ids] [--no-bos] [--threads N]\n\n"
+            "usage: layermap generate MODEL [PROMPT | -f FILE] [-n N] [--ids] [--no-bos] [--threads N]\n\n"
             "Greedy continuation of PROMPT (default: empty, i.e. from BOS) by N tokens (default 32).\n"
+            "  -f FILE    read the prompt from FILE\n"
             "  --ids      print the token ids of prompt + continuation instead of text\n"
+            "  --bench R  time the prompt forward R times after one warm-up; report the median\n"
+            "The prompt's processing speed (one forward, last logits only) goes to stderr.\n"
             "  --no-bos   do not add BOS even if the model adds one\n"
             "  --llamacpp-arith  round activations as llama.cpp does (8-bit for quantized\n"
             "             products, F16 KV cache) to compare with it token for token\n");
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL;
-    long n_new = 32, threads = 0;
+    const char *model = NULL, *prompt = NULL, *prompt_file = NULL;
+    long n_new = 32, threads = 0, bench = 0;
     int ids = 0, no_bos = 0, compat = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
+        } else if (i + 1 < argc && !strcmp(a, "-f")) {
+            prompt_file = argv[++i];
+        } else if (i + 1 < argc && !strcmp(a, "--bench")) {
+            if (cli_parse_int(a, argv[++i], 1, 1000, &bench)) return 2;
         } else if (!strcmp(a, "--ids")) {
             ids = 1;
         } else if (!strcmp(a, "--no-bos")) {
@@ -53,8 +67,39 @@ int cmd_generate(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (!prompt) prompt = "";
     lm_err err = {0};
+    char *file_text = NULL;
+    if (prompt_file) {
+        FILE *f = fopen(prompt_file, "rb");
+        if (!f) {
+            cli_errorf("%s: cannot open", prompt_file);
+            return 1;
+        }
+        size_t cap = 1 << 16, len = 0;
+        file_text = malloc(cap + 1);
+        size_t r;
+        while (file_text && (r = fread(file_text + len, 1, cap - len, f)) > 0) {
+            len += r;
+            if (len == cap) {
+                char *nb = realloc(file_text, 2 * cap + 1);
+                if (!nb) {
+                    free(file_text);
+                    file_text = NULL;
+                    break;
+                }
+                file_text = nb;
+                cap *= 2;
+            }
+        }
+        fclose(f);
+        if (!file_text) {
+            cli_errorf("%s: out of memory", prompt_file);
+            return 1;
+        }
+        file_text[len] = 0;
+        prompt = file_text;
+    }
+    if (!prompt) prompt = "";
     lm_model *m = NULL;
     lm_tokenizer *tok = NULL;
     lm_engine *e = NULL;
@@ -69,6 +114,28 @@ int cmd_generate(int argc, char **argv) {
     }
     lm_engine_opts eo = {.threads = (int)threads, .max_seq = (int)(np + n_new), .ggml_compat = compat};
     if (lm_engine_new(&e, m, &eo, &err)) goto fail;
+    {   /* prompt processing speed: one forward, logits of the last position only */
+        double times[1001];
+        int runs = bench > 0 ? (int)bench + 1 : 1;
+        for (int r = 0; r < runs; r++) {
+            double t0 = now_s();
+            if (lm_engine_forward_last(e, p, np, &err)) goto fail;
+            times[r] = now_s() - t0;
+        }
+        double t = times[0];
+        if (bench > 0) { /* median of the timed runs (the first was the warm-up) */
+            for (int a = 1; a < runs; a++)
+                for (int b = a + 1; b < runs; b++)
+                    if (times[b] < times[a]) {
+                        double x = times[a];
+                        times[a] = times[b];
+                        times[b] = x;
+                    }
+            t = times[1 + (runs - 1) / 2];
+        }
+        fprintf(stderr, "layermap: prompt %d tokens in %.3f s (%.1f tokens/s)%s; %s\n", np, t, t > 0 ? np / t : 0.0,
+                bench > 0 ? ", median of the timed runs" : "", lm_engine_kernel_name());
+    }
     if (lm_generate_greedy(e, p, np, (int)n_new, &outv, &nout, &err)) goto fail;
     if (ids) {
         for (int i = 0; i < nout; i++) printf("%d%c", outv[i], i + 1 < nout ? ' ' : '\n');
@@ -82,6 +149,7 @@ fail:
     cli_error(&err);
 done:
     free(text);
+    free(file_text);
     free(p);
     free(outv);
     lm_engine_free(e);

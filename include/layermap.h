@@ -397,6 +397,9 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
 void lm_engine_free(lm_engine *e);
 /* Forward one sequence. logits: (n, vocab) or NULL. */
 int lm_engine_forward(lm_engine *e, const int32_t *tok, int n, float *logits, lm_err *err);
+/* Forward one sequence computing only the last position's logits (prompt
+ * processing); the logits are kept for lm_generate_greedy-style use. */
+int lm_engine_forward_last(lm_engine *e, const int32_t *tok, int n, lm_err *err);
 /* Sum of next-token NLL over masked-in positions of s; *count = their number. */
 int lm_engine_loss(lm_engine *e, const lm_seq *s, double *loss, int64_t *count, lm_err *err);
 /* Name of the matrix kernel in use, e.g. "OpenBLAS 0.3.21 SkylakeX". */

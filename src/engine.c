@@ -819,6 +819,14 @@ int lm_engine_forward(lm_engine *e, const int32_t *tok, int n, float *logits, lm
     return lm_eng_forward(e, tok, n, NULL, NULL, NULL, 0, NULL, logits, 0, err);
 }
 
+int lm_engine_forward_last(lm_engine *e, const int32_t *tok, int n, lm_err *err) {
+    float *logits = lm_malloc(sizeof(float) * (size_t)e->c.vocab);
+    if (!logits) return lm_nomem(err, sizeof(float) * (size_t)e->c.vocab, "logits");
+    int rc = lm_eng_forward(e, tok, n, NULL, NULL, NULL, 0, NULL, logits, n - 1, err);
+    lm_free(logits);
+    return rc;
+}
+
 int lm_engine_loss(lm_engine *e, const lm_seq *s, double *loss, int64_t *count, lm_err *err) {
     int rc = lm_eng_forward(e, s->tok, s->n, s->mask, NULL, NULL, 0, loss, NULL, 0, err);
     if (rc) return rc;

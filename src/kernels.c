@@ -181,12 +181,12 @@ void attention_backward(const lm_backend *be, float *dq, float *dk, float *dv, c
 #define GELU_C 0.7978845608028654f /* sqrt(2/pi) */
 
 void glu_forward(float *a, const float *g, const float *u, long count, int gelu) {
-    if (gelu) {
+    if (gelu) { /* gelu-tanh: 0.5 x (1 + tanh(k)) == x * sigmoid(2k), k = c (x + 0.044715 x^3) */
 #pragma omp parallel for schedule(static) if (count > 65536)
         for (long i = 0; i < count; i++) {
             float x = g[i];
-            float t = tanhf(GELU_C * (x + 0.044715f * x * x * x));
-            a[i] = 0.5f * x * (1.0f + t) * u[i];
+            float k2 = 2.0f * GELU_C * (x + 0.044715f * x * x * x);
+            a[i] = x / (1.0f + expf(-k2)) * u[i];
         }
     } else {
 #pragma omp parallel for schedule(static) if (count > 65536)
@@ -198,15 +198,14 @@ void glu_forward(float *a, const float *g, const float *u, long count, int gelu)
 }
 
 void glu_backward(float *dg, float *du, const float *da, const float *g, const float *u, long count, int gelu) {
-    if (gelu) {
+    if (gelu) { /* d/dx x s(2k) = s + 2 x s (1 - s) k', s = sigmoid(2k) */
 #pragma omp parallel for schedule(static) if (count > 65536)
         for (long i = 0; i < count; i++) {
             float x = g[i];
-            float inner = GELU_C * (x + 0.044715f * x * x * x);
-            float t = tanhf(inner);
-            float act = 0.5f * x * (1.0f + t);
-            float dact = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * 0.044715f * x * x);
-            du[i] = da[i] * act;
+            float k2 = 2.0f * GELU_C * (x + 0.044715f * x * x * x);
+            float s = 1.0f / (1.0f + expf(-k2));
+            float dact = s + 2.0f * x * s * (1.0f - s) * GELU_C * (1.0f + 3.0f * 0.044715f * x * x);
+            du[i] = da[i] * x * s;
             dg[i] = da[i] * u[i] * dact;
         }
     } else {
