@@ -314,7 +314,8 @@ void lm_diff_opts_default(lm_diff_opts *o);
  *   W_base == 0 with a nonzero update: rel NaN; either side 0: cosine NaN;
  *   Inf/NaN in the weights: rank NaN, the others non-finite (IEEE arithmetic).
  * Results do not depend on the thread count. While it runs, the workers call
- * OpenBLAS single-threaded (its thread count is restored afterwards). */
+ * OpenBLAS single-threaded: its thread count (and with an OpenMP OpenBLAS,
+ * OpenMP's default) is set to 1 and restored afterwards. */
 int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o,
             lm_matrix *out[LM_DIFF_COUNT], lm_err *err);
 

@@ -78,6 +78,7 @@ struct lm_engine {
     size_t cache_budget; /* bytes of F32 layer weights kept */
     size_t cache_used;
     long use_clock;
+    int streaming;       /* not every layer fits the cache: layers are dequantized per pass */
     float *out_w;        /* (V, D) output head, F32 */
     float *out_norm;     /* (D) */
 
@@ -96,10 +97,12 @@ struct lm_engine {
     int ggml_compat;     /* round activations as llama.cpp does (agreement checks) */
     float *compat_x;     /* (rows, max(D, QD, F)) */
 
-    /* one layer's intermediates per layer when they all fit the activation
-     * budget (the backward then skips the recompute), else one set reused */
+    /* layer intermediates: layers 0..n_store-1 keep their own set (the
+     * backward uses it as is); the others share acts[n_store], and the
+     * backward recomputes them unless the shared set still holds that layer */
     layer_acts *acts;
-    int n_acts;
+    int n_store;
+    int shared_layer;    /* layer whose intermediates the shared set holds, -1 none */
     float *xn;           /* (rows, D) final-normed */
     float *rstd_f;       /* (rows) */
     float *logit_chunk;  /* (HEAD_CHUNK, V) */
@@ -231,6 +234,9 @@ static int layer_get(lm_engine *e, int l, layer_f32 **out, lm_err *err) {
         memset(w, 0, sizeof *w);
         return rc;
     }
+    if (e->streaming) { /* the F32 copy will be evicted: drop the file pages from our RSS too */
+        for (int i = 0; i < LM_N_MODULES; i++) lm_release_pages(L->w[i]->data, L->w[i]->nbytes);
+    }
     w->block = p;
     w->bytes = bytes;
     w->last_use = e->use_clock;
@@ -315,8 +321,15 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
 
     size_t total_w = 0;
     for (int l = 0; l < c->n_layer; l++) total_w += layer_bytes(m, l);
-    size_t budget = o && o->weight_cache_bytes ? o->weight_cache_bytes : mem_total_bytes() / 3;
+    /* F32 weights: a long pass does ~2n flops per weight, so dequantizing a
+     * layer again for each pass costs little and a few layers are cached; short
+     * passes (generation, ablations of short texts) reuse weights many times
+     * and cache up to a third of RAM */
+    size_t budget = o && o->weight_cache_bytes ? o->weight_cache_bytes
+                    : (size_t)e->max_seq * (size_t)e->max_batch >= 256 ? 3 * layer_bytes(m, 0)
+                                                                         : mem_total_bytes() / 3;
     e->cache_budget = budget;
+    e->streaming = total_w > budget;
 
     e->lw = lm_calloc((size_t)c->n_layer, sizeof *e->lw);
     if (!e->lw) {
@@ -358,16 +371,19 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
         *ptrs[i] = cur;
         cur += (sizes[i] + 15) & ~(size_t)15;
     }
-    /* layer intermediates: all layers when they fit the budget */
-    size_t act_budget = o && o->act_cache_bytes ? o->act_cache_bytes : mem_total_bytes() / 6;
+    /* layer intermediates: as many layers as the budget holds keep theirs */
+    size_t act_budget = o && o->act_cache_bytes ? o->act_cache_bytes : (size_t)256 << 20;
     size_t per_layer = acts_floats(e) * sizeof(float);
-    e->n_acts = per_layer * L <= act_budget ? (int)L : 1;
-    e->acts = lm_calloc((size_t)e->n_acts, sizeof *e->acts);
+    size_t fit = act_budget / per_layer;
+    e->n_store = fit >= L ? (int)L : fit > 1 ? (int)fit - 1 : 0;
+    e->shared_layer = -1;
+    int n_sets = e->n_store == (int)L ? (int)L : e->n_store + 1;
+    e->acts = lm_calloc((size_t)n_sets, sizeof *e->acts);
     if (!e->acts) {
         lm_engine_free(e);
         return lm_nomem(err, sizeof *e->acts, "activation table");
     }
-    for (int i = 0; i < e->n_acts; i++)
+    for (int i = 0; i < n_sets; i++)
         if (acts_alloc(e, &e->acts[i]) != LM_OK) {
             lm_engine_free(e);
             return lm_nomem(err, per_layer, "layer activations (lower --seq-len)");
@@ -414,7 +430,7 @@ void lm_engine_free(lm_engine *e) {
         for (int l = 0; l < e->c.n_layer; l++) layer_unload(e, l);
     lm_free(e->lw);
     if (e->acts)
-        for (int i = 0; i < e->n_acts; i++) lm_free(e->acts[i].block);
+        for (int i = 0; i <= e->n_store && i < e->c.n_layer; i++) lm_free(e->acts[i].block);
     lm_free(e->acts);
     lm_free(e->arena);
     lm_free(e->tok);
@@ -490,10 +506,11 @@ static int layer_forward(lm_engine *e, int l, const float *h_in, float *h_out, i
     layer_f32 *w;
     int rc = layer_get(e, l, &w, err);
     if (rc) return rc;
-    layer_acts *a = &e->acts[e->n_acts > 1 ? l : 0];
+    layer_acts *a = &e->acts[l < e->n_store ? l : e->n_store];
     int D = c->dim, F = c->ffn_dim, H = c->n_head, KV = c->n_kv_head, hd = c->head_dim;
     int win = layer_window(c, l);
     const float *cs = win ? e->cos_l : e->cos_g, *sn = win ? e->sin_l : e->sin_g;
+    if (l >= e->n_store) e->shared_layer = l;
 
     /* attention */
     rmsnorm_forward(a->x, a->rstd1, h_in, w->attn_norm, n, D, c->norm_eps, c->norm_add_one);
@@ -539,7 +556,10 @@ static int layer_forward(lm_engine *e, int l, const float *h_in, float *h_out, i
     rmsnorm_forward(a->x2, a->rstd2, a->hmid, w->ffn_norm, n, D, c->norm_eps, c->norm_add_one);
     linear_forward(e, a->g, a->x2, w, l, LM_MOD_GATE, n, iv);
     linear_forward(e, a->u, a->x2, w, l, LM_MOD_UP, n, iv);
-    glu_forward(a->a, a->g, a->u, (long)n * F, c->act == LM_ACT_GELU_TANH);
+    if (e->ggml_compat && c->act == LM_ACT_GELU_TANH)
+        glu_forward_ggml(a->a, a->g, a->u, (long)n * F);
+    else
+        glu_forward(a->a, a->g, a->u, (long)n * F, c->act == LM_ACT_GELU_TANH);
     linear_forward(e, a->d, a->a, w, l, LM_MOD_DOWN, n, iv);
     if (hk && hk->fwd) {
         HOOK(hk->fwd(hk->ctx, l, LM_MOD_UP, a->u, a->x2, n));
@@ -582,7 +602,7 @@ static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const l
     layer_f32 *w;
     int rc = layer_get(e, l, &w, err);
     if (rc) return rc;
-    layer_acts *a = &e->acts[e->n_acts > 1 ? l : 0];
+    layer_acts *a = &e->acts[l < e->n_store ? l : e->n_store];
     int D = c->dim, F = c->ffn_dim, H = c->n_head, KV = c->n_kv_head, hd = c->head_dim;
     int QD = e->QD, KD = e->KD;
     int win = layer_window(c, l);
@@ -802,7 +822,7 @@ int lm_eng_backward(lm_engine *e, int to, const lm_interv *iv, const lm_hooks *h
          * xn buffer: the stored input of layer l+1 is already known); hooks
          * are not re-run */
         int rc = LM_OK;
-        if (e->n_acts == 1) rc = layer_forward(e, l, hs + l * stride, e->xn, n, iv, NULL, err);
+        if (l >= e->n_store && e->shared_layer != l) rc = layer_forward(e, l, hs + l * stride, e->xn, n, iv, NULL, err);
         if (rc) return rc;
         rc = layer_backward(e, l, hs + l * stride, n, iv, hk, l > to, err);
         if (rc) return rc;

@@ -306,6 +306,23 @@ void ggml_act_round(float *x, long n, int cols, int kind) {
     }
 }
 
+void glu_forward_ggml(float *a, const float *g, const float *u, long count) {
+    /* ggml's CPU GELU: a table of fp16(gelu(h)) over fp16 inputs h, for |x| < 10 */
+#pragma omp parallel for schedule(static) if (count > 65536)
+    for (long i = 0; i < count; i++) {
+        float x = g[i], y;
+        if (x <= -10.0f) {
+            y = 0.0f;
+        } else if (x >= 10.0f) {
+            y = x;
+        } else {
+            float h = round_f16(x);
+            y = round_f16(0.5f * h * (1.0f + tanhf(GELU_C * h * (1.0f + 0.044715f * h * h))));
+        }
+        a[i] = y * u[i];
+    }
+}
+
 int ggml_act_kind(int dtype) {
     switch (dtype) {
     case LM_DT_Q4_0: case LM_DT_Q4_1: case LM_DT_Q5_0: case LM_DT_Q5_1: case LM_DT_Q8_0: case LM_DT_IQ4_NL:

@@ -56,6 +56,8 @@ double cross_entropy_forward_backward(float *logits, const int *target, const un
  * (fp16 scale; also what Q8_1 yields), 2 Q8_K blocks of 256 (float scale),
  * 3 fp16. In place on x (n, cols). */
 void ggml_act_round(float *x, long n, int cols, int kind);
+/* GELU-tanh gate as ggml's CPU computes it (fp16 lookup table). */
+void glu_forward_ggml(float *a, const float *g, const float *u, long count);
 /* The activation rounding ggml applies before a product with a weight of dtype t. */
 int ggml_act_kind(int dtype);
 
