@@ -22,6 +22,10 @@ static void usage(FILE *f) {
             "  --threads N         worker threads (default: all cores)\n"
             "  --checkpoint FILE   save the accumulated sums there while running\n"
             "  --resume            continue an interrupted run from --checkpoint (ends identical)\n"
+            "  --act-cache MB      memory for layer activations kept between forward and backward\n"
+            "                      (default 256; layers that do not fit are recomputed)\n"
+            "  --weight-cache MB   memory for weights dequantized to F32 (default: 3 layers for\n"
+            "                      sequences of 256+ tokens, else up to a third of RAM)\n"
             "  --per-param         divide each cell by the module's parameter count (mean per weight:\n"
             "                      compares modules of different sizes, e.g. for LoRA targets)\n"
             "%s",
@@ -39,7 +43,7 @@ static void summary(const lm_attr_result *r, const char *method, double secs) {
 
 int cmd_attribute(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *method_s = "grad-weight", *ckpt = NULL;
-    long seq_len = 512, max_tokens = 0, steps = 32, threads = 0, batch = 1;
+    long seq_len = 512, max_tokens = 0, steps = 32, threads = 0, batch = 1, act_mb = 0, weight_mb = 0;
     int resume = 0, per_param = 0;
     cli_out out;
     cli_out_init(&out);
@@ -65,6 +69,10 @@ int cmd_attribute(int argc, char **argv) {
             if (cli_parse_int(a, argv[++i], 2, 1 << 20, &seq_len)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--max-tokens")) {
             if (cli_parse_int(a, argv[++i], 0, (long)1 << 50, &max_tokens)) return 2;
+        } else if (i + 1 < argc && !strcmp(a, "--act-cache")) {
+            if (cli_parse_int(a, argv[++i], 1, 1L << 30, &act_mb)) return 2;
+        } else if (i + 1 < argc && !strcmp(a, "--weight-cache")) {
+            if (cli_parse_int(a, argv[++i], 1, 1L << 30, &weight_mb)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--batch")) {
             if (cli_parse_int(a, argv[++i], 1, 4096, &batch)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--steps")) {
@@ -103,7 +111,8 @@ int cmd_attribute(int argc, char **argv) {
     for (int s = 0; s < ds->n_seq; s++)
         if (ds->seqs[s].n > longest) longest = ds->seqs[s].n;
     if (batch > ds->n_seq) batch = ds->n_seq;
-    lm_engine_opts eo = {.threads = (int)threads, .max_seq = longest, .max_batch = (int)batch};
+    lm_engine_opts eo = {.threads = (int)threads, .max_seq = longest, .max_batch = (int)batch,
+                         .act_cache_bytes = (size_t)act_mb << 20, .weight_cache_bytes = (size_t)weight_mb << 20};
     if (lm_engine_new(&e, m, &eo, &err)) goto fail;
 
     lm_attr_opts ao;

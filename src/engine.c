@@ -652,7 +652,7 @@ static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const l
         int r0 = e->seg[s], ns = e->seg[s + 1] - r0;
         long oq = (long)r0 * QD, ok = (long)r0 * KD;
         attention_backward(e->be, dqr + oq, dkr + ok, dv + ok, datt + oq, a->P + seg_p_off(e, s), a->qr + oq,
-                           a->kr + ok, a->v + ok, e->dnn, ns, H, KV, hd, c->attn_scale);
+                           a->kr + ok, a->v + ok, e->dnn, ns, H, KV, hd, c->attn_scale, win);
         rope_backward(dqr + oq, cs, sn, ns, H, hd);
         rope_backward(dkr + ok, cs, sn, ns, KV, hd);
     }

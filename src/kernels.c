@@ -113,41 +113,50 @@ void rope_backward(float *dx, const float *cos_t, const float *sin_t, int n, int
 /* First visible key of query row i. */
 static inline int first_key(int i, int window) { return window > 0 && i - window + 1 > 0 ? i - window + 1 : 0; }
 
+/* Query rows are processed in blocks of ATT_BLOCK: block [i0, i1) only needs
+ * keys [first_key(i0), i1), so the products skip most of the masked half. */
+#define ATT_BLOCK 128
+
 void attention_forward(const lm_backend *be, float *att, float *P, const float *q, const float *k,
                        const float *v, int n, int H, int KV, int hd, float scale, int window) {
     int qs = H * hd, ks = KV * hd, group = H / KV;
     for (int h = 0; h < H; h++) {
         int g = h / group;
         float *Ph = P + (long)h * n * n;
-        /* S = Q_h K_g^T (n x n) */
-        be->gemm_nt(n, n, hd, q + (long)h * hd, qs, k + (long)g * hd, ks, 0.0f, Ph, n);
-#pragma omp parallel for schedule(static) if ((long)n * n > 65536)
-        for (int i = 0; i < n; i++) {
-            float *row = Ph + (long)i * n;
-            int j0 = first_key(i, window);
-            float mx = -INFINITY;
-            for (int j = j0; j <= i; j++) {
-                row[j] *= scale;
-                if (row[j] > mx) mx = row[j];
+        for (int i0 = 0; i0 < n; i0 += ATT_BLOCK) {
+            int i1 = i0 + ATT_BLOCK < n ? i0 + ATT_BLOCK : n, j0 = first_key(i0, window);
+            /* S[i0:i1, j0:i1] = Q_h K_g^T */
+            be->gemm_nt(i1 - i0, i1 - j0, hd, q + (long)i0 * qs + (long)h * hd, qs, k + (long)j0 * ks + (long)g * hd,
+                        ks, 0.0f, Ph + (long)i0 * n + j0, n);
+#pragma omp parallel for schedule(static) if ((long)(i1 - i0) * n > 65536)
+            for (int i = i0; i < i1; i++) {
+                float *row = Ph + (long)i * n;
+                int jf = first_key(i, window);
+                float mx = -INFINITY;
+                for (int j = jf; j <= i; j++) {
+                    row[j] *= scale;
+                    if (row[j] > mx) mx = row[j];
+                }
+                double sum = 0.0;
+                for (int j = jf; j <= i; j++) {
+                    row[j] = expf(row[j] - mx);
+                    sum += row[j];
+                }
+                float inv = (float)(1.0 / sum);
+                for (int j = 0; j < jf; j++) row[j] = 0.0f;
+                for (int j = jf; j <= i; j++) row[j] *= inv;
+                for (int j = i + 1; j < n; j++) row[j] = 0.0f;
             }
-            double sum = 0.0;
-            for (int j = j0; j <= i; j++) {
-                row[j] = expf(row[j] - mx);
-                sum += row[j];
-            }
-            float inv = (float)(1.0 / sum);
-            for (int j = 0; j < j0; j++) row[j] = 0.0f;
-            for (int j = j0; j <= i; j++) row[j] *= inv;
-            for (int j = i + 1; j < n; j++) row[j] = 0.0f;
+            /* att_h[i0:i1] = P[i0:i1, j0:i1] V_g[j0:i1] */
+            be->gemm_nn(i1 - i0, hd, i1 - j0, Ph + (long)i0 * n + j0, n, v + (long)j0 * ks + (long)g * hd, ks, 0.0f,
+                        att + (long)i0 * qs + (long)h * hd, qs);
         }
-        /* att_h = P_h V_g */
-        be->gemm_nn(n, hd, n, Ph, n, v + (long)g * hd, ks, 0.0f, att + (long)h * hd, qs);
     }
 }
 
 void attention_backward(const lm_backend *be, float *dq, float *dk, float *dv, const float *datt,
                         const float *P, const float *q, const float *k, const float *v,
-                        float *scratch, int n, int H, int KV, int hd, float scale) {
+                        float *scratch, int n, int H, int KV, int hd, float scale, int window) {
     int qs = H * hd, ks = KV * hd, group = H / KV;
     memset(dk, 0, sizeof(float) * (size_t)n * ks);
     memset(dv, 0, sizeof(float) * (size_t)n * ks);
@@ -155,22 +164,32 @@ void attention_backward(const lm_backend *be, float *dq, float *dk, float *dv, c
         int g = h / group;
         const float *Ph = P + (long)h * n * n;
         float *dP = scratch;
-        /* dP = dAtt_h V_g^T ; dV_g += P^T dAtt_h */
-        be->gemm_nt(n, n, hd, datt + (long)h * hd, qs, v + (long)g * hd, ks, 0.0f, dP, n);
-        be->gemm_tn(n, hd, n, Ph, n, datt + (long)h * hd, qs, 1.0f, dv + (long)g * hd, ks);
-        /* dS = P * (dP - rowsum(P * dP)) * scale */
-#pragma omp parallel for schedule(static) if ((long)n * n > 65536)
-        for (int i = 0; i < n; i++) {
-            const float *pr = Ph + (long)i * n;
-            float *dr = dP + (long)i * n;
-            double dot = 0.0;
-            for (int j = 0; j <= i; j++) dot += (double)pr[j] * dr[j];
-            for (int j = 0; j <= i; j++) dr[j] = pr[j] * (dr[j] - (float)dot) * scale;
-            for (int j = i + 1; j < n; j++) dr[j] = 0.0f;
+        for (int i0 = 0; i0 < n; i0 += ATT_BLOCK) {
+            int i1 = i0 + ATT_BLOCK < n ? i0 + ATT_BLOCK : n, j0 = first_key(i0, window), m = i1 - i0, w = i1 - j0;
+            const float *Pb = Ph + (long)i0 * n + j0;
+            float *dPb = dP + (long)i0 * n + j0;
+            const float *dA = datt + (long)i0 * qs + (long)h * hd;
+            /* dP = dAtt_h V_g^T ; dV_g += P^T dAtt_h */
+            be->gemm_nt(m, w, hd, dA, qs, v + (long)j0 * ks + (long)g * hd, ks, 0.0f, dPb, n);
+            be->gemm_tn(w, hd, m, Pb, n, dA, qs, 1.0f, dv + (long)j0 * ks + (long)g * hd, ks);
+            /* dS = P * (dP - rowsum(P * dP)) * scale, on the visible keys; zero elsewhere in the block */
+#pragma omp parallel for schedule(static) if ((long)m * w > 65536)
+            for (int i = i0; i < i1; i++) {
+                const float *pr = Ph + (long)i * n;
+                float *dr = dP + (long)i * n;
+                int jf = first_key(i, window);
+                double dot = 0.0;
+                for (int j = jf; j <= i; j++) dot += (double)pr[j] * dr[j];
+                for (int j = j0; j < jf; j++) dr[j] = 0.0f;
+                for (int j = jf; j <= i; j++) dr[j] = pr[j] * (dr[j] - (float)dot) * scale;
+                for (int j = i + 1; j < i1; j++) dr[j] = 0.0f;
+            }
+            /* dQ_h = dS K_g ; dK_g += dS^T Q_h */
+            be->gemm_nn(m, hd, w, dPb, n, k + (long)j0 * ks + (long)g * hd, ks, 0.0f, dq + (long)i0 * qs + (long)h * hd,
+                        qs);
+            be->gemm_tn(w, hd, m, dPb, n, q + (long)i0 * qs + (long)h * hd, qs, 1.0f, dk + (long)j0 * ks + (long)g * hd,
+                        ks);
         }
-        /* dQ_h = dS K_g ; dK_g += dS^T Q_h */
-        be->gemm_nn(n, hd, n, dP, n, k + (long)g * hd, ks, 0.0f, dq + (long)h * hd, qs);
-        be->gemm_tn(n, hd, n, dP, n, q + (long)h * hd, qs, 1.0f, dk + (long)g * hd, ks);
     }
 }
 
@@ -236,15 +255,20 @@ double cross_entropy_forward_backward(float *logits, const int *target, const un
         float mx = -INFINITY;
         for (int j = 0; j < V; j++)
             if (row[j] > mx) mx = row[j];
+        float lt = row[target[i]];
         double sum = 0.0;
-        for (int j = 0; j < V; j++) sum += expf(row[j] - mx);
-        double lse = mx + log(sum);
-        total += lse - row[target[i]];
-        if (grad) {
+        if (grad) { /* keep exp(z - max) in place: the gradient is softmax - onehot */
+            for (int j = 0; j < V; j++) {
+                row[j] = expf(row[j] - mx);
+                sum += row[j];
+            }
             float inv = (float)(1.0 / sum);
-            for (int j = 0; j < V; j++) row[j] = expf(row[j] - mx) * inv;
+            for (int j = 0; j < V; j++) row[j] *= inv;
             row[target[i]] -= 1.0f;
+        } else {
+            for (int j = 0; j < V; j++) sum += expf(row[j] - mx);
         }
+        total += mx + log(sum) - lt;
     }
     return total;
 }

@@ -34,10 +34,10 @@ void rope_backward(float *dx, const float *cos_t, const float *sin_t, int n, int
 void attention_forward(const lm_backend *be, float *att, float *P, const float *q, const float *k,
                        const float *v, int n, int H, int KV, int hd, float scale, int window);
 /* dq (n, H*hd), dk, dv (n, KV*hd) are OVERWRITTEN. datt (n, H*hd) the upstream
- * gradient; scratch (n, n). */
+ * gradient; scratch (n, n); window as in the forward. */
 void attention_backward(const lm_backend *be, float *dq, float *dk, float *dv, const float *datt,
                         const float *P, const float *q, const float *k, const float *v,
-                        float *scratch, int n, int H, int KV, int hd, float scale);
+                        float *scratch, int n, int H, int KV, int hd, float scale, int window);
 
 /* Gated MLP activation: a = act(g) * u, act = silu (gelu == 0) or gelu-tanh. (n*F elements) */
 void glu_forward(float *a, const float *g, const float *u, long count, int gelu);
