@@ -61,6 +61,9 @@ int cli_out_emit(const cli_out *o, lm_matrix *m);
  * files get "-<method>" inserted before the extension for each matrix. */
 int cli_out_emit_many(const cli_out *o, lm_matrix **ms, int n);
 
+/* Monotonic seconds (for the timings commands print). */
+double cli_now(void);
+
 /* Parse helpers: return 0 ok, print an error and return -1 otherwise. */
 int cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 int cli_parse_double(const char *opt, const char *s, double *out);

@@ -9,11 +9,6 @@
 #include <time.h>
 
 /* Monotonic seconds. */
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* --help text (and the text printed when the two paths are missing). */
 static void usage(FILE *f) {
@@ -153,12 +148,12 @@ int cmd_diff(int argc, char **argv) {
     cli_progress_init(&prog);
     o.progress = cli_progress_cb;
     o.progress_ctx = &prog;
-    double t0 = now_s();
+    double t0 = cli_now();
     int drc = lm_diff(mb, mf, &o, ms, &err);
     cli_progress_end(&prog);
     if (drc) goto fail;
     if (!out.quiet) {
-        double bytes = 0, secs = now_s() - t0;
+        double bytes = 0, secs = cli_now() - t0;
         for (int l = 0; l < mb->cfg.n_layer; l++)
             for (int j = 0; j < LM_N_MODULES; j++)
                 bytes += (double)mb->layers[l].w[j]->nbytes + (double)mf->layers[l].w[j]->nbytes;

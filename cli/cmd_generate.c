@@ -7,13 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -118,9 +111,9 @@ int cmd_generate(int argc, char **argv) {
         double times[1001];
         int runs = bench > 0 ? (int)bench + 1 : 1;
         for (int r = 0; r < runs; r++) {
-            double t0 = now_s();
+            double t0 = cli_now();
             if (lm_engine_forward_last(e, p, np, &err)) goto fail;
-            times[r] = now_s() - t0;
+            times[r] = cli_now() - t0;
         }
         double t = times[0];
         if (bench > 0) { /* median of the timed runs (the first was the warm-up) */

@@ -6,13 +6,6 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -73,7 +66,7 @@ int cmd_ppl(int argc, char **argv) {
     if (lm_engine_new(&e, m, &eo, &err)) goto fail;
     cli_progress prog;
     cli_progress_init(&prog);
-    double nll = 0.0, t0 = now_s();
+    double nll = 0.0, t0 = cli_now();
     int64_t count = 0, done = 0;
     for (int s = 0; s < ds->n_seq; s++) {
         double l;
@@ -88,7 +81,7 @@ int cmd_ppl(int argc, char **argv) {
         cli_progress_cb(&prog, (double)done, (double)ds->n_tokens, "ppl");
     }
     cli_progress_end(&prog);
-    double secs = now_s() - t0;
+    double secs = cli_now() - t0;
     if (count == 0) {
         cli_errorf("%s: no token to predict (text too short?)", file);
         goto done;

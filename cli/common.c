@@ -57,7 +57,8 @@ int cli_errorf(const char *fmt, ...) {
 /* ------------------------------------------------------------------------ */
 
 /* Monotonic seconds. */
-static double now_s(void) {
+/* Monotonic seconds. */
+double cli_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
@@ -73,7 +74,7 @@ static int progress_enabled(void) {
 
 /* See cli.h. */
 void cli_progress_init(cli_progress *p) {
-    p->t0 = now_s();
+    p->t0 = cli_now();
     p->last = 0;
     p->shown = 0;
 }
@@ -108,7 +109,7 @@ static void hms(char *buf, size_t n, double s) {
 void cli_progress_cb(void *ctx, double done, double total, const char *what) {
     cli_progress *p = ctx;
     if (!p) return;
-    double t = now_s(), el = t - p->t0;
+    double t = cli_now(), el = t - p->t0;
     if (el < 1.0 || t - p->last < 0.1) return;
     if (!progress_enabled()) return;
     int tty = isatty(STDERR_FILENO);

@@ -593,6 +593,18 @@ static void scale_buf(float *x, long cnt, float s) {
     for (long i = 0; i < cnt; i++) x[i] *= s;
 }
 
+/* dy (n, D) = dL/dy of a branch output y whose (optional) post-norm w feeds
+ * the residual with gradient dh: through the norm, or dh itself without one. */
+static void post_norm_backward(float *dy, const float *dh, const float *y, const float *w, const float *rstd, int n,
+                               int D, int add_one) {
+    if (w) {
+        memset(dy, 0, sizeof(float) * (size_t)n * D);
+        rmsnorm_backward(dy, dh, y, w, rstd, n, D, add_one);
+    } else {
+        memcpy(dy, dh, sizeof(float) * (size_t)n * D);
+    }
+}
+
 /* Backward of layer l, whose forward intermediates are in e->a (recomputed
  * by the caller). On entry e->dh (n, D) = dL/dh_out; on exit dL/dh_in.
  * need_dx = 0 skips the input gradient (lowest layer of a partial backward). */
@@ -613,12 +625,7 @@ static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const l
 
     /* ---- MLP branch: h_out = hmid + post(d) ---- */
     float *dd = e->dtmp; /* dL/dd */
-    if (c->has_post_norms) {
-        memset(dd, 0, sizeof(float) * (size_t)nD);
-        rmsnorm_backward(dd, dh, a->d, w->post_ffn_norm, a->d_rstd, n, D, c->norm_add_one);
-    } else {
-        memcpy(dd, dh, sizeof(float) * (size_t)nD);
-    }
+    post_norm_backward(dd, dh, a->d, c->has_post_norms ? w->post_ffn_norm : NULL, a->d_rstd, n, D, c->norm_add_one);
     if (hk && hk->bwd) HOOK(hk->bwd(hk->ctx, l, LM_MOD_DOWN, dd, a->d, a->a, w->w[LM_MOD_DOWN], n));
     scale_buf(dd, nD, iv_factor(iv, l, LM_MOD_DOWN));
     float *da = e->dF1, *dg = e->dF2, *du = e->dF3;
@@ -637,12 +644,7 @@ static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const l
 
     /* ---- attention branch: hmid = h_in + post(o) ---- */
     float *dO = e->dtmp;
-    if (c->has_post_norms) {
-        memset(dO, 0, sizeof(float) * (size_t)nD);
-        rmsnorm_backward(dO, dh, a->o, w->post_attn_norm, a->o_rstd, n, D, c->norm_add_one);
-    } else {
-        memcpy(dO, dh, sizeof(float) * (size_t)nD);
-    }
+    post_norm_backward(dO, dh, a->o, c->has_post_norms ? w->post_attn_norm : NULL, a->o_rstd, n, D, c->norm_add_one);
     if (hk && hk->bwd) HOOK(hk->bwd(hk->ctx, l, LM_MOD_O, dO, a->o, a->att, w->w[LM_MOD_O], n));
     scale_buf(dO, nD, iv_factor(iv, l, LM_MOD_O));
     float *datt = e->dD2; /* (n, QD) */
