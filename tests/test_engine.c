@@ -170,12 +170,16 @@ typedef struct tol {
     double logits, grad, method, ablate;
 } tol;
 
-static void check_model(const char *model_dir, const char *ref_path, tol tl, int llama_block) {
+/* act_bytes / weight_bytes: the engine's caches (0 = defaults, which keep
+ * every layer of these small models; 1 = keep none: every layer is
+ * recomputed in the backward and dequantized again for each pass). */
+static void check_model(const char *model_dir, const char *ref_path, tol tl, int llama_block, size_t act_bytes,
+                        size_t weight_bytes) {
     lm_err err = {0};
     lm_model *m = NULL;
     lm_engine *e = NULL;
     refdata rd;
-    printf("== %s\n", model_dir);
+    printf("== %s (activation cache %zu, weight cache %zu)\n", model_dir, act_bytes, weight_bytes);
     CHECK_OK(lm_st_open(&ref, ref_path, &err), &err);
     if (!ref) return;
     CHECK_OK(lm_model_open(&m, model_dir, &err), &err);
@@ -183,7 +187,7 @@ static void check_model(const char *model_dir, const char *ref_path, tol tl, int
     CHECK(load_refdata(&rd) == 0, "%s: reference sequences missing", ref_path);
     /* methods run with both sequences packed in one pass (batch 2); the
      * reference computes them one by one */
-    lm_engine_opts eo = {.max_seq = 64, .max_batch = 2};
+    lm_engine_opts eo = {.max_seq = 64, .max_batch = 2, .act_cache_bytes = act_bytes, .weight_cache_bytes = weight_bytes};
     CHECK_OK(lm_engine_new(&e, m, &eo, &err), &err);
     if (!e) goto out2;
     int V = m->cfg.vocab, L = m->cfg.n_layer;
@@ -447,11 +451,17 @@ static void check_other_dtypes(void) {
 int main(void) {
     char path[1024];
     tol stories = {1e-5, 1e-4, 1e-4, 1e-3};
-    check_model(model_path(path, sizeof path, "stories260K-hf"), "tests/data/ref/stories260K-hf.safetensors", stories, 1);
-    check_model("tests/data/tiny-llama-untied", "tests/data/ref/tiny-llama-untied.safetensors", stories, 1);
-    check_model("tests/data/tiny-qwen2", "tests/data/ref/tiny-qwen2.safetensors", stories, 0);
-    check_model("tests/data/tiny-qwen3", "tests/data/ref/tiny-qwen3.safetensors", stories, 0);
-    check_model("tests/data/tiny-gemma3", "tests/data/ref/tiny-gemma3.safetensors", stories, 0);
+    const char *st = "tests/data/ref/stories260K-hf.safetensors";
+    check_model(model_path(path, sizeof path, "stories260K-hf"), st, stories, 1, 0, 0);
+    check_model("tests/data/tiny-llama-untied", "tests/data/ref/tiny-llama-untied.safetensors", stories, 1, 0, 0);
+    check_model("tests/data/tiny-qwen2", "tests/data/ref/tiny-qwen2.safetensors", stories, 0, 0, 0);
+    check_model("tests/data/tiny-qwen3", "tests/data/ref/tiny-qwen3.safetensors", stories, 0, 0, 0);
+    check_model("tests/data/tiny-gemma3", "tests/data/ref/tiny-gemma3.safetensors", stories, 0, 0, 0);
+    /* the bounded-memory paths: no layer kept (recompute every layer, weights
+     * dequantized per pass), and some layers kept */
+    check_model(model_path(path, sizeof path, "stories260K-hf"), st, stories, 1, 1, 1);
+    check_model(model_path(path, sizeof path, "stories260K-hf"), st, stories, 1, 2u << 20, 1);
+    check_model("tests/data/tiny-gemma3", "tests/data/ref/tiny-gemma3.safetensors", stories, 0, 1, 1);
     check_greedy();
     check_resume();
     check_other_dtypes();
