@@ -198,14 +198,23 @@ static int layer_get(lm_engine *e, int l, layer_f32 **out, lm_err *err) {
         return LM_OK;
     }
     size_t bytes = layer_bytes(e->m, l);
+    float *p = NULL; /* an evicted layer's buffer, reused: a fresh one faults in and zeroes every page */
+    size_t alloc = bytes;
     while (e->cache_used > 0 && e->cache_used + bytes > e->cache_budget) {
         int victim = -1;
         for (int i = 0; i < e->c.n_layer; i++)
             if (e->lw[i].block && i != l && (victim < 0 || e->lw[i].last_use < e->lw[victim].last_use)) victim = i;
         if (victim < 0) break;
-        layer_unload(e, victim);
+        if (!p && e->lw[victim].bytes >= bytes) {
+            p = e->lw[victim].block;
+            alloc = e->lw[victim].bytes;
+            e->cache_used -= e->lw[victim].bytes;
+            memset(&e->lw[victim], 0, sizeof e->lw[victim]);
+        } else {
+            layer_unload(e, victim);
+        }
     }
-    float *p = lm_malloc(bytes);
+    if (!p) p = lm_malloc(bytes);
     if (!p) return lm_nomem(err, bytes, "layer weights");
     const lm_layer_weights *L = &e->m->layers[l];
     float *cur = p;
@@ -238,9 +247,9 @@ static int layer_get(lm_engine *e, int l, layer_f32 **out, lm_err *err) {
         for (int i = 0; i < LM_N_MODULES; i++) lm_release_pages(L->w[i]->data, L->w[i]->nbytes);
     }
     w->block = p;
-    w->bytes = bytes;
+    w->bytes = alloc;
     w->last_use = e->use_clock;
-    e->cache_used += bytes;
+    e->cache_used += alloc;
     *out = w;
     return LM_OK;
 }
