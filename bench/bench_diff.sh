@@ -4,7 +4,7 @@
 #   bench/bench_diff.sh            (from the repository root, after make)
 #
 # Environment:
-#   BENCH_DIR   cache for the generated checkpoints (default bench/.cache; about
+#   BENCH_DIR   cache for the generated checkpoints (default bench/.cache/diff; about
 #               2 x 2.2 GB, made once by bench/gen_synth_ckpt.py and reused)
 #   PYTHON      a python with numpy (default /root/refvenv/bin/python, else python3)
 #   LAYERMAP    the binary to time (default build/layermap)
@@ -21,8 +21,11 @@
 # over the whole command's wall time (model opening included); peak RSS comes
 # from /usr/bin/time -v and is compared with the size of one checkpoint.
 set -eu
+# Let the CLI pick the best OpenBLAS core for this CPU (it re-executes itself
+# with OPENBLAS_CORETYPE set); a value inherited from the environment would pin it.
+unset OPENBLAS_CORETYPE
 
-BENCH_DIR=${BENCH_DIR:-bench/.cache}
+BENCH_DIR=${BENCH_DIR:-bench/.cache/diff}
 LAYERMAP=${LAYERMAP:-build/layermap}
 RUNS=${RUNS:-3}
 RUNS_ALL=${RUNS_ALL:-1}
@@ -71,7 +74,7 @@ for p in glob.glob(os.path.join(sys.argv[1], "*", "*.safetensors")):
 EOF
 }
 
-# one_run METRIC -> "seconds peak_rss_kib"
+# one_run METRIC -> "seconds peak_rss_kib cpu_seconds"
 one_run() {
     # shellcheck disable=SC2086
     /usr/bin/time -v -o "$BENCH_DIR/time.txt" "$LAYERMAP" diff "$BENCH_DIR/base" "$BENCH_DIR/ft" -m $1 \
@@ -79,17 +82,18 @@ one_run() {
         { cat "$BENCH_DIR/stderr.txt" "$BENCH_DIR/time.txt" >&2; exit 1; }
     awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; w = s }
                 /Maximum resident set size/ { r = $2 }
-                END { printf "%.3f %d\n", w, r }' "$BENCH_DIR/time.txt"
+                /User time \(seconds\)|System time \(seconds\)/ { c += $2 }
+                END { printf "%.3f %d %.2f\n", w, r, c }' "$BENCH_DIR/time.txt"
 }
 
-# best of $2 warm runs -> "seconds peak_rss_kib" (the RSS of the best run)
+# best of $2 warm runs -> "seconds peak_rss_kib cpu_seconds" (of the best run)
 warm() {
     one_run "$1" > /dev/null
     best=""
     i=0
     while [ "$i" -lt "$2" ]; do
         r=$(one_run "$1")
-        if [ -z "$best" ] || awk -v a="${r% *}" -v b="${best% *}" 'BEGIN { exit !(a < b) }'; then best=$r; fi
+        if [ -z "$best" ] || awk -v a="${r%% *}" -v b="${best%% *}" 'BEGIN { exit !(a < b) }'; then best=$r; fi
         i=$((i + 1))
     done
     echo "$best"
@@ -100,11 +104,11 @@ cold() {
     one_run "$1"
 }
 
-row() { # case seconds rss
-    awk -v c="$1" -v s="$2" -v r="$3" -v mb="$read_bytes" -v cb="$ckpt_bytes" -v mc="$memcpy" -v rd="$readbw" 'BEGIN {
-        gbs = mb / s / 1e9
-        printf "| %s | %.2f | %.2f | %.0f%% | %.0f%% | %.0f MiB | %.1f%% |\n", c, s, gbs, 100 * gbs / mc, 100 * gbs / rd,
-               r / 1024, 100 * r * 1024 / cb
+row() { # case "seconds rss_kib cpu_seconds"
+    echo "$2" | awk -v c="$1" -v mb="$read_bytes" -v cb="$ckpt_bytes" -v mc="$memcpy" -v rd="$readbw" '{
+        s = $1; r = $2; gbs = mb / s / 1e9
+        printf "| %s | %.2f | %.2f | %.2f | %.0f%% | %.0f%% | %.0f MiB | %.1f%% |\n", c, s, $3, gbs, 100 * gbs / mc,
+               100 * gbs / rd, r / 1024, 100 * r * 1024 / cb
     }'
 }
 
@@ -115,12 +119,12 @@ echo "pair: 2 x $(awk -v b="$ckpt_bytes" 'BEGIN { printf "%.2f GB", b / 1e9 }') 
 echo "BLAS: $("$LAYERMAP" --version | tail -n 1)"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| case | wall s | GB/s | vs memcpy | vs read | peak RSS | RSS / checkpoint |"
-echo "|---|---|---|---|---|---|---|"
-r=$(cold rel); row "rel, cold cache" "${r% *}" "${r#* }"
-r=$(warm rel "$RUNS"); row "rel, warm cache" "${r% *}" "${r#* }"
-r=$(warm "rel --threads 1" "$RUNS"); row "rel, warm, 1 thread" "${r% *}" "${r#* }"
-r=$(warm all "$RUNS_ALL"); row "all (rank k=64, 2 power iters), warm" "${r% *}" "${r#* }"
+echo "| case | wall s | CPU s | GB/s | vs memcpy | vs read | peak RSS | RSS / checkpoint |"
+echo "|---|---|---|---|---|---|---|---|"
+r=$(cold rel); row "rel, cold cache" "$r"
+r=$(warm rel "$RUNS"); row "rel, warm cache" "$r"
+r=$(warm "rel --threads 1" "$RUNS"); row "rel, warm, 1 thread" "$r"
+r=$(warm all "$RUNS_ALL"); row "all (rank k=64, 2 power iters), warm" "$r"
 
 # disk yardstick: read both checkpoints' files sequentially, cold
 evict

@@ -31,7 +31,7 @@ static void usage(FILE *f) {
             "  --seed N            seed of the random sketch (default fixed: runs are reproducible)\n"
             "  --threads N         worker threads, one tensor each (default: all cores)\n\n"
             "Edge values: an unchanged module has rel 0, density 0, cosine 1, rank 0; a zero base\n"
-            "weight gives rel NaN (shown as blank). rel, density and cosine read each weight once,\n"
+            "weight gives rel NaN (printed as -). rel, density and cosine read each weight once,\n"
             "at memory/disk speed; rank reads it 2 + 2Q times and is compute-bound.\n"
             "%s",
             cli_out_help);

@@ -646,11 +646,16 @@ int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o, lm_
         if (rc) goto done;
     }
 
-    /* Each worker runs whole tensors, calling BLAS/LAPACK single-threaded;
-     * OpenBLAS's own threads are set to 1 meanwhile and restored after. */
+    /* Each worker runs whole tensors, calling BLAS/LAPACK single-threaded,
+     * so every tensor's sums come out the same whatever the thread count.
+     * OpenBLAS is set to 1 thread meanwhile and restored after: the pthread
+     * build would start its own threads, and the OpenMP build runs threaded
+     * inside a team of one (an inactive parallel region). In the OpenMP build
+     * the call also sets OpenMP's default thread count, restored too. */
     {
-        int blas_threads = openblas_get_num_threads();
-        if (run.L) openblas_set_num_threads(1);
+        int blas_threads = openblas_get_num_threads(), omp_threads = omp_get_max_threads();
+        int set_blas = run.L > 0;
+        if (set_blas) openblas_set_num_threads(1);
         run.last_report = lm_now();
         if (o->progress) o->progress(o->progress_ctx, 0, run.total_bytes, "diff");
         int next = 0;
@@ -672,7 +677,10 @@ int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o, lm_
                 }
             }
         }
-        if (run.L) openblas_set_num_threads(blas_threads);
+        if (set_blas) {
+            openblas_set_num_threads(blas_threads);
+            omp_set_num_threads(omp_threads);
+        }
         if (run.rc) {
             rc = run.rc;
             if (err) *err = run.err;
