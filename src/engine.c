@@ -23,7 +23,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#define HEAD_CHUNK 64 /* tokens per output-head chunk */
+/* Tokens per output-head chunk: as many as keep the chunk's logits within
+ * 32 MiB, between 64 and 256 (bigger products run faster). */
+static int head_chunk(int vocab) {
+    long r = (32L << 20) / ((long)vocab * (long)sizeof(float));
+    return r < 64 ? 64 : r > 256 ? 256 : (int)r;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Structures                                                                */
@@ -105,14 +110,14 @@ struct lm_engine {
     int shared_layer;    /* layer whose intermediates the shared set holds, -1 none */
     float *xn;           /* (rows, D) final-normed */
     float *rstd_f;       /* (rows) */
-    float *logit_chunk;  /* (HEAD_CHUNK, V) */
+    float *logit_chunk;  /* (head_chunk(V), V) */
     float *dh;           /* (rows, D) */
     float *dtmp;         /* (rows, D) */
     float *dD2;          /* (rows, max(D, QD)) */
     float *dF1, *dF2, *dF3; /* (rows, F) */
     float *dq, *dk, *dv; /* (rows, QD/KD) */
     float *dq2, *dk2;    /* (rows, QD/KD) through qk-norm */
-    float *dnn;          /* (max_seq, max_seq) */
+    float *dnn;          /* attention backward scratch (attention_scratch_floats) */
     void *arena;         /* one allocation for all of the above */
 };
 
@@ -355,8 +360,8 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
     size_t sizes[] = {
         /* rope */ MS * half, MS * half, MS * half, MS * half,
         /* seq */ (L + 1) * S * D, (L + 1) * S * D,
-        /* head */ S * D, S, (size_t)HEAD_CHUNK * V,
-        /* backward */ S * D, S * D, S * DQ, S * F, S * F, S * F, S * QD, S * KD, S * KD, MS * MS, S * QD, S * KD,
+        /* head */ S * D, S, (size_t)head_chunk(c->vocab) * V,
+        /* backward */ S * D, S * D, S * DQ, S * F, S * F, S * F, S * QD, S * KD, S * KD, attention_scratch_floats((int)MS, c->n_head, c->head_dim, e->threads), S * QD, S * KD,
         /* compat */ S * (DQ > F ? DQ : F),
     };
     size_t nsz = sizeof sizes / sizeof sizes[0], total = 0;
@@ -663,7 +668,7 @@ static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const l
         int r0 = e->seg[s], ns = e->seg[s + 1] - r0;
         long oq = (long)r0 * QD, ok = (long)r0 * KD;
         attention_backward(e->be, dqr + oq, dkr + ok, dv + ok, datt + oq, a->P + seg_p_off(e, s), a->qr + oq,
-                           a->kr + ok, a->v + ok, e->dnn, ns, H, KV, hd, c->attn_scale, win);
+                           a->kr + ok, a->v + ok, e->dnn, e->threads, ns, H, KV, hd, c->attn_scale, win);
         rope_backward(dqr + oq, cs, sn, ns, H, hd);
         rope_backward(dkr + ok, cs, sn, ns, KV, hd);
     }
@@ -721,8 +726,9 @@ static double head_forward(lm_engine *e, const float *h, int n, int use_loss, in
     double loss = 0.0;
     int start = 0;
     if (!use_loss && !grad) start = logits_from; /* only the requested rows */
-    for (int c0 = start; c0 < n; c0 += HEAD_CHUNK) {
-        int cs = n - c0 < HEAD_CHUNK ? n - c0 : HEAD_CHUNK;
+    int hc = head_chunk(V);
+    for (int c0 = start; c0 < n; c0 += hc) {
+        int cs = n - c0 < hc ? n - c0 : hc;
         int any = 0;
         if (use_loss)
             for (int i = 0; i < cs; i++) any |= e->mask[c0 + i];

@@ -7,6 +7,8 @@
 
 #include "layermap.h"
 
+#include <omp.h>
+
 #include <math.h>
 #include <string.h>
 
@@ -120,6 +122,9 @@ static inline int first_key(int i, int window) { return window > 0 && i - window
 void attention_forward(const lm_backend *be, float *att, float *P, const float *q, const float *k,
                        const float *v, int n, int H, int KV, int hd, float scale, int window) {
     int qs = H * hd, ks = KV * hd, group = H / KV;
+    /* heads in parallel, each on one thread with its own slice of P and
+     * columns of att (the BLAS calls inside run single-threaded) */
+#pragma omp parallel for schedule(dynamic, 1) if (H > 1 && (long)n * n * hd > 65536)
     for (int h = 0; h < H; h++) {
         int g = h / group;
         float *Ph = P + (long)h * n * n;
@@ -128,7 +133,6 @@ void attention_forward(const lm_backend *be, float *att, float *P, const float *
             /* S[i0:i1, j0:i1] = Q_h K_g^T */
             be->gemm_nt(i1 - i0, i1 - j0, hd, q + (long)i0 * qs + (long)h * hd, qs, k + (long)j0 * ks + (long)g * hd,
                         ks, 0.0f, Ph + (long)i0 * n + j0, n);
-#pragma omp parallel for schedule(static) if ((long)(i1 - i0) * n > 65536)
             for (int i = i0; i < i1; i++) {
                 float *row = Ph + (long)i * n;
                 int jf = first_key(i, window);
@@ -154,26 +158,36 @@ void attention_forward(const lm_backend *be, float *att, float *P, const float *
     }
 }
 
+size_t attention_scratch_floats(int n, int H, int hd, int threads) {
+    return (size_t)threads * n * n + 2 * (size_t)H * n * hd;
+}
+
 void attention_backward(const lm_backend *be, float *dq, float *dk, float *dv, const float *datt,
                         const float *P, const float *q, const float *k, const float *v,
-                        float *scratch, int n, int H, int KV, int hd, float scale, int window) {
+                        float *scratch, int threads, int n, int H, int KV, int hd, float scale, int window) {
     int qs = H * hd, ks = KV * hd, group = H / KV;
-    memset(dk, 0, sizeof(float) * (size_t)n * ks);
-    memset(dv, 0, sizeof(float) * (size_t)n * ks);
+    /* per-head dK/dV contributions (n, hd) each, summed over a group's heads
+     * afterwards in head order: the result does not depend on the threads */
+    float *dk_h = scratch + (size_t)threads * n * n, *dv_h = dk_h + (size_t)H * n * hd;
+    int par = H > 1 && (long)n * n * hd > 65536 && omp_get_max_threads() <= threads;
+#pragma omp parallel for schedule(dynamic, 1) if (par)
     for (int h = 0; h < H; h++) {
         int g = h / group;
+        int tid = par ? omp_get_thread_num() : 0;
         const float *Ph = P + (long)h * n * n;
-        float *dP = scratch;
+        float *dP = scratch + (size_t)(tid < threads ? tid : 0) * n * n;
+        float *dK = dk_h + (size_t)h * n * hd, *dV = dv_h + (size_t)h * n * hd;
+        memset(dK, 0, sizeof(float) * (size_t)n * hd);
+        memset(dV, 0, sizeof(float) * (size_t)n * hd);
         for (int i0 = 0; i0 < n; i0 += ATT_BLOCK) {
             int i1 = i0 + ATT_BLOCK < n ? i0 + ATT_BLOCK : n, j0 = first_key(i0, window), m = i1 - i0, w = i1 - j0;
             const float *Pb = Ph + (long)i0 * n + j0;
             float *dPb = dP + (long)i0 * n + j0;
             const float *dA = datt + (long)i0 * qs + (long)h * hd;
-            /* dP = dAtt_h V_g^T ; dV_g += P^T dAtt_h */
+            /* dP = dAtt_h V_g^T ; dV_h += P^T dAtt_h */
             be->gemm_nt(m, w, hd, dA, qs, v + (long)j0 * ks + (long)g * hd, ks, 0.0f, dPb, n);
-            be->gemm_tn(w, hd, m, Pb, n, dA, qs, 1.0f, dv + (long)j0 * ks + (long)g * hd, ks);
+            be->gemm_tn(w, hd, m, Pb, n, dA, qs, 1.0f, dV + (long)j0 * hd, hd);
             /* dS = P * (dP - rowsum(P * dP)) * scale, on the visible keys; zero elsewhere in the block */
-#pragma omp parallel for schedule(static) if ((long)m * w > 65536)
             for (int i = i0; i < i1; i++) {
                 const float *pr = Ph + (long)i * n;
                 float *dr = dP + (long)i * n;
@@ -184,13 +198,25 @@ void attention_backward(const lm_backend *be, float *dq, float *dk, float *dv, c
                 for (int j = jf; j <= i; j++) dr[j] = pr[j] * (dr[j] - (float)dot) * scale;
                 for (int j = i + 1; j < i1; j++) dr[j] = 0.0f;
             }
-            /* dQ_h = dS K_g ; dK_g += dS^T Q_h */
+            /* dQ_h = dS K_g ; dK_h += dS^T Q_h */
             be->gemm_nn(m, hd, w, dPb, n, k + (long)j0 * ks + (long)g * hd, ks, 0.0f, dq + (long)i0 * qs + (long)h * hd,
                         qs);
-            be->gemm_tn(w, hd, m, dPb, n, q + (long)i0 * qs + (long)h * hd, qs, 1.0f, dk + (long)j0 * ks + (long)g * hd,
-                        ks);
+            be->gemm_tn(w, hd, m, dPb, n, q + (long)i0 * qs + (long)h * hd, qs, 1.0f, dK + (long)j0 * hd, hd);
         }
     }
+    /* dK_g, dV_g = sums over the group's heads, in head order */
+#pragma omp parallel for schedule(static) if ((long)n * ks > 65536)
+    for (int t = 0; t < n; t++)
+        for (int g = 0; g < KV; g++)
+            for (int d = 0; d < hd; d++) {
+                float sk = 0.0f, sv = 0.0f;
+                for (int h = g * group; h < (g + 1) * group; h++) {
+                    sk += dk_h[((size_t)h * n + t) * hd + d];
+                    sv += dv_h[((size_t)h * n + t) * hd + d];
+                }
+                dk[(long)t * ks + g * hd + d] = sk;
+                dv[(long)t * ks + g * hd + d] = sv;
+            }
 }
 
 /* ------------------------------------------------------------------------ */

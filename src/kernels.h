@@ -9,6 +9,8 @@
 
 #include "backend.h"
 
+#include <stddef.h>
+
 /* RMSNorm over rows of C: out = x * rstd * w' with w' = w (or 1 + w when
  * add_one), rstd = 1 / sqrt(mean(x^2) + eps). out (n, C), rstd (n), x (n, C). */
 void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int n, int C,
@@ -34,10 +36,13 @@ void rope_backward(float *dx, const float *cos_t, const float *sin_t, int n, int
 void attention_forward(const lm_backend *be, float *att, float *P, const float *q, const float *k,
                        const float *v, int n, int H, int KV, int hd, float scale, int window);
 /* dq (n, H*hd), dk, dv (n, KV*hd) are OVERWRITTEN. datt (n, H*hd) the upstream
- * gradient; scratch (n, n); window as in the forward. */
+ * gradient; scratch of attention_scratch_floats(n, H, hd, threads) floats,
+ * threads = the most OpenMP threads a parallel region may have; window as in
+ * the forward. Heads run in parallel; the result does not depend on threads. */
+size_t attention_scratch_floats(int n, int H, int hd, int threads);
 void attention_backward(const lm_backend *be, float *dq, float *dk, float *dv, const float *datt,
                         const float *P, const float *q, const float *k, const float *v,
-                        float *scratch, int n, int H, int KV, int hd, float scale, int window);
+                        float *scratch, int threads, int n, int H, int KV, int hd, float scale, int window);
 
 /* Gated MLP activation: a = act(g) * u, act = silu (gelu == 0) or gelu-tanh. (n*F elements) */
 void glu_forward(float *a, const float *g, const float *u, long count, int gelu);

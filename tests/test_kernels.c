@@ -8,6 +8,8 @@
 
 #include "../src/kernels.h"
 
+#include <omp.h>
+
 static double frand(unsigned *s) {
     *s = *s * 1103515245u + 12345u;
     return ((*s >> 8) & 0xffff) / 65536.0 * 2.0 - 1.0;
@@ -80,14 +82,17 @@ static void check_attention(int n, int H, int KV, int hd, int window) {
     for (long i = 0; i < (long)n * ks; i++) k[i] = (float)frand(&seed), v[i] = (float)frand(&seed);
     float *att = malloc(sizeof(float) * (size_t)n * qs), *P = malloc(sizeof(float) * (size_t)H * n * n);
     float *dq = malloc(sizeof(float) * (size_t)n * qs), *dk = malloc(sizeof(float) * (size_t)n * ks);
-    float *dv = malloc(sizeof(float) * (size_t)n * ks), *scratch = malloc(sizeof(float) * (size_t)n * n);
+    float *dv = malloc(sizeof(float) * (size_t)n * ks);
+    size_t nscr = attention_scratch_floats(n, H, hd, 4);
+    float *scratch = malloc(sizeof(float) * nscr);
     /* poison what the kernels must not read */
     for (long i = 0; i < (long)H * n * n; i++) P[i] = NAN;
-    for (long i = 0; i < (long)n * n; i++) scratch[i] = NAN;
+    for (size_t i = 0; i < nscr; i++) scratch[i] = NAN;
     double scale = 1.0 / sqrt(hd);
     const lm_backend *be = lm_backend_cpu();
     attention_forward(be, att, P, q, k, v, n, H, KV, hd, (float)scale, window);
-    attention_backward(be, dq, dk, dv, datt, P, q, k, v, scratch, n, H, KV, hd, (float)scale, window);
+    omp_set_num_threads(4);
+    attention_backward(be, dq, dk, dv, datt, P, q, k, v, scratch, 4, n, H, KV, hd, (float)scale, window);
     double *ratt = malloc(sizeof(double) * (size_t)n * qs), *rdq = malloc(sizeof(double) * (size_t)n * qs);
     double *rdk = malloc(sizeof(double) * (size_t)n * ks), *rdv = malloc(sizeof(double) * (size_t)n * ks);
     naive_attention(ratt, rdq, rdk, rdv, q, k, v, datt, n, H, KV, hd, scale, window);
