@@ -385,7 +385,7 @@ static int layout_title(canvas *cv, const char *title, double size, double w, ch
     while (s > 0.8 * size && fmax(cv_text_w(cv, l1, s, 0), cv_text_w(cv, l2, s, 0)) > w) s -= 0.25;
     if (fmax(cv_text_w(cv, l1, s, 0), cv_text_w(cv, l2, s, 0)) > w) {
         /* too long for two balanced lines: fill the first, cut the second */
-        char all[1024];
+        char all[2 * 1024 + 2]; /* l1 and l2 are halves of one title, but each may be 1023 bytes */
         snprintf(all, sizeof all, "%s %s", l1, l2);
         size_t fill = 0;
         for (size_t i = 1; all[i]; i++) {
