@@ -438,8 +438,7 @@ static int run_batch(acc *a, const lm_seq *s, int nb, const lm_attr_opts *o, lm_
 /* Driver                                                                    */
 /* ------------------------------------------------------------------------ */
 
-static lm_matrix *matrix_from(const double *v, int L, const char *method, const lm_engine *e) {
-    (void)e;
+static lm_matrix *matrix_from(const double *v, int L, const char *method) {
     lm_matrix *m = lm_matrix_new(L);
     if (!m) return NULL;
     for (int l = 0; l < L; l++)
@@ -469,7 +468,7 @@ static int wanda_matrix(acc *a, double *out, lm_err *err) {
     return LM_OK;
 }
 
-static int finish(acc *a, const lm_attr_opts *o, lm_attr_result *res, lm_err *err) {
+static int finish(acc *a, lm_attr_result *res, lm_err *err) {
     int L = a->L;
     lm_method meth = a->method;
     double *wanda = NULL;
@@ -486,9 +485,9 @@ static int finish(acc *a, const lm_attr_opts *o, lm_attr_result *res, lm_err *er
             return rc;
         }
         for (int l = 0; l < L; l++) res->block_influence[l] = a->n_tokens ? a->bi[l] / (double)a->n_tokens : 0.0;
-        res->m = matrix_from(meth == LM_METHOD_WANDA ? wanda : a->sum, L, lm_method_names[meth], a->e);
+        res->m = matrix_from(meth == LM_METHOD_WANDA ? wanda : a->sum, L, lm_method_names[meth]);
         res->also = matrix_from(meth == LM_METHOD_WANDA ? a->sum : wanda, L,
-                                lm_method_names[meth == LM_METHOD_WANDA ? LM_METHOD_ACT_SQ : LM_METHOD_WANDA], a->e);
+                                lm_method_names[meth == LM_METHOD_WANDA ? LM_METHOD_ACT_SQ : LM_METHOD_WANDA]);
         lm_free(wanda);
         if (res->m && res->also) {
             res->m->layer_extra = lm_malloc(sizeof(double) * (size_t)L);
@@ -498,9 +497,9 @@ static int finish(acc *a, const lm_attr_opts *o, lm_attr_result *res, lm_err *er
             }
         }
     } else {
-        res->m = matrix_from(a->sum, L, lm_method_names[meth], a->e);
+        res->m = matrix_from(a->sum, L, lm_method_names[meth]);
         if (meth == LM_METHOD_IG) {
-            res->also = matrix_from(a->aux, L, "ablate", a->e);
+            res->also = matrix_from(a->aux, L, "ablate");
             double num = 0, den = 0;
             for (int i = 0; i < L * NM; i++) {
                 num += fabs(a->sum[i] - a->aux[i]);
@@ -511,7 +510,6 @@ static int finish(acc *a, const lm_attr_opts *o, lm_attr_result *res, lm_err *er
     }
     if (!res->m || ((meth == LM_METHOD_IG || meth == LM_METHOD_ACT_SQ || meth == LM_METHOD_WANDA) && !res->also))
         return lm_nomem(err, sizeof(double) * (size_t)L * NM, "result matrix");
-    (void)o;
     return LM_OK;
 }
 
@@ -555,6 +553,8 @@ int lm_attribute(lm_engine *e, const lm_dataset *d, lm_method method, const lm_a
     int done_this_call = 0, stopped = 0;
     /* progress: tokens over all phases */
     double total = (double)d->n_tokens * phases;
+    double done_tok = (double)d->n_tokens * a.phase; /* tokens of finished phases and sequences */
+    for (int s = 0; s < a.next_seq; s++) done_tok += d->seqs[s].n;
     for (; a.phase < phases && !stopped; a.phase++) {
         while (a.next_seq < d->n_seq) {
             if (o.max_seqs > 0 && done_this_call >= o.max_seqs) {
@@ -566,11 +566,8 @@ int lm_attribute(lm_engine *e, const lm_dataset *d, lm_method method, const lm_a
             if (rc) goto out;
             a.next_seq += nb;
             done_this_call += nb;
-            if (o.progress) {
-                double done_tok = 0;
-                for (int s = 0; s < a.next_seq; s++) done_tok += d->seqs[s].n;
-                o.progress(o.progress_ctx, done_tok + (double)d->n_tokens * a.phase, total, lm_method_names[method]);
-            }
+            for (int s = a.next_seq - nb; s < a.next_seq; s++) done_tok += d->seqs[s].n;
+            if (o.progress) o.progress(o.progress_ctx, done_tok, total, lm_method_names[method]);
             if (o.checkpoint_path && lm_now() - last_save >= o.checkpoint_secs) {
                 rc = ckpt_save(&a, d, &o, err);
                 if (rc) goto out;
@@ -585,7 +582,7 @@ int lm_attribute(lm_engine *e, const lm_dataset *d, lm_method method, const lm_a
         res->complete = 0;
     } else {
         a.phase = phases - 1;
-        rc = finish(&a, &o, res, err);
+        rc = finish(&a, res, err);
         res->complete = 1;
         if (rc == LM_OK && o.checkpoint_path) {
             a.phase = phases - 1;

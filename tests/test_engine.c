@@ -8,7 +8,7 @@
 #include "test.h"
 
 #include "../src/engine_internal.h"
-#include "../src/safetensors.h"
+#include "ref_file.h"
 
 #include <math.h>
 
@@ -16,23 +16,8 @@
 
 static lm_st_file *ref;
 
-/* Read a reference tensor as floats (malloc'd); *n = element count. NULL if absent. */
-static float *ref_get(const char *name, int64_t *n) {
-    for (int i = 0; i < ref->n_tensors; i++)
-        if (!strcmp(ref->tensors[i].name, name)) {
-            const lm_tensor *t = &ref->tensors[i];
-            int64_t cnt = lm_tensor_nelem(t);
-            float *v = malloc(sizeof(float) * (size_t)(cnt ? cnt : 1));
-            lm_err err;
-            if (lm_tensor_read_rows(t, 0, lm_tensor_rows(t), v, &err) != LM_OK) {
-                free(v);
-                return NULL;
-            }
-            if (n) *n = cnt;
-            return v;
-        }
-    return NULL;
-}
+/* Read a reference tensor of the open reference file. */
+static float *ref_get(const char *name, int64_t *n) { return ref_tensor(ref, name, n); }
 
 /* max |a - b| / max |b| */
 static double rel_err(const float *a, const float *b, int64_t n) {

@@ -13,7 +13,7 @@
 
 #include "../src/engine_internal.h"
 #include "../src/gguf.h"
-#include "../src/safetensors.h"
+#include "ref_file.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -205,22 +205,7 @@ out:
 
 static lm_st_file *sref;
 
-static float *sref_get(const char *name, int64_t *n) {
-    for (int i = 0; sref && i < sref->n_tensors; i++)
-        if (!strcmp(sref->tensors[i].name, name)) {
-            const lm_tensor *t = &sref->tensors[i];
-            int64_t cnt = lm_tensor_nelem(t);
-            float *v = malloc(sizeof(float) * (size_t)cnt);
-            lm_err err;
-            if (lm_tensor_read_rows(t, 0, lm_tensor_rows(t), v, &err)) {
-                free(v);
-                return NULL;
-            }
-            if (n) *n = cnt;
-            return v;
-        }
-    return NULL;
-}
+static float *sref_get(const char *name, int64_t *n) { return ref_tensor(sref, name, n); }
 
 /* max |a - b| / max |b| */
 static double relerr(const double *a, const float *b, int64_t n) {
