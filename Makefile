@@ -26,12 +26,12 @@ MODELS  ?= ../shared/models
 CACHE   ?= $(or $(LAYERMAP_CACHE),$(HOME)/.cache/layermap)
 export LM_MODELS := $(abspath $(MODELS))
 
-SRC     := $(wildcard src/*.c)
+SRC     := $(wildcard src/*/*.c)
 OBJ     := $(SRC:src/%.c=$(BUILD)/src/%.o)
 CLI     := $(wildcard cli/*.c)
 CLIOBJ  := $(CLI:cli/%.c=$(BUILD)/cli/%.o)
-TESTSRC := $(wildcard tests/test_*.c)
-TESTBIN := $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
+TESTSRC := $(wildcard tests/*/test_*.c)
+TESTBIN := $(addprefix $(BUILD)/tests/,$(notdir $(TESTSRC:.c=)))
 LIB     := $(BUILD)/liblayermap.a
 BIN     := $(BUILD)/layermap
 
@@ -41,7 +41,7 @@ all: $(BIN)
 deps:
 	@scripts/deps.sh
 
-$(BUILD)/src/%.o: src/%.c include/layermap.h $(wildcard src/*.h)
+$(BUILD)/src/%.o: src/%.c include/layermap.h $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -56,11 +56,14 @@ $(LIB): $(OBJ)
 $(BIN): $(CLIOBJ) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $(CLIOBJ) $(LIB) $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/test.h tests/ref_file.h $(LIB)
+# tests/LAYER/test_X.c -> $(BUILD)/tests/test_X (one flat folder that tests/run.sh runs)
+vpath test_%.c $(sort $(dir $(TESTSRC)))
+$(BUILD)/tests/%: %.c tests/test.h tests/ref_file.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDLIBS)
 
 test: $(BIN) $(TESTBIN)
+	@scripts/check_layers.sh
 	@LM_BIN=$(BIN) tests/run.sh $(BUILD)
 
 asan:

@@ -1,11 +1,11 @@
 /*
  * ref_file.h -- reading the committed reference files (safetensors written by
- * tests/ref/*.py) from the tests that compare against them.
+ * tests/ref/ scripts) from the tests that compare against them.
  */
 #ifndef LM_TEST_REF_FILE_H
 #define LM_TEST_REF_FILE_H
 
-#include "../src/safetensors.h"
+#include "format/safetensors.h"
 
 #include <stdlib.h>
 #include <string.h>

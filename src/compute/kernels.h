@@ -1,0 +1,69 @@
+/*
+ * kernels.h -- the numeric pieces of a transformer block, each a forward /
+ * backward pair (llm.c style). Arguments run outputs, inputs, weights, sizes.
+ * Backward functions accumulate into their d-prefixed outputs (+=) unless
+ * stated. All float32, row-major; no fast-math: NaN and Inf propagate.
+ */
+#ifndef LM_KERNELS_H
+#define LM_KERNELS_H
+
+#include "compute/backend.h"
+
+#include <stddef.h>
+
+/* RMSNorm over rows of C: out = x * rstd * w' with w' = w (or 1 + w when
+ * add_one), rstd = 1 / sqrt(mean(x^2) + eps). out (n, C), rstd (n), x (n, C). */
+void rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int n, int C,
+                     float eps, int add_one);
+/* dx (n, C) += d(out)/dx applied to dout (n, C). */
+void rmsnorm_backward(float *dx, const float *dout, const float *x, const float *w,
+                      const float *rstd, int n, int C, int add_one);
+
+/* RoPE tables for positions 0..n-1: cos, sin (n, hd/2). freq_i = theta^(-2i/hd),
+ * angle = pos / pos_scale * freq_i, with optional Llama-3 frequency scaling
+ * (rope_type 2). */
+void rope_tables(float *cos_t, float *sin_t, int n, int hd, float theta, int rope_type,
+                 float factor, float low_freq_factor, float high_freq_factor, int orig_max_pos);
+/* In place on x (n, n_heads * hd), rotate-half convention. */
+void rope_forward(float *x, const float *cos_t, const float *sin_t, int n, int n_heads, int hd);
+/* In place on dx (n, n_heads * hd): the transpose (inverse) rotation. */
+void rope_backward(float *dx, const float *cos_t, const float *sin_t, int n, int n_heads, int hd);
+
+/* Causal grouped-query attention. q (n, H*hd), k, v (n, KV*hd); query head h
+ * reads kv head h / (H / KV). window > 0: position i sees j with i - j < window.
+ * out att (n, H*hd), P (H, n, n) the softmax probabilities (zeros above the
+ * diagonal / outside the window). */
+void attention_forward(const lm_backend *be, float *att, float *P, const float *q, const float *k,
+                       const float *v, int n, int H, int KV, int hd, float scale, int window);
+/* dq (n, H*hd), dk, dv (n, KV*hd) are OVERWRITTEN. datt (n, H*hd) the upstream
+ * gradient; scratch of attention_scratch_floats(n, H, hd, threads) floats,
+ * threads = the most OpenMP threads a parallel region may have; window as in
+ * the forward. Heads run in parallel; the result does not depend on threads. */
+size_t attention_scratch_floats(int n, int H, int hd, int threads);
+void attention_backward(const lm_backend *be, float *dq, float *dk, float *dv, const float *datt,
+                        const float *P, const float *q, const float *k, const float *v,
+                        float *scratch, int threads, int n, int H, int KV, int hd, float scale, int window);
+
+/* Gated MLP activation: a = act(g) * u, act = silu (gelu == 0) or gelu-tanh. (n*F elements) */
+void glu_forward(float *a, const float *g, const float *u, long count, int gelu);
+/* dg, du OVERWRITTEN from da. */
+void glu_backward(float *dg, float *du, const float *da, const float *g, const float *u, long count, int gelu);
+
+/* Cross-entropy over a chunk of c rows of logits (c, V): for rows with
+ * mask[i] != 0, loss += -log softmax(logits_i)[target[i]]. When grad != 0, the
+ * logits are replaced IN PLACE by d(loss)/d(logits) (zero rows for masked-out
+ * positions). Returns the summed loss (double). */
+double cross_entropy_forward_backward(float *logits, const int *target, const unsigned char *mask,
+                                      int c, int V, int grad);
+
+/* llama.cpp (ggml) arithmetic, for agreement checks: the activation row a
+ * quantized matrix product sees in ggml. kind: 0 none, 1 Q8_0 blocks of 32
+ * (fp16 scale; also what Q8_1 yields), 2 Q8_K blocks of 256 (float scale),
+ * 3 fp16. In place on x (n, cols). */
+void ggml_act_round(float *x, long n, int cols, int kind);
+/* GELU-tanh gate as ggml's CPU computes it (fp16 lookup table). */
+void glu_forward_ggml(float *a, const float *g, const float *u, long count);
+/* The activation rounding ggml applies before a product with a weight of dtype t. */
+int ggml_act_kind(int dtype);
+
+#endif

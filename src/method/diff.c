@@ -1,0 +1,708 @@
+/*
+ * diff.c -- compare two checkpoints of one architecture, per layer and module.
+ *
+ * For every (layer, module) the update is D = W_ft - W_base (m x n). Four
+ * metrics come out of it (docs/METHODS.md, "Two checkpoints"):
+ *
+ *   rel      norm_F(D) / norm_F(W_base)
+ *   density  fraction of entries with |D_ij| > tol
+ *   cosine   <W_base, W_ft> / (norm_F(W_base) norm_F(W_ft))
+ *   rank     entropy effective rank of D from a randomized SVD
+ *
+ * Pipeline, one worker thread per tensor pair (largest first):
+ *
+ *   pass 0        stream row blocks of both tensors; accumulate ||D||^2,
+ *                 ||W_base||^2, ||W_ft||^2, <W_base, W_ft> and the count of
+ *                 |D| > tol in double; Y = D Omega                  (m x l)
+ *   power iter    Q = orth(Y); Z = D^T Q (pass); Z = orth(Z); Y = D Z (pass)
+ *   last pass     Q = orth(Y); Z = D^T Q                             (n x l)
+ *   small SVD     sigma(D restricted to range Q) = sqrt(eig(Z^T Z)), l x l
+ *
+ * D is never materialized whole: each pass re-reads row blocks of both
+ * tensors through lm_tensor_read_rows (so a GGUF and a safetensors checkpoint
+ * compare in one row convention) and forms the block of D in F32 scratch.
+ * Memory is O(threads x (block x cols + (rows + cols) x l)); the mapped pages
+ * of a tensor are released from our resident set as soon as a pass has
+ * consumed them, so RSS stays far below the size of a multi-GB checkpoint.
+ *
+ * Numerics: the sums are double, each tensor is summed by one thread in row
+ * order, so the matrices do not depend on the thread count. The sketch and the
+ * products with D run in F32 (sgemm); orthonormalization (Householder LQ) and
+ * the l x l eigenproblem run in double (LAPACK from OpenBLAS). With
+ * l = min(m, n) the range of Q is the range of D and the singular values are
+ * those of the exact SVD (power iterations are skipped). Singular values below
+ * the F32 noise floor 8 eps_f32 sqrt(max(m, n)) sigma_max count as 0, so an
+ * exact low-rank update reports its rank rather than rank + rounding noise.
+ */
+#include "base/base.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <omp.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* LAPACK (Fortran ABI, in libopenblas). Character arguments carry their
+ * hidden length at the end, as gfortran expects. */
+extern void dgelqf_(const int *m, const int *n, double *a, const int *lda, double *tau, double *work,
+                    const int *lwork, int *info);
+extern void dorglq_(const int *m, const int *n, const int *k, double *a, const int *lda, const double *tau,
+                    double *work, const int *lwork, int *info);
+extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda, double *w,
+                    double *work, const int *lwork, int *iwork, const int *liwork, int *info, size_t jobz_len,
+                    size_t uplo_len);
+
+const char *const lm_diff_metric_names[LM_DIFF_COUNT] = {"rel", "density", "cosine", "rank"};
+
+/* The statistics loop is the hot loop of a streaming diff: built for AVX-512
+ * and AVX2 besides the baseline, picked at load time (GCC/Clang function
+ * multiversioning). Reduction order follows the vector width, so sums agree
+ * across machines to rounding, and exactly across runs and thread counts. */
+#if defined(__x86_64__) && defined(__gnu_linux__) && !defined(LM_NO_CLONES) && \
+    (defined(__clang__) ? __clang_major__ >= 14 : __GNUC__ >= 6)
+#define DIFF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DIFF_CLONES
+#endif
+
+/* Elements of one row block: small for the bandwidth-bound statistics (the
+ * block stays in L2), larger when the block also feeds sgemm. */
+#define BLOCK_ELEMS_STATS (1 << 16)
+#define BLOCK_ELEMS_RANK (1 << 18)
+#define BLOCK_ROWS_MAX 256
+/* Release a pass's consumed pages every this many bytes of one tensor. */
+#define RELEASE_BYTES ((size_t)16 << 20)
+#define POWER_ITERS_MAX 64
+#define SKETCH_MAX 4096
+
+/* See layermap.h: tol 0, k 64, oversample 8, 2 power iterations. */
+void lm_diff_opts_default(lm_diff_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->tol = 0.0;
+    o->rank_k = 64;
+    o->oversample = 8;
+    o->power_iters = 2;
+    o->seed = 0x6c617965726d6170ull; /* "layermap" */
+    o->threads = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Random sketch                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* splitmix64: seeds the generator from (seed, columns). */
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* A uniform double in (0, 1) from the top 53 bits of x. */
+static double unit_open(uint64_t x) { return ((double)(x >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+
+/* Fill om (n x L, row-major) with standard normal F32 values (Box-Muller),
+ * a function of (seed, n) only: every tensor with n columns sees the same
+ * test matrix whatever thread or order computes it. */
+static void gaussian_fill(float *om, int64_t n, int L, uint64_t seed) {
+    uint64_t s = seed ^ ((uint64_t)n * 0xd1b54a32d192ed03ull);
+    int64_t total = n * (int64_t)L;
+    for (int64_t i = 0; i < total; i += 2) {
+        double u1 = unit_open(splitmix64(&s)), u2 = unit_open(splitmix64(&s));
+        double r = sqrt(-2.0 * log(u1)), a = 6.283185307179586 * u2;
+        om[i] = (float)(r * cos(a));
+        if (i + 1 < total) om[i + 1] = (float)(r * sin(a));
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Work items and per-thread scratch                                         */
+/* ------------------------------------------------------------------------ */
+
+typedef struct diff_task {
+    int layer, mod;
+    const lm_tensor *a, *b; /* base, ft */
+    int64_t m, n;           /* rows, cols */
+    int l;                  /* sketch width, 0 = no rank */
+    int omega;              /* index of the test matrix for n */
+    double bytes;           /* a->nbytes + b->nbytes */
+    /* results */
+    double dd, aa, bb, ab;  /* ||D||^2, ||A||^2, ||B||^2, <A, B> */
+    int64_t cnt;            /* |D| > tol */
+    double rank;
+} diff_task;
+
+typedef struct diff_ws {
+    float *ba, *bb;    /* (blk_rows, max_n): base block; ft block, then D */
+    float *y;          /* (max_m, L): sketch Y, then its orthonormal basis Q */
+    float *z;          /* (max_n, L): Z = D^T Q */
+    double *qd;        /* (max(max_m, max_n), L) double copy for the LQ */
+    double *tau;       /* (L) */
+    double *work;      /* LAPACK workspace */
+    int lwork;
+    double *g, *w;     /* (L, L) Gram of Z, (L) its eigenvalues */
+    double *ework;
+    int elwork;
+    int *iwork;
+    int liwork;
+} diff_ws;
+
+typedef struct diff_run {
+    const lm_diff_opts *o;
+    diff_task *tasks;
+    int n_tasks;
+    float **omegas;     /* one (n, L) test matrix per distinct column count */
+    int L;              /* rank_k + oversample (0 = no rank) */
+    double total_bytes; /* progress: every task's bytes once */
+    double done_bytes;  /* omp atomic */
+    double last_report;
+    atomic_int stop;    /* set by the first failing worker */
+    int rc;
+    lm_err err;         /* the first failure */
+} diff_run;
+
+/* Record the first failure of any worker and ask the others to stop. */
+static void run_fail(diff_run *r, const lm_err *e) {
+#pragma omp critical(lm_diff_fail)
+    {
+        if (!r->rc) {
+            r->rc = e->code ? e->code : LM_EINTERNAL;
+            r->err = *e;
+        }
+    }
+    atomic_store(&r->stop, 1);
+}
+
+/* Count bytes done and, on the calling thread (OpenMP thread 0), report
+ * progress at most every 0.1 s. */
+static void run_progress(diff_run *r, double bytes) {
+#pragma omp atomic update
+    r->done_bytes += bytes;
+    if (!r->o->progress || omp_get_thread_num() != 0) return;
+    double now = lm_now();
+    if (now - r->last_report < 0.1) return;
+    r->last_report = now;
+    double done;
+#pragma omp atomic read
+    done = r->done_bytes;
+    r->o->progress(r->o->progress_ctx, done < r->total_bytes ? done : r->total_bytes, r->total_bytes, "diff");
+}
+
+/* Free one worker's scratch (NULL-safe, idempotent). */
+static void ws_free(diff_ws *w) {
+    if (!w) return;
+    lm_free(w->ba);
+    lm_free(w->bb);
+    lm_free(w->y);
+    lm_free(w->z);
+    lm_free(w->qd);
+    lm_free(w->tau);
+    lm_free(w->work);
+    lm_free(w->g);
+    lm_free(w->w);
+    lm_free(w->ework);
+    lm_free(w->iwork);
+    memset(w, 0, sizeof *w);
+}
+
+/* Allocate count elements of size bytes each, checking the product. */
+static void *alloc_n(uint64_t count, size_t size, lm_err *err, const char *what, int *rc) {
+    uint64_t bytes;
+    if (*rc) return NULL;
+    if (lm_mul_overflow(count, size, &bytes) || (uint64_t)(size_t)bytes != bytes) {
+        *rc = lm_fail(err, LM_ENOMEM, "out of memory (%s: size overflows)", what);
+        return NULL;
+    }
+    void *p = lm_malloc((size_t)bytes);
+    if (!p) *rc = lm_nomem(err, (size_t)bytes, what);
+    return p;
+}
+
+/* Scratch of one worker: blocks for the largest shapes, the sketch buffers
+ * and LAPACK workspaces sized by a workspace query. */
+static int ws_alloc(diff_ws *w, int64_t blk_elems, int64_t max_m, int64_t max_n, int L, lm_err *err) {
+    int rc = 0;
+    memset(w, 0, sizeof *w);
+    w->ba = alloc_n((uint64_t)blk_elems, sizeof(float), err, "diff block", &rc);
+    w->bb = alloc_n((uint64_t)blk_elems, sizeof(float), err, "diff block", &rc);
+    if (L == 0 || rc) return rc;
+    int64_t mx = max_m > max_n ? max_m : max_n;
+    w->y = alloc_n((uint64_t)max_m * (uint64_t)L, sizeof(float), err, "diff sketch Y", &rc);
+    w->z = alloc_n((uint64_t)max_n * (uint64_t)L, sizeof(float), err, "diff sketch Z", &rc);
+    w->qd = alloc_n((uint64_t)mx * (uint64_t)L, sizeof(double), err, "diff QR", &rc);
+    w->tau = alloc_n((uint64_t)L, sizeof(double), err, "diff QR", &rc);
+    w->g = alloc_n((uint64_t)L * (uint64_t)L, sizeof(double), err, "diff Gram", &rc);
+    w->w = alloc_n((uint64_t)L, sizeof(double), err, "diff eigenvalues", &rc);
+    if (rc) return rc;
+
+    /* workspace queries (lwork = -1): the LQ of an L x mx matrix and its
+     * generation cover every smaller row count; dsyevd of the L x L Gram */
+    int ml = L, nn = (int)mx, info = 0, q = -1, liq = -1;
+    double wq1 = 0, wq2 = 0, wq3 = 0;
+    int iq = 0;
+    dgelqf_(&ml, &nn, w->qd, &ml, w->tau, &wq1, &q, &info);
+    dorglq_(&ml, &nn, &ml, w->qd, &ml, w->tau, &wq2, &q, &info);
+    double need = wq1 > wq2 ? wq1 : wq2;
+    if (need < (double)L) need = (double)L;
+    w->lwork = (int)need + 1;
+    dsyevd_("N", "L", &ml, w->g, &ml, w->w, &wq3, &q, &iq, &liq, &info, 1, 1);
+    w->elwork = (int)wq3 + 2 * L + 1;
+    w->liwork = iq > 1 ? iq : 1;
+    w->work = alloc_n((uint64_t)w->lwork, sizeof(double), err, "LAPACK workspace", &rc);
+    w->ework = alloc_n((uint64_t)w->elwork, sizeof(double), err, "LAPACK workspace", &rc);
+    w->iwork = alloc_n((uint64_t)w->liwork, sizeof(int), err, "LAPACK workspace", &rc);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Streamed passes over D                                                    */
+/* ------------------------------------------------------------------------ */
+
+enum {
+    PASS_STATS = 1, /* accumulate the four sums and the count */
+    PASS_SKETCH = 2, /* Y = D Omega */
+    PASS_Y = 4,     /* Y = D Z */
+    PASS_Z = 8      /* Z = D^T Q, Q stored in y */
+};
+
+/* Accumulate the statistics of one block in double (the difference of two
+ * F32 values is exact in double, so density compares the exact |D| with tol);
+ * d (the ft block) becomes D in F32. */
+DIFF_CLONES static void block_stats(const float *restrict a, float *restrict d, int64_t k, double tol,
+                                    diff_task *t) {
+    double dd = 0, aa = 0, bb = 0, ab = 0;
+    int64_t cnt = 0;
+#pragma omp simd reduction(+ : dd, aa, bb, ab, cnt)
+    for (int64_t i = 0; i < k; i++) {
+        double x = a[i], y = d[i];
+        double dv = y - x; /* exact for F32 inputs; rounds once to F32 below */
+        dd += dv * dv;
+        aa += x * x;
+        bb += y * y;
+        ab += x * y;
+        cnt += fabs(dv) > tol;
+        d[i] = (float)dv;
+    }
+    t->dd += dd;
+    t->aa += aa;
+    t->bb += bb;
+    t->ab += ab;
+    t->cnt += cnt;
+}
+
+/* D = ft - base on one block, without statistics. */
+static void block_sub(const float *a, float *d, int64_t k) {
+#pragma omp simd
+    for (int64_t i = 0; i < k; i++) d[i] -= a[i];
+}
+
+/* Drop the pages of rows [r0, r1) of t from the resident set. Tensors whose
+ * reads permute rows (GGUF q/k) are released whole at the end of a pass. */
+static void release_rows(const lm_tensor *t, int64_t rows, int64_t r0, int64_t r1) {
+    if (rows <= 0) return;
+    if (t->qk_perm_heads > 0) {
+        if (r1 >= rows) lm_release_pages(t->data, t->nbytes);
+        return;
+    }
+    size_t rb = t->nbytes / (size_t)rows;
+    lm_release_pages(t->data + (size_t)r0 * rb, (size_t)(r1 - r0) * rb);
+}
+
+/* One pass over the row blocks of task t doing what 'mode' asks. Returns
+ * LM_OK, a read error, or LM_OK early when another worker failed. */
+static int stream_pass(diff_run *r, diff_task *t, diff_ws *w, int mode, int npasses, lm_err *err) {
+    const int64_t m = t->m, n = t->n;
+    const int l = t->l, L = r->L;
+    int64_t blk = ((mode & ~PASS_STATS) ? BLOCK_ELEMS_RANK : BLOCK_ELEMS_STATS) / n;
+    if (blk < 1) blk = 1;
+    if (blk > BLOCK_ROWS_MAX) blk = BLOCK_ROWS_MAX;
+    if (blk > m) blk = m;
+    const double row_bytes = t->bytes / (double)m;
+    int64_t released = 0;
+    for (int64_t r0 = 0; r0 < m; r0 += blk) {
+        if (atomic_load_explicit(&r->stop, memory_order_relaxed)) return LM_OK;
+        int64_t nr = m - r0 < blk ? m - r0 : blk;
+        int rc = lm_tensor_read_rows(t->a, r0, nr, w->ba, err);
+        if (!rc) rc = lm_tensor_read_rows(t->b, r0, nr, w->bb, err);
+        if (rc) return rc;
+        if (mode & PASS_STATS)
+            block_stats(w->ba, w->bb, nr * n, r->o->tol, t);
+        else
+            block_sub(w->ba, w->bb, nr * n);
+        if (mode & PASS_SKETCH)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, l, (int)n, 1.0f, w->bb, (int)n,
+                        r->omegas[t->omega], L, 0.0f, w->y + r0 * l, l);
+        if (mode & PASS_Y)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, l, (int)n, 1.0f, w->bb, (int)n, w->z,
+                        l, 0.0f, w->y + r0 * l, l);
+        if (mode & PASS_Z)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, l, (int)nr, 1.0f, w->bb, (int)n,
+                        w->y + r0 * l, l, r0 ? 1.0f : 0.0f, w->z, l);
+        int64_t r1 = r0 + nr;
+        if ((double)(r1 - released) * row_bytes >= (double)RELEASE_BYTES || r1 == m) {
+            release_rows(t->a, m, released, r1);
+            release_rows(t->b, m, released, r1);
+            released = r1;
+        }
+        run_progress(r, (double)nr * row_bytes / npasses);
+    }
+    return LM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Small dense linear algebra                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Replace x (rows x l, row-major F32, rows >= l) by an orthonormal basis of
+ * its column space: Householder LQ of x^T in double (a row-major rows x l
+ * matrix is the column-major l x rows matrix x^T; x^T = L Q' makes the rows
+ * of Q' orthonormal, i.e. the columns of x = Q'^T L^T). Rank-deficient input
+ * still gives orthonormal columns. */
+static int orthonormalize(float *x, int64_t rows, int l, diff_ws *w, lm_err *err) {
+    int64_t k = rows * l;
+    for (int64_t i = 0; i < k; i++) w->qd[i] = x[i];
+    int M = l, N = (int)rows, info = 0;
+    dgelqf_(&M, &N, w->qd, &M, w->tau, w->work, &w->lwork, &info);
+    if (info == 0) dorglq_(&M, &N, &M, w->qd, &M, w->tau, w->work, &w->lwork, &info);
+    if (info != 0) return lm_fail(err, LM_EINTERNAL, "diff: LAPACK LQ failed (info %d)", info);
+    for (int64_t i = 0; i < k; i++) x[i] = (float)w->qd[i];
+    return LM_OK;
+}
+
+/* Singular values of the n x l matrix z, largest first, into sv[0..l):
+ * square roots of the eigenvalues of z^T z (double Gram, LAPACK dsyevd). */
+static int singular_values(const float *z, int64_t n, int l, diff_ws *w, double *sv, lm_err *err) {
+    int64_t k = n * l;
+    for (int64_t i = 0; i < k; i++) w->qd[i] = z[i];
+    /* g = qd^T qd, upper triangle in row-major = lower in column-major */
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, l, (int)n, 1.0, w->qd, l, 0.0, w->g, l);
+    int N = l, info = 0;
+    dsyevd_("N", "L", &N, w->g, &N, w->w, w->ework, &w->elwork, w->iwork, &w->liwork, &info, 1, 1);
+    if (info != 0) return lm_fail(err, LM_EINTERNAL, "diff: LAPACK dsyevd failed (info %d)", info);
+    for (int i = 0; i < l; i++) { /* ascending -> descending */
+        double e = w->w[l - 1 - i];
+        sv[i] = e > 0 ? sqrt(e) : 0.0;
+    }
+    return LM_OK;
+}
+
+/* exp(entropy) of p_i = s_i / sum s over the top k of sv (descending), after
+ * zeroing values below the F32 noise floor; 0 when all are zero. */
+static double entropy_rank(const double *sv, int l, int k, int64_t m, int64_t n) {
+    if (k > l) k = l;
+    double floor = 8.0 * FLT_EPSILON * sqrt((double)(m > n ? m : n)) * sv[0];
+    double sum = 0;
+    for (int i = 0; i < k; i++)
+        if (sv[i] > floor) sum += sv[i];
+    if (!(sum > 0)) return 0.0;
+    double h = 0;
+    for (int i = 0; i < k; i++) {
+        if (!(sv[i] > floor)) continue;
+        double p = sv[i] / sum;
+        h -= p * log(p);
+    }
+    return exp(h);
+}
+
+/* ------------------------------------------------------------------------ */
+/* One tensor pair                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* Statistics and (when t->l > 0) the effective rank of one (layer, module). */
+static int run_task(diff_run *r, diff_task *t, diff_ws *w, lm_err *err) {
+    const lm_diff_opts *o = r->o;
+    int l = t->l;
+    int q = o->power_iters;
+    if (l > 0 && (l >= t->m || l >= t->n)) q = 0; /* Q spans range(D): exact */
+    int npasses = l > 0 ? 2 + 2 * q : 1;
+    double per_pass = t->bytes / npasses;
+
+    int rc = stream_pass(r, t, w, PASS_STATS | (l ? PASS_SKETCH : 0), npasses, err);
+    if (rc || atomic_load(&r->stop)) return rc;
+    t->rank = NAN;
+    if (l == 0) return LM_OK;
+    if (t->dd == 0) { /* zero update: rank 0, nothing more to read */
+        t->rank = 0.0;
+        run_progress(r, per_pass * (npasses - 1));
+        return LM_OK;
+    }
+    if (!isfinite(t->dd)) { /* Inf/NaN in the weights: no rank */
+        run_progress(r, per_pass * (npasses - 1));
+        return LM_OK;
+    }
+    for (int it = 0; it < q; it++) {
+        if ((rc = orthonormalize(w->y, t->m, l, w, err))) return rc;
+        if ((rc = stream_pass(r, t, w, PASS_Z, npasses, err)) || atomic_load(&r->stop)) return rc;
+        if ((rc = orthonormalize(w->z, t->n, l, w, err))) return rc;
+        if ((rc = stream_pass(r, t, w, PASS_Y, npasses, err)) || atomic_load(&r->stop)) return rc;
+    }
+    if ((rc = orthonormalize(w->y, t->m, l, w, err))) return rc;
+    if ((rc = stream_pass(r, t, w, PASS_Z, npasses, err)) || atomic_load(&r->stop)) return rc;
+    for (int64_t i = 0; i < t->n * l; i++)
+        if (!isfinite(w->z[i])) return LM_OK; /* F32 overflow of huge weights: rank NaN */
+    double *sv = w->tau; /* l doubles, free after the last LQ */
+    if ((rc = singular_values(w->z, t->n, l, w, sv, err))) return rc;
+    t->rank = entropy_rank(sv, l, o->rank_k, t->m, t->n);
+    return LM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Checks                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* LM_EARG for options out of range, naming the option and its value. */
+static int check_opts(const lm_diff_opts *o, lm_err *err) {
+    if (!(o->tol >= 0) || isinf(o->tol))
+        return lm_fail(err, LM_EARG, "diff: tolerance must be finite and >= 0 (got %g)", o->tol);
+    if (o->rank_k < 0 || o->rank_k > SKETCH_MAX)
+        return lm_fail(err, LM_EARG, "diff: rank k must be in 0..%d (got %d)", SKETCH_MAX, o->rank_k);
+    if (o->oversample < 0 || o->oversample > SKETCH_MAX)
+        return lm_fail(err, LM_EARG, "diff: oversample must be in 0..%d (got %d)", SKETCH_MAX, o->oversample);
+    if (o->power_iters < 0 || o->power_iters > POWER_ITERS_MAX)
+        return lm_fail(err, LM_EARG, "diff: power iterations must be in 0..%d (got %d)", POWER_ITERS_MAX,
+                       o->power_iters);
+    if (o->threads < 0) return lm_fail(err, LM_EARG, "diff: threads must be >= 0 (got %d)", o->threads);
+    return LM_OK;
+}
+
+/* "[rows, cols]" of a weight (PyTorch order). */
+static void shape_str(const lm_tensor *t, char *buf, size_t n) {
+    snprintf(buf, n, "[%lld, %lld]", (long long)lm_tensor_rows(t), (long long)lm_tensor_cols(t));
+}
+
+/* Both models must have the same layers and every module the same shape. */
+static int check_models(const lm_model *a, const lm_model *b, lm_err *err) {
+    if (a->cfg.n_layer != b->cfg.n_layer)
+        return lm_fail(err, LM_ESHAPE, "%s vs %s: %d layers vs %d layers", a->path, b->path, a->cfg.n_layer,
+                       b->cfg.n_layer);
+    for (int i = 0; i < a->cfg.n_layer; i++) {
+        for (int j = 0; j < LM_N_MODULES; j++) {
+            const lm_tensor *ta = a->layers[i].w[j], *tb = b->layers[i].w[j];
+            if (!ta || !tb)
+                return lm_fail(err, LM_ESHAPE, "%s: layer %d %s: no weight", !ta ? a->path : b->path, i,
+                               lm_module_names[j]);
+            if (lm_tensor_rows(ta) != lm_tensor_rows(tb) || lm_tensor_cols(ta) != lm_tensor_cols(tb)) {
+                char sa[64], sb[64];
+                shape_str(ta, sa, sizeof sa);
+                shape_str(tb, sb, sizeof sb);
+                return lm_fail(err, LM_ESHAPE, "%s vs %s: layer %d %s: %s vs %s", a->path, b->path, i,
+                               lm_module_names[j], sa, sb);
+            }
+            int64_t m = lm_tensor_rows(ta), n = lm_tensor_cols(ta);
+            if (m < 1 || n < 1 || m > INT32_MAX || n > INT32_MAX)
+                return lm_fail(err, LM_EUNSUPPORTED, "%s: layer %d %s: shape %lld x %lld out of range", a->path,
+                               i, lm_module_names[j], (long long)m, (long long)n);
+        }
+    }
+    return LM_OK;
+}
+
+/* Larger tensors first, so the last ones to finish are small. */
+static int task_cmp(const void *x, const void *y) {
+    const diff_task *a = x, *b = y;
+    int64_t sa = a->m * a->n, sb = b->m * b->n;
+    if (sa != sb) return sa > sb ? -1 : 1;
+    if (a->layer != b->layer) return a->layer - b->layer;
+    return a->mod - b->mod;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Entry point                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Fill the four result matrices from the finished tasks (see layermap.h for
+ * the values of a zero update and of a zero base). */
+static void fill_results(const diff_run *r, const lm_model *a, const lm_model *b, lm_matrix *out[LM_DIFF_COUNT]) {
+    const lm_diff_opts *o = r->o;
+    for (int i = 0; i < r->n_tasks; i++) {
+        const diff_task *t = &r->tasks[i];
+        double rel, cos;
+        if (t->dd == 0) {
+            rel = 0.0;
+            cos = 1.0;
+        } else {
+            rel = t->aa > 0 ? sqrt(t->dd) / sqrt(t->aa) : NAN;
+            cos = t->aa > 0 && t->bb > 0 ? t->ab / (sqrt(t->aa) * sqrt(t->bb)) : NAN;
+            if (cos > 1) cos = 1;
+            if (cos < -1) cos = -1;
+        }
+        lm_matrix_set(out[LM_DIFF_REL], t->layer, t->mod, rel);
+        lm_matrix_set(out[LM_DIFF_DENSITY], t->layer, t->mod, (double)t->cnt / ((double)t->m * (double)t->n));
+        lm_matrix_set(out[LM_DIFF_COSINE], t->layer, t->mod, cos);
+        lm_matrix_set(out[LM_DIFF_RANK], t->layer, t->mod, t->rank);
+    }
+    for (int k = 0; k < LM_DIFF_COUNT; k++) {
+        lm_matrix *mx = out[k];
+        snprintf(mx->model, sizeof mx->model, "%.120s -> %.120s", a->name, b->name);
+        snprintf(mx->method, sizeof mx->method, "diff.%s", lm_diff_metric_names[k]);
+        snprintf(mx->norm, sizeof mx->norm, "%s", lm_norm_name(LM_NORM_NONE));
+        switch (k) {
+        case LM_DIFF_DENSITY:
+            snprintf(mx->note, sizeof mx->note, "base %.200s, ft %.200s, tol=%g", a->path, b->path, o->tol);
+            break;
+        case LM_DIFF_RANK:
+            if (o->rank_k > 0)
+                snprintf(mx->note, sizeof mx->note, "base %.180s, ft %.180s, k=%d oversample=%d power_iters=%d seed=%llu",
+                         a->path, b->path, o->rank_k, o->oversample, o->power_iters, (unsigned long long)o->seed);
+            else
+                snprintf(mx->note, sizeof mx->note, "base %.200s, ft %.200s, not computed (k=0)", a->path, b->path);
+            break;
+        default:
+            snprintf(mx->note, sizeof mx->note, "base %.200s, ft %.200s", a->path, b->path);
+        }
+    }
+}
+
+/* See layermap.h. Checks, then one task per (layer, module), sorted by size;
+ * scratch for every worker and the sketch matrices are allocated up front, so
+ * the parallel part allocates nothing and its only failures are reads. */
+int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o, lm_matrix *out[LM_DIFF_COUNT],
+            lm_err *err) {
+    lm_diff_opts defaults;
+    if (!o) {
+        lm_diff_opts_default(&defaults);
+        o = &defaults;
+    }
+    if (!out) return lm_fail(err, LM_EARG, "diff: no output array");
+    for (int k = 0; k < LM_DIFF_COUNT; k++) out[k] = NULL;
+    if (!base || !ft) return lm_fail(err, LM_EARG, "diff: missing model");
+    int rc = check_opts(o, err);
+    if (!rc) rc = check_models(base, ft, err);
+    if (rc) return rc;
+
+    const int n_layer = base->cfg.n_layer;
+    diff_run run;
+    memset(&run, 0, sizeof run);
+    run.o = o;
+    run.L = o->rank_k > 0 ? o->rank_k + o->oversample : 0;
+    atomic_init(&run.stop, 0);
+    int64_t *ncols = NULL; /* distinct column counts of the modules */
+    int n_omega = 0;
+    diff_ws *ws = NULL;
+    int nt = 0;
+
+    for (int k = 0; k < LM_DIFF_COUNT; k++) {
+        out[k] = lm_matrix_new(n_layer);
+        if (!out[k]) {
+            rc = lm_nomem(err, sizeof(double) * (size_t)n_layer * LM_N_MODULES, "diff matrix");
+            goto done;
+        }
+    }
+    run.n_tasks = n_layer * LM_N_MODULES;
+    run.tasks = alloc_n((uint64_t)run.n_tasks, sizeof(diff_task), err, "diff tasks", &rc);
+    ncols = alloc_n((uint64_t)run.n_tasks, sizeof(int64_t), err, "diff tasks", &rc);
+    if (rc) goto done;
+    int64_t max_m = 1, max_n = 1;
+    for (int i = 0; i < n_layer; i++) {
+        for (int j = 0; j < LM_N_MODULES; j++) {
+            diff_task *t = &run.tasks[i * LM_N_MODULES + j];
+            memset(t, 0, sizeof *t);
+            t->layer = i;
+            t->mod = j;
+            t->a = base->layers[i].w[j];
+            t->b = ft->layers[i].w[j];
+            t->m = lm_tensor_rows(t->a);
+            t->n = lm_tensor_cols(t->a);
+            t->bytes = (double)t->a->nbytes + (double)t->b->nbytes;
+            t->rank = NAN;
+            int64_t mn = t->m < t->n ? t->m : t->n;
+            t->l = run.L == 0 ? 0 : (int)(run.L < mn ? run.L : mn);
+            if (t->m > max_m) max_m = t->m;
+            if (t->n > max_n) max_n = t->n;
+            run.total_bytes += t->bytes;
+            if (!t->l) continue;
+            int w = 0;
+            while (w < n_omega && ncols[w] != t->n) w++;
+            if (w == n_omega) ncols[n_omega++] = t->n;
+            t->omega = w;
+        }
+    }
+    qsort(run.tasks, (size_t)run.n_tasks, sizeof(diff_task), task_cmp);
+
+    if (n_omega) {
+        run.omegas = alloc_n((uint64_t)n_omega, sizeof(float *), err, "diff sketch", &rc);
+        if (rc) goto done;
+        for (int w = 0; w < n_omega; w++) run.omegas[w] = NULL;
+        for (int w = 0; w < n_omega && !rc; w++) {
+            run.omegas[w] = alloc_n((uint64_t)ncols[w] * (uint64_t)run.L, sizeof(float), err, "diff sketch", &rc);
+            if (!rc) gaussian_fill(run.omegas[w], ncols[w], run.L, o->seed);
+        }
+        if (rc) goto done;
+    }
+
+    nt = lm_num_threads(o->threads);
+    if (nt > run.n_tasks) nt = run.n_tasks;
+    if (nt < 1) nt = 1;
+    ws = alloc_n((uint64_t)nt, sizeof(diff_ws), err, "diff workers", &rc);
+    if (rc) goto done;
+    memset(ws, 0, sizeof(diff_ws) * (size_t)nt);
+    {
+        int64_t blk_elems = (run.L ? BLOCK_ELEMS_RANK : BLOCK_ELEMS_STATS);
+        if (blk_elems < max_n) blk_elems = max_n; /* at least one row */
+        if (blk_elems > BLOCK_ROWS_MAX * max_n) blk_elems = BLOCK_ROWS_MAX * max_n;
+        for (int i = 0; i < nt && !rc; i++) rc = ws_alloc(&ws[i], blk_elems, max_m, max_n, run.L, err);
+        if (rc) goto done;
+    }
+
+    /* Each worker runs whole tensors, calling BLAS/LAPACK single-threaded,
+     * so every tensor's sums come out the same whatever the thread count.
+     * OpenBLAS is set to 1 thread meanwhile and restored after: the pthread
+     * build would start its own threads, and the OpenMP build runs threaded
+     * inside a team of one (an inactive parallel region). In the OpenMP build
+     * the call also sets OpenMP's default thread count, restored too. */
+    {
+        int blas_threads = openblas_get_num_threads(), omp_threads = omp_get_max_threads();
+        int set_blas = run.L > 0;
+        if (set_blas) openblas_set_num_threads(1);
+        run.last_report = lm_now();
+        if (o->progress) o->progress(o->progress_ctx, 0, run.total_bytes, "diff");
+        int next = 0;
+#pragma omp parallel num_threads(nt)
+        {
+            diff_ws *w = &ws[omp_get_thread_num()];
+            lm_err terr;
+            memset(&terr, 0, sizeof terr);
+            for (;;) {
+                int i;
+#pragma omp atomic capture
+                i = next++;
+                if (i >= run.n_tasks || atomic_load(&run.stop)) break;
+                int trc = run_task(&run, &run.tasks[i], w, &terr);
+                if (trc) {
+                    terr.code = trc;
+                    run_fail(&run, &terr);
+                    break;
+                }
+            }
+        }
+        if (set_blas) {
+            openblas_set_num_threads(blas_threads);
+            omp_set_num_threads(omp_threads);
+        }
+        if (run.rc) {
+            rc = run.rc;
+            if (err) *err = run.err;
+            goto done;
+        }
+        if (o->progress) o->progress(o->progress_ctx, run.total_bytes, run.total_bytes, "diff");
+    }
+    fill_results(&run, base, ft, out);
+
+done:
+    if (ws)
+        for (int i = 0; i < nt; i++) ws_free(&ws[i]);
+    lm_free(ws);
+    if (run.omegas)
+        for (int w = 0; w < n_omega; w++) lm_free(run.omegas[w]);
+    lm_free(run.omegas);
+    lm_free(run.tasks);
+    lm_free(ncols);
+    if (rc)
+        for (int k = 0; k < LM_DIFF_COUNT; k++) {
+            lm_matrix_free(out[k]);
+            out[k] = NULL;
+        }
+    return rc;
+}

@@ -1,0 +1,27 @@
+/*
+ * model_internal.h -- what other library files may know about an open model
+ * beyond layermap.h (the struct lm_source itself stays private to model.c).
+ */
+#ifndef LM_MODEL_INTERNAL_H
+#define LM_MODEL_INTERNAL_H
+
+#include "format/gguf.h"
+#include "base/base.h"
+
+#include "base/json.h"
+
+/* The GGUF file of a model opened from a .gguf (metadata, tokenizer arrays);
+ * NULL for a safetensors (HF) model. Valid until lm_model_close. */
+const lm_gguf *lm_model_gguf(const lm_model *m);
+
+/* The directory of an HF model (config.json, tokenizer.json live there);
+ * NULL for a GGUF model. Valid until lm_model_close. */
+const char *lm_model_dir(const lm_model *m);
+
+/* config.c: fill cfg from an HF config.json (+ tokenizer_config.json) in dir,
+ * or from GGUF metadata. On error cfg is unspecified and err names the file
+ * and the key. */
+int lm_config_from_hf(lm_config *cfg, const char *dir, lm_err *err);
+int lm_config_from_gguf(lm_config *cfg, const lm_gguf *g, lm_err *err);
+
+#endif

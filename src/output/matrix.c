@@ -1,0 +1,843 @@
+/*
+ * matrix.c -- the layers x 7 attribution matrix: creation, normalisation, the
+ * diverging colour scale shared with plot.c, CSV and JSON files, and the
+ * terminal heatmap.
+ *
+ * File formats (both written atomically, both read strictly):
+ *
+ *   CSV   header `layer,attn.q,attn.k,attn.v,attn.o,mlp.up,mlp.down,mlp.gate`,
+ *         then one row per layer: the layer index (0, 1, ... in order) and
+ *         seven numbers. A missing value (NaN) is an empty field; infinities
+ *         are `inf` / `-inf`. Numbers are printed with the fewest digits that
+ *         read back to the same double (at most 17). No comments and no
+ *         metadata, so `pandas.read_csv(f, index_col=0)` and
+ *         `numpy.genfromtxt(f, delimiter=',', names=True)` read it as it is.
+ *
+ *   JSON  {"model": str, "method": str, "norm": str, "note": str,
+ *          "modules": ["attn.q", ...], "layers": N,
+ *          "values": [[7 numbers or null] x N],
+ *          "layer_extra": {"name": str, "values": [N numbers or null]}}
+ *         (layer_extra only when present). null is NaN; infinities are
+ *         written as 1e999 / -1e999, which JSON parsers read back as inf.
+ */
+#include "base/base.h"
+
+#include <cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* Matrix                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* A zeroed n_layer x 7 matrix with norm "none"; NULL on allocation failure or
+ * a negative size. */
+lm_matrix *lm_matrix_new(int n_layer) {
+    if (n_layer < 0) return NULL;
+    uint64_t bytes;
+    if (lm_mul_overflow((uint64_t)n_layer * LM_N_MODULES, sizeof(double), &bytes) || bytes > SIZE_MAX / 2)
+        return NULL;
+    lm_matrix *m = lm_calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->v = lm_calloc((size_t)n_layer * LM_N_MODULES, sizeof(double));
+    if (!m->v) {
+        lm_free(m);
+        return NULL;
+    }
+    m->n_layer = n_layer;
+    snprintf(m->norm, sizeof m->norm, "%s", "none");
+    return m;
+}
+
+/* Free a matrix and its per-layer extra vector; NULL is fine. */
+void lm_matrix_free(lm_matrix *m) {
+    if (!m) return;
+    lm_free(m->v);
+    lm_free(m->layer_extra);
+    lm_free(m);
+}
+
+/* Value of one cell; NaN outside the matrix. */
+double lm_matrix_get(const lm_matrix *m, int layer, int module) {
+    if (!m || layer < 0 || layer >= m->n_layer || module < 0 || module >= LM_N_MODULES) return NAN;
+    return m->v[(size_t)layer * LM_N_MODULES + (size_t)module];
+}
+
+/* Set one cell; a cell outside the matrix is ignored. */
+void lm_matrix_set(lm_matrix *m, int layer, int module, double v) {
+    if (!m || layer < 0 || layer >= m->n_layer || module < 0 || module >= LM_N_MODULES) return;
+    m->v[(size_t)layer * LM_N_MODULES + (size_t)module] = v;
+}
+
+static const char *const norm_names[] = {"none", "layer", "module", "global"};
+
+/* "none", "layer", "module", "global"; "?" for anything else. */
+const char *lm_norm_name(lm_norm n) {
+    if ((int)n < 0 || (int)n >= (int)(sizeof norm_names / sizeof norm_names[0])) return "?";
+    return norm_names[n];
+}
+
+/* Parse a normalisation name; 0 or LM_EARG. */
+int lm_norm_parse(const char *s, lm_norm *out) {
+    for (int i = 0; s && i < (int)(sizeof norm_names / sizeof norm_names[0]); i++) {
+        if (!strcmp(s, norm_names[i])) {
+            *out = (lm_norm)i;
+            return LM_OK;
+        }
+    }
+    return LM_EARG;
+}
+
+/* Divide the cells v[i0 + k*stride], k < count, by the sum of their finite
+ * absolute values. NaN cells stay NaN; a zero sum leaves the cells as they are
+ * (all zero or NaN). Infinities do not enter the sum and stay infinite. */
+static void normalize_group(double *v, size_t i0, size_t stride, size_t count) {
+    double sum = 0;
+    for (size_t k = 0; k < count; k++) {
+        double x = v[i0 + k * stride];
+        if (isfinite(x)) sum += fabs(x);
+    }
+    if (!(sum > 0) || !isfinite(sum)) return;
+    for (size_t k = 0; k < count; k++) v[i0 + k * stride] /= sum;
+}
+
+/* Normalise in place (see lm_norm) and record the normalisation in m->norm.
+ * LM_NORM_NONE changes nothing. */
+int lm_matrix_normalize(lm_matrix *m, lm_norm norm, lm_err *err) {
+    if (!m) return lm_fail(err, LM_EARG, "normalize: no matrix");
+    size_t rows = (size_t)(m->n_layer > 0 ? m->n_layer : 0), cols = LM_N_MODULES;
+    switch (norm) {
+    case LM_NORM_NONE:
+        return LM_OK;
+    case LM_NORM_LAYER:
+        for (size_t r = 0; r < rows; r++) normalize_group(m->v, r * cols, 1, cols);
+        break;
+    case LM_NORM_MODULE:
+        for (size_t c = 0; c < cols; c++) normalize_group(m->v, c, cols, rows);
+        break;
+    case LM_NORM_GLOBAL:
+        normalize_group(m->v, 0, 1, rows * cols);
+        break;
+    default:
+        return lm_fail(err, LM_EARG, "normalize: unknown normalisation %d", (int)norm);
+    }
+    snprintf(m->norm, sizeof m->norm, "%s", lm_norm_name(norm));
+    return LM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Colour scale and colormap                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* qsort comparator for doubles (no NaN reaches it). */
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* See internal.h. The median is taken over every finite cell of every matrix. */
+int lm_scale_fit(lm_scale *s, const lm_matrix *const *ms, int n, const lm_plot_opts *o, lm_err *err) {
+    lm_plot_opts def;
+    if (!o) {
+        lm_plot_opts_default(&def);
+        o = &def;
+    }
+    if (o->has_center && !isfinite(o->center))
+        return lm_fail(err, LM_EARG, "colour scale: centre %g is not a finite number", o->center);
+    if (o->has_range) {
+        if (!isfinite(o->vmin) || !isfinite(o->vmax) || !(o->vmin < o->vmax))
+            return lm_fail(err, LM_EARG, "colour scale: need finite vmin < vmax (got %g, %g)", o->vmin, o->vmax);
+        if (o->has_center && (o->center < o->vmin || o->center > o->vmax))
+            return lm_fail(err, LM_EARG, "colour scale: centre %g is outside [%g, %g]", o->center, o->vmin,
+                           o->vmax);
+    }
+    size_t count = 0;
+    double lo = INFINITY, hi = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        const lm_matrix *m = ms[i];
+        size_t cells = (size_t)m->n_layer * LM_N_MODULES;
+        for (size_t k = 0; k < cells; k++) {
+            double x = m->v[k];
+            if (!isfinite(x)) continue;
+            count++;
+            if (x < lo) lo = x;
+            if (x > hi) hi = x;
+        }
+    }
+    double c;
+    if (o->has_center) {
+        c = o->center;
+    } else if (count == 0) {
+        c = o->has_range ? 0.5 * (o->vmin + o->vmax) : 0;
+    } else {
+        double *tmp = lm_malloc(count * sizeof *tmp);
+        if (!tmp) return lm_nomem(err, count * sizeof *tmp, "colour scale median");
+        size_t j = 0;
+        for (int i = 0; i < n; i++) {
+            size_t cells = (size_t)ms[i]->n_layer * LM_N_MODULES;
+            for (size_t k = 0; k < cells; k++)
+                if (isfinite(ms[i]->v[k])) tmp[j++] = ms[i]->v[k];
+        }
+        qsort(tmp, count, sizeof *tmp, cmp_double);
+        c = count % 2 ? tmp[count / 2] : 0.5 * (tmp[count / 2 - 1] + tmp[count / 2]);
+        lm_free(tmp);
+    }
+    if (o->has_range) {
+        s->vmin = o->vmin;
+        s->vmax = o->vmax;
+        s->center = c < s->vmin ? s->vmin : c > s->vmax ? s->vmax : c;
+        return LM_OK;
+    }
+    if (count == 0) lo = hi = c;
+    if (c < lo) lo = c;
+    if (c > hi) hi = c;
+    if (!(lo < hi)) { /* one value everywhere: a small range around it */
+        double d = fabs(lo) * 0.1;
+        if (!(d > 0) || !isfinite(d)) d = 1;
+        lo -= d;
+        hi += d;
+    }
+    s->vmin = lo;
+    s->center = c;
+    s->vmax = hi;
+    return LM_OK;
+}
+
+/* See internal.h: piecewise linear on each side of the centre (as a
+ * two-slope norm), clipped to [-1, 1]; NaN stays NaN. */
+double lm_scale_pos(const lm_scale *s, double v) {
+    if (isnan(v)) return NAN;
+    double t;
+    if (v < s->center) {
+        double den = s->center - s->vmin;
+        t = den > 0 ? (v - s->center) / den : -1;
+    } else if (v > s->center) {
+        double den = s->vmax - s->center;
+        t = den > 0 ? (v - s->center) / den : 1;
+    } else {
+        t = 0;
+    }
+    return t < -1 ? -1 : t > 1 ? 1 : t;
+}
+
+/* sRGB component (0..1) to linear light. */
+static double srgb_to_linear(double c) {
+    return c <= 0.04045 ? c / 12.92 : pow((c + 0.055) / 1.055, 2.4);
+}
+
+/* Linear light to sRGB component, clipped to 0..1. */
+static double linear_to_srgb(double c) {
+    double s = c <= 0.0031308 ? 12.92 * c : 1.055 * pow(c, 1 / 2.4) - 0.055;
+    return s < 0 ? 0 : s > 1 ? 1 : s;
+}
+
+/* 0xRRGGBB to OKLab (Björn Ottosson's matrices). */
+static void hex_to_oklab(unsigned hex, double lab[3]) {
+    double r = srgb_to_linear(((hex >> 16) & 255) / 255.0);
+    double g = srgb_to_linear(((hex >> 8) & 255) / 255.0);
+    double b = srgb_to_linear((hex & 255) / 255.0);
+    double l = cbrt(0.4122214708 * r + 0.5363325363 * g + 0.0514459929 * b);
+    double m = cbrt(0.2119034982 * r + 0.6806995451 * g + 0.1073969566 * b);
+    double s = cbrt(0.0883024619 * r + 0.2817188376 * g + 0.6299787005 * b);
+    lab[0] = 0.2104542553 * l + 0.7936177850 * m - 0.0040720468 * s;
+    lab[1] = 1.9779984951 * l - 2.4285922050 * m + 0.4505937099 * s;
+    lab[2] = 0.0259040371 * l + 0.7827717662 * m - 0.8086757660 * s;
+}
+
+/* OKLab to sRGB components in 0..1 (clipped). */
+static void oklab_to_rgb(const double lab[3], double rgb[3]) {
+    double l = lab[0] + 0.3963377774 * lab[1] + 0.2158037573 * lab[2];
+    double m = lab[0] - 0.1055613458 * lab[1] - 0.0638541728 * lab[2];
+    double s = lab[0] - 0.0894841775 * lab[1] - 1.2914855480 * lab[2];
+    l = l * l * l;
+    m = m * m * m;
+    s = s * s * s;
+    rgb[0] = linear_to_srgb(4.0767416621 * l - 3.3077115913 * m + 0.2309699292 * s);
+    rgb[1] = linear_to_srgb(-1.2684380046 * l + 2.6097574011 * m - 0.3413193965 * s);
+    rgb[2] = linear_to_srgb(-0.0041960863 * l - 0.7034186147 * m + 1.7076147010 * s);
+}
+
+/* The two halves of the colormap, from the centre outwards: ColorBrewer's
+ * RdBu blues and PuOr oranges around the same light grey. */
+static const unsigned cmap_blue[] = {0xf7f7f7, 0xd1e5f0, 0x92c5de, 0x4393c3, 0x2166ac};
+static const unsigned cmap_orange[] = {0xf7f7f7, 0xfee0b6, 0xfdb863, 0xe66101};
+
+/* See internal.h. Each half is interpolated in OKLab between its stops, and
+ * the stops are placed by their lightness so that lightness falls linearly
+ * from the centre to either end: equal steps of t look like equal steps. */
+void lm_colormap(double t, double rgb[3]) {
+    if (isnan(t)) t = 0;
+    if (t < -1) t = -1;
+    if (t > 1) t = 1;
+    const unsigned *stops = t < 0 ? cmap_blue : cmap_orange;
+    int ns = t < 0 ? (int)(sizeof cmap_blue / sizeof cmap_blue[0]) : (int)(sizeof cmap_orange / sizeof cmap_orange[0]);
+    double u = fabs(t);
+    double lab[5][3];
+    for (int i = 0; i < ns; i++) hex_to_oklab(stops[i], lab[i]);
+    double l0 = lab[0][0], l1 = lab[ns - 1][0];
+    double prev = 0;
+    for (int i = 1; i < ns; i++) {
+        double pos = i == ns - 1 ? 1 : (l0 - lab[i][0]) / (l0 - l1);
+        if (u <= pos || i == ns - 1) {
+            double f = pos > prev ? (u - prev) / (pos - prev) : 1;
+            if (f < 0) f = 0;
+            if (f > 1) f = 1;
+            double c[3];
+            for (int k = 0; k < 3; k++) c[k] = lab[i - 1][k] + f * (lab[i][k] - lab[i - 1][k]);
+            oklab_to_rgb(c, rgb);
+            return;
+        }
+        prev = pos;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Numbers                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* The shortest %.Ng (N = 15..17) of a finite v that reads back exactly. */
+static void fmt_exact(char *buf, size_t n, double v) {
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, n, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) return;
+    }
+}
+
+/* Parse a whole field as a double: optional surrounding blanks, then a number
+ * strtod accepts ("nan", "inf" included). 1 on success. */
+static int parse_number(const char *s, size_t len, double *out) {
+    char buf[128];
+    while (len && (*s == ' ' || *s == '\t')) s++, len--;
+    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t')) len--;
+    if (len == 0 || len >= sizeof buf) return 0;
+    memcpy(buf, s, len);
+    buf[len] = 0;
+    char *end;
+    errno = 0;
+    double v = strtod(buf, &end);
+    if (*end) return 0;
+    /* overflow gives +-HUGE_VAL (inf), underflow a denormal or 0: both are
+     * what the text means, so ERANGE is accepted */
+    *out = v;
+    return 1;
+}
+
+/* Copy at most n-1 bytes of a JSON string into a fixed field. */
+static void set_field(char *dst, size_t n, const char *src) {
+    snprintf(dst, n, "%s", src ? src : "");
+}
+
+/* ------------------------------------------------------------------------ */
+/* CSV                                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Write one value as a CSV field: empty for NaN. */
+static void csv_value(FILE *f, double v) {
+    char buf[40];
+    if (isnan(v)) return;
+    if (isinf(v)) {
+        fputs(v > 0 ? "inf" : "-inf", f);
+        return;
+    }
+    fmt_exact(buf, sizeof buf, v);
+    fputs(buf, f);
+}
+
+/* See layermap.h. */
+int lm_matrix_write_csv(const lm_matrix *m, const char *path, lm_err *err) {
+    if (!m || !path) return lm_fail(err, LM_EARG, "write csv: no matrix or path");
+    lm_atomic a;
+    int rc = lm_atomic_open(&a, path, err);
+    if (rc) return rc;
+    fputs("layer", a.f);
+    for (int c = 0; c < LM_N_MODULES; c++) fprintf(a.f, ",%s", lm_module_names[c]);
+    fputc('\n', a.f);
+    for (int l = 0; l < m->n_layer; l++) {
+        fprintf(a.f, "%d", l);
+        for (int c = 0; c < LM_N_MODULES; c++) {
+            fputc(',', a.f);
+            csv_value(a.f, m->v[(size_t)l * LM_N_MODULES + (size_t)c]);
+        }
+        fputc('\n', a.f);
+    }
+    return lm_atomic_commit(&a, err);
+}
+
+/* The expected CSV header, without line end. */
+static void csv_header(char *buf, size_t n) {
+    size_t k = (size_t)snprintf(buf, n, "layer");
+    for (int c = 0; c < LM_N_MODULES && k < n; c++) k += (size_t)snprintf(buf + k, n - k, ",%s", lm_module_names[c]);
+}
+
+/* Model name for a matrix read from a CSV: the file name without ".csv". */
+static void stem_of(char *dst, size_t n, const char *path) {
+    const char *b = lm_basename(path);
+    size_t len = strcspn(b, "/");
+    const char *dot = NULL;
+    for (size_t i = 0; i < len; i++)
+        if (b[i] == '.') dot = b + i;
+    if (dot && dot > b) len = (size_t)(dot - b);
+    if (len >= n) len = n - 1;
+    memcpy(dst, b, len);
+    dst[len] = 0;
+}
+
+/* See layermap.h. The model name is the file's stem; method and note are
+ * empty and norm "none" (a CSV holds only the numbers). */
+int lm_matrix_read_csv(lm_matrix **out, const char *path, lm_err *err) {
+    *out = NULL;
+    char *text;
+    size_t len;
+    int rc = lm_file_read_all(path, &text, &len, err);
+    if (rc) return rc;
+    if (strlen(text) != len) {
+        lm_free(text);
+        return LM_CORRUPT(err, "%s: not a text file (NUL byte)", path);
+    }
+    /* lines: [start, end) without "\r\n" / "\n" */
+    const char *p = text, *stop = text + len;
+    if (len >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3; /* UTF-8 BOM */
+    char header[128];
+    csv_header(header, sizeof header);
+    double *vals = NULL;
+    size_t cap = 0;
+    int n_layer = 0, lineno = 0, saw_header = 0, blank_at = 0;
+    lm_matrix *m = NULL;
+    rc = LM_OK;
+    while (p < stop) {
+        const char *eol = memchr(p, '\n', (size_t)(stop - p));
+        const char *end = eol ? eol : stop;
+        const char *next = eol ? eol + 1 : stop;
+        lineno++;
+        if (end > p && end[-1] == '\r') end--;
+        size_t ll = (size_t)(end - p);
+        if (ll == 0) { /* blank lines are allowed only at the end */
+            if (!blank_at) blank_at = lineno;
+            p = next;
+            continue;
+        }
+        if (blank_at) {
+            rc = LM_CORRUPT(err, "%s: line %d: blank line inside the table", path, blank_at);
+            goto done;
+        }
+        if (!saw_header) {
+            if (ll != strlen(header) || memcmp(p, header, ll)) {
+                rc = LM_CORRUPT(err, "%s: line %d: header is not '%s'", path, lineno, header);
+                goto done;
+            }
+            saw_header = 1;
+            p = next;
+            continue;
+        }
+        if (n_layer >= 1000000) {
+            rc = LM_CORRUPT(err, "%s: line %d: more than 1000000 layers", path, lineno);
+            goto done;
+        }
+        if ((size_t)(n_layer + 1) * LM_N_MODULES > cap) {
+            size_t ncap = cap ? cap * 2 : 64 * LM_N_MODULES;
+            double *nv = lm_realloc(vals, ncap * sizeof *nv);
+            if (!nv) {
+                rc = lm_nomem(err, ncap * sizeof *nv, "csv values");
+                goto done;
+            }
+            vals = nv;
+            cap = ncap;
+        }
+        /* fields: layer index, then 7 numbers */
+        const char *f = p;
+        for (int col = 0; col <= LM_N_MODULES; col++) {
+            const char *comma = memchr(f, ',', (size_t)(end - f));
+            const char *fe = comma ? comma : end;
+            if (col < LM_N_MODULES && !comma) {
+                rc = LM_CORRUPT(err, "%s: line %d: %d fields, expected %d", path, lineno, col + 1, LM_N_MODULES + 1);
+                goto done;
+            }
+            if (col == LM_N_MODULES && comma) {
+                rc = LM_CORRUPT(err, "%s: line %d: more than %d fields", path, lineno, LM_N_MODULES + 1);
+                goto done;
+            }
+            if (col == 0) {
+                char want[16];
+                int wl = snprintf(want, sizeof want, "%d", n_layer);
+                if ((size_t)(fe - f) != (size_t)wl || memcmp(f, want, (size_t)wl)) {
+                    rc = LM_CORRUPT(err, "%s: line %d: layer is '%.*s', expected %d", path, lineno,
+                                    (int)((fe - f) > 40 ? 40 : (fe - f)), f, n_layer);
+                    goto done;
+                }
+            } else {
+                double v = NAN;
+                int blank = 1;
+                for (const char *q = f; q < fe; q++)
+                    if (*q != ' ' && *q != '\t') blank = 0;
+                if (!blank && !parse_number(f, (size_t)(fe - f), &v)) {
+                    rc = LM_CORRUPT(err, "%s: line %d: %s: '%.*s' is not a number", path, lineno,
+                                    lm_module_names[col - 1], (int)((fe - f) > 40 ? 40 : (fe - f)), f);
+                    goto done;
+                }
+                vals[(size_t)n_layer * LM_N_MODULES + (size_t)(col - 1)] = v;
+            }
+            f = fe + 1;
+        }
+        n_layer++;
+        p = next;
+    }
+    if (!saw_header) {
+        rc = LM_CORRUPT(err, "%s: empty file (no header)", path);
+        goto done;
+    }
+    if (n_layer == 0) {
+        rc = LM_CORRUPT(err, "%s: no layers after the header", path);
+        goto done;
+    }
+    m = lm_matrix_new(n_layer);
+    if (!m) {
+        rc = lm_nomem(err, (size_t)n_layer * LM_N_MODULES * sizeof(double), "matrix");
+        goto done;
+    }
+    memcpy(m->v, vals, (size_t)n_layer * LM_N_MODULES * sizeof(double));
+    stem_of(m->model, sizeof m->model, path);
+    *out = m;
+done:
+    lm_free(vals);
+    lm_free(text);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* JSON                                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* See internal.h: rejects overlong forms, surrogates and code points past
+ * U+10FFFF. */
+int lm_utf8_len(const unsigned char *p) {
+    unsigned c = p[0], min;
+    int n;
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) {
+        n = 2, min = 0x80, c &= 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+        n = 3, min = 0x800, c &= 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+        n = 4, min = 0x10000, c &= 0x07;
+    } else {
+        return 0;
+    }
+    for (int i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        c = (c << 6) | (p[i] & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
+    return n;
+}
+
+/* Write s as a JSON string literal: valid UTF-8 passed through, controls
+ * escaped, each byte of an invalid sequence written as U+FFFD. */
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p >= 0x80) {
+            int n = lm_utf8_len(p);
+            if (n == 0) {
+                fputs("\ufffd", f);
+            } else {
+                fwrite(p, 1, (size_t)n, f);
+                p += n - 1;
+            }
+            continue;
+        }
+        switch (*p) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        default:
+            if (*p < 0x20)
+                fprintf(f, "\\u%04x", *p);
+            else
+                fputc(*p, f);
+        }
+    }
+    fputc('"', f);
+}
+
+/* Write one value as a JSON number: null for NaN, +-1e999 for infinities. */
+static void json_value(FILE *f, double v) {
+    char buf[40];
+    if (isnan(v)) {
+        fputs("null", f);
+    } else if (isinf(v)) {
+        fputs(v > 0 ? "1e999" : "-1e999", f);
+    } else {
+        fmt_exact(buf, sizeof buf, v);
+        fputs(buf, f);
+    }
+}
+
+/* See layermap.h: one row of values per line, for people reading the file. */
+int lm_matrix_write_json(const lm_matrix *m, const char *path, lm_err *err) {
+    if (!m || !path) return lm_fail(err, LM_EARG, "write json: no matrix or path");
+    lm_atomic a;
+    int rc = lm_atomic_open(&a, path, err);
+    if (rc) return rc;
+    FILE *f = a.f;
+    fputs("{\n  \"model\": ", f);
+    json_string(f, m->model);
+    fputs(",\n  \"method\": ", f);
+    json_string(f, m->method);
+    fputs(",\n  \"norm\": ", f);
+    json_string(f, m->norm[0] ? m->norm : "none");
+    fputs(",\n  \"note\": ", f);
+    json_string(f, m->note);
+    fputs(",\n  \"modules\": [", f);
+    for (int c = 0; c < LM_N_MODULES; c++) {
+        if (c) fputs(", ", f);
+        json_string(f, lm_module_names[c]);
+    }
+    fprintf(f, "],\n  \"layers\": %d,\n  \"values\": [", m->n_layer);
+    for (int l = 0; l < m->n_layer; l++) {
+        fputs(l ? ",\n    [" : "\n    [", f);
+        for (int c = 0; c < LM_N_MODULES; c++) {
+            if (c) fputs(", ", f);
+            json_value(f, m->v[(size_t)l * LM_N_MODULES + (size_t)c]);
+        }
+        fputc(']', f);
+    }
+    fputs(m->n_layer ? "\n  ]" : "]", f);
+    if (m->layer_extra) {
+        fputs(",\n  \"layer_extra\": {\"name\": ", f);
+        json_string(f, m->layer_extra_name);
+        fputs(", \"values\": [", f);
+        for (int l = 0; l < m->n_layer; l++) {
+            if (l) fputs(", ", f);
+            json_value(f, m->layer_extra[l]);
+        }
+        fputs("]}", f);
+    }
+    fputs("\n}\n", f);
+    return lm_atomic_commit(&a, err);
+}
+
+/* 1-based line of byte offset off in text. */
+static int line_of(const char *text, size_t off) {
+    int line = 1;
+    for (size_t i = 0; i < off && text[i]; i++) line += text[i] == '\n';
+    return line;
+}
+
+/* Read an array of exactly n numbers/nulls into out. 0 or LM_ECORRUPT. */
+static int json_numbers(const cJSON *arr, int n, double *out, const char *path, const char *what, lm_err *err) {
+    if (!cJSON_IsArray(arr)) return LM_CORRUPT(err, "%s: %s is not an array", path, what);
+    int got = cJSON_GetArraySize(arr);
+    if (got != n) return LM_CORRUPT(err, "%s: %s has %d entries, expected %d", path, what, got, n);
+    int i = 0;
+    for (const cJSON *x = arr->child; x; x = x->next, i++) {
+        if (cJSON_IsNull(x)) {
+            out[i] = NAN;
+        } else if (cJSON_IsNumber(x)) {
+            out[i] = x->valuedouble;
+        } else {
+            return LM_CORRUPT(err, "%s: %s[%d] is not a number or null", path, what, i);
+        }
+    }
+    return LM_OK;
+}
+
+/* An optional string member: NULL when absent, LM_ECORRUPT when not a string. */
+static int json_opt_string(const cJSON *root, const char *key, const char **out, const char *path, lm_err *err) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(root, key);
+    *out = NULL;
+    if (!x || cJSON_IsNull(x)) return LM_OK;
+    if (!cJSON_IsString(x)) return LM_CORRUPT(err, "%s: \"%s\" is not a string", path, key);
+    *out = x->valuestring;
+    return LM_OK;
+}
+
+/* See layermap.h. "layers" and "values" are required; "modules", when there,
+ * must list the seven modules in order; "norm" must be a known name. */
+int lm_matrix_read_json(lm_matrix **out, const char *path, lm_err *err) {
+    *out = NULL;
+    char *text;
+    size_t len;
+    int rc = lm_file_read_all(path, &text, &len, err);
+    if (rc) return rc;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    lm_matrix *m = NULL;
+    if (!root) {
+        size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+        rc = LM_CORRUPT(err, "%s: line %d: not valid JSON", path, line_of(text, off));
+        goto done;
+    }
+    for (const char *q = end; q && q < text + len; q++) {
+        if (!isspace((unsigned char)*q)) {
+            rc = LM_CORRUPT(err, "%s: line %d: text after the JSON object", path, line_of(text, (size_t)(q - text)));
+            goto done;
+        }
+    }
+    if (!cJSON_IsObject(root)) {
+        rc = LM_CORRUPT(err, "%s: not a JSON object", path);
+        goto done;
+    }
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "layers");
+    if (!cJSON_IsNumber(layers)) {
+        rc = LM_CORRUPT(err, "%s: missing \"layers\" (a number)", path);
+        goto done;
+    }
+    double nl = layers->valuedouble;
+    if (!(nl >= 1 && nl <= 1000000) || nl != floor(nl)) {
+        rc = LM_CORRUPT(err, "%s: \"layers\" is %g, expected an integer in 1..1000000", path, nl);
+        goto done;
+    }
+    int n_layer = (int)nl;
+    const cJSON *mods = cJSON_GetObjectItemCaseSensitive(root, "modules");
+    if (mods) {
+        int ok = cJSON_IsArray(mods) && cJSON_GetArraySize(mods) == LM_N_MODULES;
+        int i = 0;
+        for (const cJSON *x = ok ? mods->child : NULL; x; x = x->next, i++)
+            if (!cJSON_IsString(x) || strcmp(x->valuestring, lm_module_names[i])) ok = 0;
+        if (!ok) {
+            rc = LM_CORRUPT(err, "%s: \"modules\" is not [\"attn.q\", ..., \"mlp.gate\"] in layermap's order", path);
+            goto done;
+        }
+    }
+    const cJSON *values = cJSON_GetObjectItemCaseSensitive(root, "values");
+    if (!cJSON_IsArray(values)) {
+        rc = LM_CORRUPT(err, "%s: missing \"values\" (an array of rows)", path);
+        goto done;
+    }
+    if (cJSON_GetArraySize(values) != n_layer) {
+        rc = LM_CORRUPT(err, "%s: \"values\" has %d rows, \"layers\" says %d", path, cJSON_GetArraySize(values),
+                        n_layer);
+        goto done;
+    }
+    m = lm_matrix_new(n_layer);
+    if (!m) {
+        rc = lm_nomem(err, (size_t)n_layer * LM_N_MODULES * sizeof(double), "matrix");
+        goto done;
+    }
+    int l = 0;
+    for (const cJSON *row = values->child; row; row = row->next, l++) {
+        char what[48];
+        snprintf(what, sizeof what, "values[%d]", l);
+        rc = json_numbers(row, LM_N_MODULES, m->v + (size_t)l * LM_N_MODULES, path, what, err);
+        if (rc) goto done;
+    }
+    const char *s;
+    if ((rc = json_opt_string(root, "model", &s, path, err))) goto done;
+    set_field(m->model, sizeof m->model, s);
+    if ((rc = json_opt_string(root, "method", &s, path, err))) goto done;
+    set_field(m->method, sizeof m->method, s);
+    if ((rc = json_opt_string(root, "note", &s, path, err))) goto done;
+    set_field(m->note, sizeof m->note, s);
+    if ((rc = json_opt_string(root, "norm", &s, path, err))) goto done;
+    if (s) {
+        lm_norm nm;
+        if (lm_norm_parse(s, &nm)) {
+            rc = LM_CORRUPT(err, "%s: \"norm\" is '%.32s', expected none, layer, module or global", path, s);
+            goto done;
+        }
+        set_field(m->norm, sizeof m->norm, s);
+    }
+    const cJSON *extra = cJSON_GetObjectItemCaseSensitive(root, "layer_extra");
+    if (extra && !cJSON_IsNull(extra)) {
+        if (!cJSON_IsObject(extra)) {
+            rc = LM_CORRUPT(err, "%s: \"layer_extra\" is not an object", path);
+            goto done;
+        }
+        if ((rc = json_opt_string(extra, "name", &s, path, err))) goto done;
+        set_field(m->layer_extra_name, sizeof m->layer_extra_name, s);
+        m->layer_extra = lm_malloc((size_t)n_layer * sizeof(double));
+        if (!m->layer_extra) {
+            rc = lm_nomem(err, (size_t)n_layer * sizeof(double), "layer_extra");
+            goto done;
+        }
+        rc = json_numbers(cJSON_GetObjectItemCaseSensitive(extra, "values"), n_layer, m->layer_extra, path,
+                          "layer_extra.values", err);
+        if (rc) goto done;
+    }
+    *out = m;
+    m = NULL;
+done:
+    lm_matrix_free(m);
+    cJSON_Delete(root);
+    lm_free(text);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Terminal heatmap                                                          */
+/* ------------------------------------------------------------------------ */
+
+#define CELL_W 10 /* characters per value column */
+
+/* Background escape for the colour of scale position t, and a foreground
+ * that stays readable on it. */
+static void term_color(FILE *f, double t) {
+    double rgb[3];
+    lm_colormap(t, rgb);
+    int r = (int)lround(rgb[0] * 255), g = (int)lround(rgb[1] * 255), b = (int)lround(rgb[2] * 255);
+    double lum = 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2];
+    int fg = lum > 0.45 ? 20 : 250;
+    fprintf(f, "\x1b[48;2;%d;%d;%dm\x1b[38;2;%d;%d;%dm", r, g, b, fg, fg, fg);
+}
+
+/* A value in at most 9 characters. */
+static void short_value(char *buf, size_t n, double v) {
+    if (isnan(v))
+        snprintf(buf, n, "-");
+    else
+        snprintf(buf, n, "%.3g", v);
+}
+
+/* See layermap.h. Title line, module header, one row per layer, and (in
+ * colour) a legend line with the scale's range and centre. The colour scale is
+ * the one lm_plot_write uses by default (median centre, data range). */
+void lm_matrix_print(const lm_matrix *m, FILE *f, int color) {
+    if (!m || !f) return;
+    char buf[64];
+    const char *model = m->model[0] ? m->model : "matrix";
+    fprintf(f, "%s", model);
+    if (m->method[0]) fprintf(f, " - %s", m->method);
+    if (m->norm[0] && strcmp(m->norm, "none")) fprintf(f, " (norm: %s)", m->norm);
+    fputc('\n', f);
+    lm_scale sc;
+    const lm_matrix *one[1] = {m};
+    if (color && lm_scale_fit(&sc, one, 1, NULL, NULL) != LM_OK) color = 0; /* no memory for the median */
+    fprintf(f, "%5s ", "layer");
+    for (int c = 0; c < LM_N_MODULES; c++) fprintf(f, "%*s", CELL_W, lm_module_names[c]);
+    if (m->layer_extra) fprintf(f, "  %.20s", m->layer_extra_name[0] ? m->layer_extra_name : "extra");
+    fputc('\n', f);
+    for (int l = 0; l < m->n_layer; l++) {
+        fprintf(f, "%5d ", l);
+        for (int c = 0; c < LM_N_MODULES; c++) {
+            double v = m->v[(size_t)l * LM_N_MODULES + (size_t)c];
+            short_value(buf, sizeof buf, v);
+            if (color && !isnan(v)) {
+                term_color(f, lm_scale_pos(&sc, v));
+                fprintf(f, " %*s\x1b[0m", CELL_W - 1, buf);
+            } else {
+                fprintf(f, " %*s", CELL_W - 1, buf);
+            }
+        }
+        if (m->layer_extra) {
+            short_value(buf, sizeof buf, m->layer_extra[l]);
+            fprintf(f, "  %s", buf);
+        }
+        fputc('\n', f);
+    }
+    if (color) {
+        fprintf(f, "%5s %.3g ", "scale", sc.vmin);
+        for (int i = 0; i <= 24; i++) {
+            double t = -1 + 2.0 * i / 24; /* evenly in colour: the two sides may span different values */
+            double rgb[3];
+            lm_colormap(t, rgb);
+            fprintf(f, "\x1b[48;2;%d;%d;%dm \x1b[0m", (int)lround(rgb[0] * 255), (int)lround(rgb[1] * 255),
+                    (int)lround(rgb[2] * 255));
+        }
+        fprintf(f, " %.3g  (white = %.3g)\n", sc.vmax, sc.center);
+    }
+}
