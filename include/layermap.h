@@ -44,7 +44,8 @@ enum {
     LM_EARG = 5,         /* bad argument / option from the caller */
     LM_ESHAPE = 6,       /* shapes or architectures that do not match */
     LM_EENCODING = 7,    /* text that is not valid UTF-8 / not tokenizable */
-    LM_EINTERNAL = 8     /* a bug: an invariant of layermap itself failed */
+    LM_EINTERNAL = 8,    /* a bug: an invariant of layermap itself failed */
+    LM_ECANCELED = 9     /* stopped by the caller (lm_attr_opts.cancel); the checkpoint, if any, is saved */
 };
 
 typedef struct lm_err {
@@ -448,6 +449,9 @@ typedef struct lm_attr_opts {
                             * checkpoint lets a later call finish the run */
     lm_progress_fn progress;
     void *progress_ctx;
+    volatile int *cancel;  /* NULL, or a flag another thread or a signal handler may set:
+                            * checked between passes; when nonzero the call saves its
+                            * checkpoint (if any) and returns LM_ECANCELED */
 } lm_attr_opts;
 
 void lm_attr_opts_default(lm_attr_opts *o);
@@ -469,6 +473,14 @@ typedef struct lm_attr_result {
 int lm_attribute(lm_engine *e, const lm_dataset *d, lm_method method, const lm_attr_opts *o,
                  lm_attr_result *res, lm_err *err);
 void lm_attr_result_free(lm_attr_result *r);
+/* Several methods over the same data: methods[0..n) distinct, res[0..n) filled
+ * in the same order, each equal to what lm_attribute gives for that method
+ * alone. Methods that share one forward and backward (grad-weight,
+ * grad-weight-signed, fisher, grad-norm, act-grad; act-sq and wanda in the
+ * forward) are computed from one pass over the data; ablate, ablate-mean and
+ * ig run their own passes one after the other. A checkpoint covers the set. */
+int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *methods, int n,
+                      const lm_attr_opts *o, lm_attr_result *res, lm_err *err);
 
 #ifdef __cplusplus
 }

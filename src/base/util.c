@@ -28,6 +28,7 @@ const char *lm_strerror(int code) {
     case LM_ESHAPE: return "shape mismatch";
     case LM_EENCODING: return "bad text encoding";
     case LM_EINTERNAL: return "internal error";
+    case LM_ECANCELED: return "canceled";
     default: return "unknown error";
     }
 }
