@@ -2,7 +2,8 @@
 #   make            library + CLI in build/
 #   make test       unit, reference and corrupt-file tests (no Python needed)
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make check      deps + test + asan (what CI runs)
+#   make test-cores the numeric tests under every OpenBLAS core this CPU can run
+#   make check      deps + test + test-cores + asan (what CI runs)
 #   make demo       fetch SmolLM2-135M, attribute data/calib.txt (heatmap demo-attribute.png),
 #                   and diff base vs fine-tuned stories260K (demo-diff.png)
 CC      ?= cc
@@ -35,7 +36,7 @@ TESTBIN := $(addprefix $(BUILD)/tests/,$(notdir $(TESTSRC:.c=)))
 LIB     := $(BUILD)/liblayermap.a
 BIN     := $(BUILD)/layermap
 
-.PHONY: all test asan check demo deps clean
+.PHONY: all test test-cores asan check demo deps clean
 all: $(BIN)
 
 deps:
@@ -66,12 +67,17 @@ test: $(BIN) $(TESTBIN)
 	@scripts/check_layers.sh
 	@LM_BIN=$(BIN) tests/run.sh $(BUILD)
 
+# the numeric tests under every OpenBLAS core this CPU can run (tests/cores.sh)
+test-cores: $(BIN) $(TESTBIN)
+	@tests/cores.sh $(BUILD)
+
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
 check: deps
 	scripts/fetch_models.sh
 	LM_REQUIRE_REAL=1 $(MAKE) test
+	LM_REQUIRE_REAL=1 $(MAKE) test-cores
 	LM_REQUIRE_REAL=1 $(MAKE) asan
 
 demo: deps $(BIN)

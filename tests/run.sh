@@ -5,6 +5,14 @@ build=${1:-build}
 # OpenMP threads that spin while waiting slow everything down 10x on a busy
 # machine (the CLI sets the same for itself; see cli/main.c)
 : "${OMP_WAIT_POLICY:=passive}"; export OMP_WAIT_POLICY
+# The same BLAS core the CLI runs (it re-executes itself with the core this CPU
+# supports best, cli/main.c); tests/cores.sh runs the numeric tests under every
+# other core this CPU can execute. A core chosen by the caller is kept.
+if [ -z "${OPENBLAS_CORETYPE:-}" ] && [ -n "${LM_BIN:-}" ] && [ -x "$LM_BIN" ]; then
+    core=$("$LM_BIN" --version 2>/dev/null | sed -n 's/.*, core \([A-Za-z0-9]*\).*/\1/p' | head -n 1)
+    if [ -n "$core" ]; then OPENBLAS_CORETYPE=$core; export OPENBLAS_CORETYPE; fi
+fi
+echo "tests: OpenBLAS core ${OPENBLAS_CORETYPE:-(OpenBLAS's own choice)}"
 pass=0; fail=0; broken=""
 for t in "$build"/tests/test_*; do
     [ -x "$t" ] || continue
