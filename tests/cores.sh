@@ -36,7 +36,7 @@ for entry in $cores; do
     ran="$ran $core"
     for t in $tests; do
         [ -x "$build/tests/$t" ] || { echo "cores: $build/tests/$t missing (make first)"; fail=$((fail + 1)); continue; }
-        out=$(OPENBLAS_CORETYPE=$core "$build/tests/$t" 2>&1); rc=$?
+        out=$(OPENBLAS_CORETYPE=$core LM_TEST_BLAS_ONLY=1 "$build/tests/$t" 2>&1); rc=$?
         line=$(printf '%s\n' "$out" | grep '^RESULT ' | tail -n 1)
         if [ -z "$line" ]; then
             echo "cores: $core $t: crashed or printed no result (exit $rc)"
