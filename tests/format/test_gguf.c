@@ -534,17 +534,10 @@ static int open_any(const char *path, const char *what) {
 
 /* ---- fuzz corpus and mutation fuzzer ------------------------------------------- */
 
-/* tests/data/<rel>, found next to this source file (tests run from the root). */
-static const char *data_dir(char *buf, size_t n, const char *rel) {
-    const char *f = __FILE__, *slash = strrchr(f, '/');
-    snprintf(buf, n, "%.*s/data/%s", slash ? (int)(slash - f) : 1, slash ? f : ".", rel);
-    return buf;
-}
-
 /* Replay tests/data/fuzz/gguf/ (written by tests/ref/gen_gguf_fuzz.py). */
 static void test_fuzz_corpus(void) {
     char dir[1024];
-    data_dir(dir, sizeof dir, "fuzz/gguf");
+    data_path(dir, sizeof dir, "fuzz/gguf");
     DIR *d = opendir(dir);
     CHECK(d != NULL, "fuzz corpus %s exists", dir);
     if (!d) return;
