@@ -39,6 +39,10 @@ size_t lm_utf8_char(const char *str, size_t n) {
 size_t lm_utf8_check(const char *s, size_t len) {
     size_t i = 0;
     while (i < len) {
+        if ((uint8_t)s[i] < 0x80) { /* ASCII runs without the call */
+            i++;
+            continue;
+        }
         size_t l = lm_utf8_char(s + i, len - i);
         if (l == 0) return i;
         i += l;
