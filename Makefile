@@ -59,7 +59,7 @@ $(BIN): $(CLIOBJ) $(LIB)
 
 # tests/LAYER/test_X.c -> $(BUILD)/tests/test_X (one flat folder that tests/run.sh runs)
 vpath test_%.c $(sort $(dir $(TESTSRC)))
-$(BUILD)/tests/%: %.c tests/test.h tests/ref_file.h $(LIB)
+$(BUILD)/tests/%: %.c tests/test.h tests/fault.h tests/ref_file.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDLIBS)
 

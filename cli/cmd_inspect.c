@@ -6,6 +6,7 @@
  * bytes). --json prints the same as one JSON object.
  */
 #include "cli.h"
+#include "base/fmt.h"
 
 #include <cJSON.h>
 #include <ctype.h>
@@ -45,15 +46,6 @@ static int64_t nelem(const lm_tensor *t) {
 static const char *dtype_of(const lm_tensor *t) {
     if ((unsigned)t->dtype < (unsigned)LM_DT_COUNT) return lm_dtype_name(t->dtype);
     return t->file_type[0] ? t->file_type : "?";
-}
-
-/* "[a, b]" */
-static const char *shape_str(char *buf, size_t n, const lm_tensor *t) {
-    size_t k = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < t->ndim && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, "%s%" PRId64, i ? ", " : "", t->shape[i]);
-    if (k < n) snprintf(buf + k, n - k, "]");
-    return buf;
 }
 
 /* 1234567 -> "1,234,567" */
@@ -315,8 +307,9 @@ static void print_text(const lm_model *m, int tensors) {
         const lm_tensor *x = v[i];
         char sh[96], note[96];
         tensor_note(note, sizeof note, m, x);
-        printf("  %-*s  %-7s  %-20s  %15s%s%s\n", nw, x->name, dtype_of(x), shape_str(sh, sizeof sh, x),
-               commas(b2, sizeof b2, (int64_t)x->nbytes), note[0] ? "  " : "", note);
+        printf("  %-*s  %-7s  %-20s  %15s%s%s\n", nw, x->name, dtype_of(x),
+               lm_fmt_shape(sh, sizeof sh, x->shape, x->ndim), commas(b2, sizeof b2, (int64_t)x->nbytes),
+               note[0] ? "  " : "", note);
     }
     free(v);
 }

@@ -3,6 +3,7 @@
  * the token ids and pieces of a text, one "id<TAB>piece" line per token.
  */
 #include "cli.h"
+#include "base/utf8.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -50,16 +51,6 @@ static char *read_stream(FILE *f, size_t *len) {
     return b;
 }
 
-/* Length of the valid UTF-8 character at s (at most n bytes), 0 if invalid. */
-static size_t utf8_char(const unsigned char *s, size_t n) {
-    size_t l = s[0] < 0x80 ? 1 : s[0] >= 0xc2 && s[0] <= 0xdf ? 2 : s[0] >= 0xe0 && s[0] <= 0xef ? 3
-                                : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : 0;
-    if (!l || l > n) return 0;
-    for (size_t k = 1; k < l; k++)
-        if ((s[k] & 0xc0) != 0x80) return 0;
-    return l;
-}
-
 /* Print a piece with control characters, backslashes and bytes that are not
  * UTF-8 escaped. */
 static void print_piece(const char *p) {
@@ -67,7 +58,7 @@ static void print_piece(const char *p) {
     size_t n = strlen(p);
     for (size_t i = 0; i < n;) {
         unsigned char c = s[i];
-        size_t l = utf8_char(s + i, n - i);
+        size_t l = lm_utf8_char(p + i, n - i);
         if (c == '\n') fputs("\\n", stdout);
         else if (c == '\t') fputs("\\t", stdout);
         else if (c == '\r') fputs("\\r", stdout);

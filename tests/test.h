@@ -64,6 +64,13 @@ static inline const char *model_path(char *buf, size_t n, const char *rel) {
     return buf;
 }
 
+/* buf = tests/data/rel: the test data in the repository (tests run from its
+ * root, as make test and tests/run.sh do). */
+static inline const char *data_path(char *buf, size_t n, const char *rel) {
+    snprintf(buf, n, "tests/data/%s", rel);
+    return buf;
+}
+
 /* A scratch directory for files a test writes ($TMPDIR-based, made once). */
 static inline const char *scratch_dir(void) {
     static char dir[512];

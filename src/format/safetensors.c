@@ -22,16 +22,6 @@
 /* Small helpers                                                             */
 /* ------------------------------------------------------------------------ */
 
-/* "[a, b, c]" for messages. */
-static const char *fmt_shape(char *buf, size_t n, const int64_t *shape, int ndim) {
-    size_t k = 0;
-    k += (size_t)snprintf(buf + k, n - k, "[");
-    for (int i = 0; i < ndim && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (k < n) snprintf(buf + k, n - k, "]");
-    return buf;
-}
-
 /* A JSON number that is a non-negative integer below 2^53 (exact in a double). */
 static int json_u64(const cJSON *v, uint64_t *out) {
     if (!cJSON_IsNumber(v)) return 0;
@@ -157,7 +147,7 @@ static int st_parse_entry(lm_tensor *t, const char *path, const cJSON *e, const 
             (unsigned long long)begin, (unsigned long long)end, (unsigned long long)data_size);
     uint64_t want;
     char sh[96];
-    fmt_shape(sh, sizeof sh, t->shape, t->ndim);
+    lm_fmt_shape(sh, sizeof sh, t->shape, t->ndim);
     if (lm_mul_overflow(nelem, esize, &want))
         return LM_CORRUPT(err, "%s: tensor '%s': shape %s of %s: byte size overflows 64 bits", path, name, sh,
                           jd->valuestring);

@@ -467,11 +467,6 @@ static int check_opts(const lm_diff_opts *o, lm_err *err) {
     return LM_OK;
 }
 
-/* "[rows, cols]" of a weight (PyTorch order). */
-static void shape_str(const lm_tensor *t, char *buf, size_t n) {
-    snprintf(buf, n, "[%lld, %lld]", (long long)lm_tensor_rows(t), (long long)lm_tensor_cols(t));
-}
-
 /* Both models must have the same layers and every module the same shape. */
 static int check_models(const lm_model *a, const lm_model *b, lm_err *err) {
     if (a->cfg.n_layer != b->cfg.n_layer)
@@ -485,10 +480,9 @@ static int check_models(const lm_model *a, const lm_model *b, lm_err *err) {
                                lm_module_names[j]);
             if (lm_tensor_rows(ta) != lm_tensor_rows(tb) || lm_tensor_cols(ta) != lm_tensor_cols(tb)) {
                 char sa[64], sb[64];
-                shape_str(ta, sa, sizeof sa);
-                shape_str(tb, sb, sizeof sb);
                 return lm_fail(err, LM_ESHAPE, "%s vs %s: layer %d %s: %s vs %s", a->path, b->path, i,
-                               lm_module_names[j], sa, sb);
+                               lm_module_names[j], lm_fmt_shape(sa, sizeof sa, ta->shape, ta->ndim),
+                               lm_fmt_shape(sb, sizeof sb, tb->shape, tb->ndim));
             }
             int64_t m = lm_tensor_rows(ta), n = lm_tensor_cols(ta);
             if (m < 1 || n < 1 || m > INT32_MAX || n > INT32_MAX)

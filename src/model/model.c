@@ -20,6 +20,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* The seven linear modules of a block, in matrix column order (layermap.h). */
+const char *const lm_module_names[LM_N_MODULES] = {
+    "attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down", "mlp.gate",
+};
+
 /* What an open model holds on to: the mapped files. */
 struct lm_source {
     lm_st_set *st; /* HF safetensors, or NULL */
@@ -120,15 +125,6 @@ typedef struct binder {
     lm_err *err;
 } binder;
 
-/* "[a, b]" for messages. */
-static const char *fmt_shape(char *buf, size_t n, int ndim, const int64_t *shape) {
-    size_t k = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (k < n) snprintf(buf + k, n - k, "]");
-    return buf;
-}
-
 /* t must have shape (a) when b < 0, else (a, b), and a dtype layermap reads. */
 static int check_tensor(binder *b, const lm_tensor *t, int64_t d0, int64_t d1) {
     const lm_config *c = &b->m->cfg;
@@ -140,8 +136,8 @@ static int check_tensor(binder *b, const lm_tensor *t, int64_t d0, int64_t d1) {
         return lm_fail(b->err, LM_ESHAPE,
                        "%s: tensor '%s': shape %s, expected %s for %s with dim=%d, n_head=%d, n_kv_head=%d, "
                        "head_dim=%d, ffn_dim=%d, vocab=%d",
-                       t->path, t->name, fmt_shape(got, sizeof got, t->ndim, t->shape),
-                       fmt_shape(exp, sizeof exp, wnd, want), lm_arch_name(c->arch), c->dim, c->n_head, c->n_kv_head,
+                       t->path, t->name, lm_fmt_shape(got, sizeof got, t->shape, t->ndim),
+                       lm_fmt_shape(exp, sizeof exp, want, wnd), lm_arch_name(c->arch), c->dim, c->n_head, c->n_kv_head,
                        c->head_dim, c->ffn_dim, c->vocab);
     }
     if ((unsigned)t->dtype >= (unsigned)LM_DT_COUNT)

@@ -1,5 +1,5 @@
 /*
- * model_internal.h -- what other library files may know about an open model
+ * model.h -- what other library files may know about an open model
  * beyond layermap.h (the struct lm_source itself stays private to model.c).
  */
 #ifndef LM_MODEL_INTERNAL_H

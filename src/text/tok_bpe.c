@@ -333,7 +333,7 @@ int tok_bpe_piece(const lm_tokenizer *t, tok_scratch *s, const char *p, size_t n
     size_t ns = 0;
     for (size_t i = 0; i < n;) {
         uint8_t c = (uint8_t)p[i];
-        size_t cl = c < 0x80 ? 1 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+        size_t cl = lm_utf8_lead_len(c);
         if (cl > n - i) cl = n - i;
         int32_t id = tok_vocab_find(&t->v, p + i, cl);
         if (id >= 0 || t->model == TOK_MODEL_SPM) {

@@ -61,15 +61,10 @@ static lm_tokenizer *tok_new(const char *path) {
     for (int b = 0; b < 256; b++) t->byte_id[b] = -1;
     for (int i = 0; i < 512; i++) t->u2b[i] = -1;
     for (int b = 0; b < 256; b++) {
-        uint32_t cp = tok_byte_cp(b);
-        if (cp < 0x80) {
-            t->b2u[b][0] = (char)cp;
-            t->b2u_len[b] = 1;
-        } else {
-            t->b2u[b][0] = (char)(0xc0 | cp >> 6);
-            t->b2u[b][1] = (char)(0x80 | (cp & 0x3f));
-            t->b2u_len[b] = 2;
-        }
+        uint32_t cp = tok_byte_cp(b); /* < 0x200: 1 or 2 bytes */
+        char u[4];
+        t->b2u_len[b] = (uint8_t)lm_utf8_encode(cp, u);
+        memcpy(t->b2u[b], u, t->b2u_len[b]);
         t->u2b[cp] = (int16_t)b;
     }
     return t;

@@ -17,81 +17,6 @@
 #include <string.h>
 #include <utf8proc.h>
 
-/* ------------------------------------------------------------------------ */
-/* UTF-8                                                                     */
-/* ------------------------------------------------------------------------ */
-
-/* Offset of the first byte that breaks UTF-8 (len when none does). */
-size_t lm_utf8_check(const char *str, size_t len) {
-    const uint8_t *s = (const uint8_t *)str;
-    size_t i = 0;
-    while (i < len) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t n;
-        uint32_t cp, min;
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 2, cp = c & 0x1f, min = 0x80;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 3, cp = c & 0x0f, min = 0x800;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 4, cp = c & 0x07, min = 0x10000;
-        } else {
-            return i;
-        }
-        if (n > len - i) return i;
-        for (size_t k = 1; k < n; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) return i;
-            cp = cp << 6 | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
-        i += n;
-    }
-    return len;
-}
-
-/* Length of the UTF-8 character whose lead byte is c (valid input). */
-static size_t u8len(uint8_t c) {
-    return c < 0x80 ? 1 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
-}
-
-/* Decode the (valid) character at s; *n = its length. */
-static uint32_t u8dec(const char *str, size_t *n) {
-    const uint8_t *s = (const uint8_t *)str;
-    size_t l = u8len(s[0]);
-    uint32_t cp = l == 1 ? s[0] : l == 2 ? s[0] & 0x1f : l == 3 ? s[0] & 0x0f : s[0] & 0x07;
-    for (size_t k = 1; k < l; k++) cp = cp << 6 | (s[k] & 0x3f);
-    *n = l;
-    return cp;
-}
-
-/* Encode cp as UTF-8 into out (4 bytes room); returns its length. */
-static size_t u8enc(uint32_t cp, char *out) {
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xc0 | cp >> 6);
-        out[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xe0 | cp >> 12);
-        out[1] = (char)(0x80 | (cp >> 6 & 0x3f));
-        out[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    out[0] = (char)(0xf0 | cp >> 18);
-    out[1] = (char)(0x80 | (cp >> 12 & 0x3f));
-    out[2] = (char)(0x80 | (cp >> 6 & 0x3f));
-    out[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
 /* Unicode White_Space. */
 int tok_is_space(uint32_t cp) {
     return (cp >= 9 && cp <= 13) || cp == 32 || cp == 0x85 || cp == 0xa0 || cp == 0x1680 ||
@@ -210,7 +135,7 @@ static int next_match(enc *e, const pcre2_code *re, const char *subj, size_t n, 
             return 1;
         }
         if (ov[1] >= n) return 0;
-        *pos = ov[1] + u8len((uint8_t)subj[ov[1]]);
+        *pos = ov[1] + lm_utf8_lead_len((uint8_t)subj[ov[1]]);
     }
     return 0;
 }
@@ -292,20 +217,20 @@ static int norm_step(enc *e, const tok_norm *op, int seg_first) {
     case NORM_LOWER:
         for (size_t i = 0; i < in->n;) {
             size_t l;
-            uint32_t cp = u8dec(in->p + i, &l);
+            uint32_t cp = lm_utf8_decode(in->p + i, &l);
             char c[4];
-            size_t cl = u8enc((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), c);
+            size_t cl = lm_utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), c);
             if (tbuf_add(out, c, cl)) return enc_nomem(e);
             i += l;
         }
         break;
     case NORM_STRIP: {
         size_t a = 0, b = in->n, l;
-        while (op->left && a < b && tok_is_space(u8dec(in->p + a, &l))) a += l;
+        while (op->left && a < b && tok_is_space(lm_utf8_decode(in->p + a, &l))) a += l;
         while (op->right && b > a) {
             size_t k = b - 1;
             while (k > a && ((uint8_t)in->p[k] & 0xc0) == 0x80) k--;
-            if (!tok_is_space(u8dec(in->p + k, &l))) break;
+            if (!tok_is_space(lm_utf8_decode(in->p + k, &l))) break;
             b = k;
         }
         if (tbuf_add(out, in->p + a, b - a)) return enc_nomem(e);
@@ -559,11 +484,11 @@ int lm_tokenize_ex(const lm_tokenizer *t, const char *text, size_t len, int add_
             while (ms > pos) { /* whitespace before the token joins it */
                 size_t c = ms - 1;
                 while (c > pos && ((uint8_t)text[c] & 0xc0) == 0x80) c--;
-                if (!tok_is_space(u8dec(text + c, &l))) break;
+                if (!tok_is_space(lm_utf8_decode(text + c, &l))) break;
                 ms = c;
             }
         if (k >= 0 && t->special[k].rstrip)
-            while (me < len && tok_is_space(u8dec(text + me, &l))) me += l;
+            while (me < len && tok_is_space(lm_utf8_decode(text + me, &l))) me += l;
         if (ms > pos && (rc = encode_segment(&e, text + pos, ms - pos, pos == 0))) goto done;
         if (k >= 0 && tok_ids_push(&e.ids, t->special[k].id)) {
             rc = enc_nomem(&e);
@@ -620,7 +545,7 @@ static int decode_one(const lm_tokenizer *t, int32_t id, tbuf *out) {
         size_t start = out->n, l;
         if (tbuf_reserve(out, n)) return LM_ENOMEM;
         for (size_t i = 0; i < n; i += l) {
-            uint32_t cp = u8dec(p + i, &l);
+            uint32_t cp = lm_utf8_decode(p + i, &l);
             int b = cp < 512 ? t->u2b[cp] : -1;
             if (b < 0) {
                 out->n = start;

@@ -1,5 +1,5 @@
 /*
- * tokenizer_internal.h -- the tokenizer's private structures, shared by
+ * tokenizer.h -- the tokenizer's private structures, shared by
  * tokenizer.c (pipeline, decode, API), tok_bpe.c (merge engine, hash maps)
  * and tok_load.c (construction from GGUF metadata or a tokenizer.json).
  *
@@ -132,10 +132,6 @@ struct lm_tokenizer {
 #define TOK_CONTINUE 1
 int lm_tokenize_ex(const lm_tokenizer *t, const char *text, size_t len, int add_bos, int flags,
                    int32_t **ids, int *n, lm_err *err);
-
-/* Offset of the first byte that is not part of valid UTF-8 (no overlongs, no
- * surrogates, nothing above U+10FFFF), or len when all of s is valid. */
-size_t lm_utf8_check(const char *s, size_t len);
 
 /* Unicode White_Space (what HF's char::is_whitespace accepts). */
 int tok_is_space(uint32_t cp);

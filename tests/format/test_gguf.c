@@ -7,6 +7,7 @@
  * break one rule of the format; they are written into scratch_dir().
  */
 #include "test.h"
+#include "fault.h"
 
 #include "model/dequant.h"
 #include "format/gguf.h"
@@ -451,32 +452,22 @@ static void test_truncation(void) {
 
 /* ---- allocation failure at every allocation ----------------------------------- */
 
+/* One lm_gguf_open of the path ctx (fault-injection run): *out NULL after a
+ * failure, tensors after a success. */
+static int fault_open(void *ctx, lm_err *err, const char **why) {
+    lm_gguf *g = NULL;
+    int rc = lm_gguf_open(&g, ctx, err);
+    if (rc != LM_OK && g) *why = "*out not NULL after a failure";
+    if (rc == LM_OK && !(g && g->n_tensors > 0)) *why = "no tensors";
+    lm_gguf_close(g);
+    return rc;
+}
+
 /* Fail the 1st, 2nd, ... allocation of an open until one run succeeds: each
  * failing run must return LM_ENOMEM with *out NULL (leaks: LeakSanitizer). */
 static void fault_loop(const char *path, const char *what) {
-    long n;
-    int bad = 0;
-    for (n = 1; n < 10000; n++) {
-        lm_gguf *g = NULL;
-        lm_err err = {0};
-        lm_fault_arm(n);
-        int rc = lm_gguf_open(&g, path, &err);
-        long hits = lm_fault_hits();
-        lm_fault_arm(0);
-        if (rc == LM_OK) {
-            CHECK(hits == 0, "%s: success although allocation %ld failed", what, n);
-            CHECK(g && g->n_tensors > 0, "%s: usable after fault loop", what);
-            lm_gguf_close(g);
-            break;
-        }
-        if (rc != LM_ENOMEM || g != NULL || hits == 0) {
-            if (bad++ < 5) CHECK(0, "%s: fault at allocation %ld: code %d (%s)", what, n, rc, err.msg);
-        }
-        lm_gguf_close(g);
-    }
-    CHECK(bad == 0, "%s: %d fault runs misbehaved", what, bad);
-    CHECK(n > 2 && n < 10000, "%s: fault loop ended after %ld allocations", what, n - 1);
-    printf("gguf: %s opens with %ld allocations; failing each one gives LM_ENOMEM\n", what, n - 1);
+    long n = fault_sweep(what, fault_open, (void *)path, 10000);
+    CHECK(n > 2, "%s: fault loop ended after %ld allocations", what, n - 1);
 }
 
 /* ---- reading everything a file offers (for fuzzing) ------------------------------ */
@@ -534,17 +525,10 @@ static int open_any(const char *path, const char *what) {
 
 /* ---- fuzz corpus and mutation fuzzer ------------------------------------------- */
 
-/* tests/data/<rel>, found next to this source file (tests run from the root). */
-static const char *data_dir(char *buf, size_t n, const char *rel) {
-    const char *f = __FILE__, *slash = strrchr(f, '/');
-    snprintf(buf, n, "%.*s/data/%s", slash ? (int)(slash - f) : 1, slash ? f : ".", rel);
-    return buf;
-}
-
 /* Replay tests/data/fuzz/gguf/ (written by tests/ref/gen_gguf_fuzz.py). */
 static void test_fuzz_corpus(void) {
     char dir[1024];
-    data_dir(dir, sizeof dir, "fuzz/gguf");
+    data_path(dir, sizeof dir, "fuzz/gguf");
     DIR *d = opendir(dir);
     CHECK(d != NULL, "fuzz corpus %s exists", dir);
     if (!d) return;

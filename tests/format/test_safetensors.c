@@ -5,6 +5,7 @@
  * naming the file. Ends with a mutation fuzz and a fault-injection loop.
  */
 #include "test.h"
+#include "fault.h"
 
 #include "format/safetensors.h"
 
@@ -447,39 +448,33 @@ static void test_sharded(void) {
 /* Fault injection                                                           */
 /* ------------------------------------------------------------------------ */
 
+/* One lm_st_open of the file ctx (fault-injection run). */
+static int fault_file(void *ctx, lm_err *err, const char **why) {
+    lm_st_file *f = NULL;
+    int rc = lm_st_open(&f, ctx, err);
+    if (rc != LM_OK && f) *why = "file not NULL after a failure";
+    lm_st_close(f);
+    return rc;
+}
+
+/* One lm_st_set_open of the directory ctx (fault-injection run). */
+static int fault_set(void *ctx, lm_err *err, const char **why) {
+    lm_st_set *s = NULL;
+    int rc = lm_st_set_open(&s, ctx, err);
+    if (rc != LM_OK && s) *why = "set not NULL after a failure";
+    lm_st_set_close(s);
+    return rc;
+}
+
 /* Fail the 1st, 2nd, ... allocation of an open until one finishes without a
  * fault: each run must succeed or return LM_ENOMEM (no leak: make asan). */
 static void test_faults(void) {
     char f1[512], d[512];
     model_path(f1, sizeof f1, "stories260K-hf/model.safetensors");
     scratch(d, sizeof d, "shards-ok");
-    int runs = 0, bad = 0;
-    for (int which = 0; which < 2; which++) {
-        for (long nth = 1; nth < 10000; nth++) {
-            lm_err err = {0};
-            lm_fault_arm(nth);
-            int rc;
-            if (which == 0) {
-                lm_st_file *f = NULL;
-                rc = lm_st_open(&f, f1, &err);
-                lm_st_close(f);
-            } else {
-                lm_st_set *s = NULL;
-                rc = lm_st_set_open(&s, d, &err);
-                lm_st_set_close(s);
-            }
-            long hits = lm_fault_hits();
-            lm_fault_arm(0);
-            runs++;
-            if (rc == LM_OK && hits == 0) break;
-            if (rc != LM_ENOMEM || hits == 0) {
-                if (!bad++)
-                    CHECK(0, "fault %ld (%s): code %d, hits %ld (%s)", nth, which ? "set" : "file", rc, hits, err.msg);
-            }
-        }
-    }
-    CHECK(bad == 0, "%d fault runs misbehaved", bad);
-    CHECK(runs > 10, "fault loop ran %d times", runs);
+    long runs = fault_sweep("st file", fault_file, f1, 10000);
+    runs += fault_sweep("st set", fault_set, d, 10000);
+    CHECK(runs > 10, "fault loop ran %ld times", runs);
 }
 
 /* nftw callback: remove one entry of the scratch tree. */

@@ -7,6 +7,7 @@
  * from tests/data/diff, the models from $LM_MODELS.
  */
 #include "test.h"
+#include "fault.h"
 
 #include "base/base.h"
 
@@ -598,27 +599,33 @@ out:
     lm_model_close(b);
 }
 
+/* The models and options of one lm_diff under fault injection. */
+typedef struct diff_fault {
+    const lm_model *a, *b;
+    lm_diff_opts o;
+} diff_fault;
+
+/* One lm_diff (fault-injection run): no output matrix after a failure. */
+static int fault_diff(void *ctx, lm_err *err, const char **why) {
+    const diff_fault *f = ctx;
+    lm_matrix *out[LM_DIFF_COUNT] = {0};
+    int rc = lm_diff(f->a, f->b, &f->o, out, err);
+    if (rc != LM_OK)
+        for (int k = 0; k < LM_DIFF_COUNT; k++)
+            if (out[k]) *why = "an output matrix after a failure";
+    free_out(out);
+    return rc;
+}
+
 /* Fail the 1st, 2nd, ... allocation of lm_diff: each run returns LM_ENOMEM
  * with no output (and no leak, under ASan) until one runs clean. */
 static void test_faults(void) {
     lm_model *a = open_model("stories260K-hf"), *b = open_model("stories260K-ft-hf");
     if (!a || !b) goto out;
-    lm_diff_opts o;
-    lm_diff_opts_default(&o);
-    o.threads = 2;
-    int n, clean = 0, bad = 0;
-    for (n = 1; n < 500 && !clean; n++) {
-        lm_matrix *out[LM_DIFF_COUNT] = {0};
-        lm_err err;
-        lm_fault_arm(n);
-        int rc = lm_diff(a, b, &o, out, &err);
-        long hits = lm_fault_hits();
-        lm_fault_arm(0);
-        if (rc == LM_OK && hits == 0) clean = 1;
-        else if (rc != LM_ENOMEM || out[0] || out[1] || out[2] || out[3]) bad++;
-        free_out(out);
-    }
-    CHECK(clean && bad == 0, "fault injection: clean after %d runs, %d bad", n - 1, bad);
+    diff_fault f = {.a = a, .b = b};
+    lm_diff_opts_default(&f.o);
+    f.o.threads = 2;
+    fault_sweep("lm_diff", fault_diff, &f, 500);
 out:
     lm_model_close(a);
     lm_model_close(b);

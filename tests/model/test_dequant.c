@@ -17,13 +17,6 @@
 #include <ctype.h>
 #include <stdint.h>
 
-/* tests/data/<rel>, found next to this source file (tests run from the root). */
-static const char *data_path(char *buf, size_t n, const char *rel) {
-    const char *f = __FILE__, *slash = strrchr(f, '/');
-    snprintf(buf, n, "%.*s/data/%s", slash ? (int)(slash - f) : 1, slash ? f : ".", rel);
-    return buf;
-}
-
 /* The bit pattern of f. */
 static uint32_t bits_of(float f) {
     uint32_t u;
@@ -280,7 +273,7 @@ static void test_errors(lm_gguf *g) {
 
 /* ---- half precision: every one of the 65536 values ------------------------ */
 
-/* The vectorized F16 path against util.c's scalar lm_f16_to_f32, all inputs. */
+/* The vectorized F16 path against base/misc.c's scalar lm_f16_to_f32, all inputs. */
 static void test_f16_exhaustive(void) {
     uint16_t *h = malloc(65536 * 2);
     float *y = malloc(65536 * sizeof(float));
@@ -288,7 +281,7 @@ static void test_f16_exhaustive(void) {
     lm_dequant_fn_for(LM_DT_F16)(h, y, 65536);
     int bad = 0;
     for (uint32_t i = 0; i < 65536 && bad < 5; i++) {
-        float want = lm_f16_to_f32((uint16_t)i); /* util.c's scalar reference */
+        float want = lm_f16_to_f32((uint16_t)i); /* the scalar reference */
         if (bits_of(y[i]) != bits_of(want)) {
             bad++;
             CHECK(0, "f16 %04x: got %08x want %08x", i, bits_of(y[i]), bits_of(want));

@@ -16,6 +16,7 @@
  *  - every allocation failure inside lm_model_open gives LM_ENOMEM.
  */
 #include "test.h"
+#include "fault.h"
 
 #include "model/model.h"
 
@@ -1243,6 +1244,16 @@ static void test_broken(void) {
 /* Fault injection                                                           */
 /* ------------------------------------------------------------------------ */
 
+/* One lm_model_open of the path ctx under fault injection: no model after a
+ * failure. */
+static int fault_open(void *ctx, lm_err *err, const char **why) {
+    lm_model *m = NULL;
+    int rc = lm_model_open(&m, ctx, err);
+    if (rc != LM_OK && m) *why = "model not NULL after a failure";
+    lm_model_close(m);
+    return rc;
+}
+
 /* Fail the 1st, 2nd, ... allocation of lm_model_open until a run completes
  * without a fault; each run must give LM_ENOMEM (no leak: make asan). */
 static void test_faults(void) {
@@ -1253,24 +1264,8 @@ static void test_faults(void) {
     scratch(paths[3], 512, "stories-sharded");
     scratch(paths[4], 512, "gemma3-mm");
     for (int i = 0; i < 5; i++) {
-        int bad = 0, runs = 0;
-        for (long nth = 1; nth < 100000; nth++) {
-            lm_model *m = NULL;
-            lm_err err = {0};
-            lm_fault_arm(nth);
-            int rc = lm_model_open(&m, paths[i], &err);
-            long hits = lm_fault_hits();
-            lm_fault_arm(0);
-            lm_model_close(m);
-            runs++;
-            if (rc == LM_OK && hits == 0) break;
-            if (rc != LM_ENOMEM || hits == 0 || m) {
-                if (!bad++)
-                    CHECK(0, "%s: fault at allocation %ld: code %d, hits %ld (%s)", paths[i], nth, rc, hits, err.msg);
-            }
-        }
-        CHECK(bad == 0, "%s: %d fault runs misbehaved", paths[i], bad);
-        CHECK(runs > 5, "%s: fault loop ran %d times", paths[i], runs);
+        long runs = fault_sweep(lm_basename(paths[i]), fault_open, paths[i], 100000);
+        CHECK(runs > 5, "%s: fault loop ran %ld times", paths[i], runs);
     }
 }
 

@@ -4,6 +4,7 @@
  * fault injection over the readers and writers.
  */
 #include "test.h"
+#include "fault.h"
 
 #include "base/base.h"
 
@@ -485,61 +486,58 @@ static void test_scale(void) {
     lm_matrix_free(m);
 }
 
-/* Run f with the 1st, 2nd, ... allocation failing until it succeeds; every
- * failing run must say LM_ENOMEM and leave no file behind. */
-static void fault_loop(const char *what, int (*f)(lm_err *), const char *out) {
-    int ok = 0, runs = 0, bad = 0;
-    for (long nth = 1; nth < 1000 && !ok; nth++) {
-        lm_err err = {0};
-        if (out) unlink(out);
-        lm_fault_arm(nth);
-        int rc = f(&err);
-        long hits = lm_fault_hits();
-        lm_fault_arm(0);
-        runs++;
-        if (rc == LM_OK) {
-            ok = 1;
-            if (hits) bad++; /* an allocation failed and nobody noticed */
-        } else if (rc != LM_ENOMEM || !hits || (out && file_exists(out))) {
-            bad++;
-            fprintf(stderr, "%s: nth %ld -> %d (%s)\n", what, nth, rc, err.msg);
-        }
-    }
-    CHECK(ok && bad == 0, "%s under fault injection: %d runs, %d bad", what, runs, bad);
-    CHECK(temp_files() == 0, "%s: no temp files", what);
-}
-
 static lm_matrix *fault_m;
-/* Write fault_m (fault-injection bodies). */
-static int fw_json(lm_err *e) { return lm_matrix_write_json(fault_m, spath("f.json"), e); }
-static int fw_csv(lm_err *e) { return lm_matrix_write_csv(fault_m, spath("f.csv"), e); }
-/* Read the prepared JSON file (fault-injection body). */
-static int fr_json(lm_err *e) {
+/* Write fault_m as JSON / CSV to the path ctx (fault-injection runs): no file
+ * after a failure. */
+static int fw_json(void *ctx, lm_err *e, const char **why) {
+    unlink(ctx);
+    int rc = lm_matrix_write_json(fault_m, ctx, e);
+    if (rc != LM_OK && file_exists(ctx)) *why = "a file after a failure";
+    return rc;
+}
+static int fw_csv(void *ctx, lm_err *e, const char **why) {
+    unlink(ctx);
+    int rc = lm_matrix_write_csv(fault_m, ctx, e);
+    if (rc != LM_OK && file_exists(ctx)) *why = "a file after a failure";
+    return rc;
+}
+/* Read the prepared JSON / CSV file ctx (fault-injection runs). */
+static int fr_json(void *ctx, lm_err *e, const char **why) {
     lm_matrix *r = NULL;
-    int rc = lm_matrix_read_json(&r, spath("fin.json"), e);
+    int rc = lm_matrix_read_json(&r, ctx, e);
+    if (rc != LM_OK && r) *why = "a matrix after a failure";
     lm_matrix_free(r);
     return rc;
 }
-/* Read the prepared CSV file (fault-injection body). */
-static int fr_csv(lm_err *e) {
+static int fr_csv(void *ctx, lm_err *e, const char **why) {
     lm_matrix *r = NULL;
-    int rc = lm_matrix_read_csv(&r, spath("fin.csv"), e);
+    int rc = lm_matrix_read_csv(&r, ctx, e);
+    if (rc != LM_OK && r) *why = "a matrix after a failure";
     lm_matrix_free(r);
     return rc;
 }
 
-/* Fault injection over every reader and writer. */
+/* Fault injection over every reader and writer: each failing run says
+ * LM_ENOMEM and leaves no file and no temp file behind. */
 static void test_faults(void) {
     lm_err err;
+    char fj[1024], fc[1024], ij[1024], ic[1024];
+    snprintf(fj, sizeof fj, "%s", spath("f.json"));
+    snprintf(fc, sizeof fc, "%s", spath("f.csv"));
+    snprintf(ij, sizeof ij, "%s", spath("fin.json"));
+    snprintf(ic, sizeof ic, "%s", spath("fin.csv"));
     fault_m = awkward(200);
     fault_m->layer_extra = lm_calloc(200, sizeof(double));
-    CHECK_OK(lm_matrix_write_json(fault_m, spath("fin.json"), &err), &err);
-    CHECK_OK(lm_matrix_write_csv(fault_m, spath("fin.csv"), &err), &err);
-    fault_loop("write_json", fw_json, spath("f.json"));
-    fault_loop("write_csv", fw_csv, spath("f.csv"));
+    CHECK_OK(lm_matrix_write_json(fault_m, ij, &err), &err);
+    CHECK_OK(lm_matrix_write_csv(fault_m, ic, &err), &err);
+    fault_sweep("write_json", fw_json, fj, 1000);
+    CHECK(temp_files() == 0, "write_json: no temp files");
+    fault_sweep("write_csv", fw_csv, fc, 1000);
+    CHECK(temp_files() == 0, "write_csv: no temp files");
     /* readers: cJSON's own allocations are not ours to fail, the rest are */
-    fault_loop("read_json", fr_json, NULL);
-    fault_loop("read_csv", fr_csv, NULL);
+    fault_sweep("read_json", fr_json, ij, 1000);
+    fault_sweep("read_csv", fr_csv, ic, 1000);
+    CHECK(temp_files() == 0, "readers: no temp files");
     lm_matrix_free(fault_m);
 }
 

@@ -4,6 +4,7 @@
  * atomic writes, fault injection, and the `layermap plot` command.
  */
 #include "test.h"
+#include "fault.h"
 
 #include "base/base.h"
 
@@ -330,6 +331,21 @@ static void test_errors(void) {
     lm_matrix_free(m);
 }
 
+/* Two matrices and the figure to write them to (fault injection). */
+typedef struct plot_fault {
+    const lm_matrix *const *ms;
+    const char *path;
+} plot_fault;
+
+/* One lm_plot_write (fault-injection run): no file after a failure. */
+static int fault_plot(void *ctx, lm_err *err, const char **why) {
+    const plot_fault *f = ctx;
+    unlink(f->path);
+    int rc = lm_plot_write(f->ms, 2, NULL, f->path, err);
+    if (rc != LM_OK && file_exists(f->path)) *why = "a figure after a failure";
+    return rc;
+}
+
 /* Every allocation of lm_plot_write (ours; cairo's are not routed through
  * lm_malloc) fails in turn: LM_ENOMEM, no file, no temp file, no leak. */
 static void test_faults(void) {
@@ -338,25 +354,10 @@ static void test_faults(void) {
     const lm_matrix *two[2] = {a, b};
     const char *fmts[] = {"f.png", "f.svg", "f.pdf"};
     for (int f = 0; f < 3; f++) {
-        const char *p = spath(fmts[f]);
-        int ok = 0, bad = 0, runs = 0;
-        for (long nth = 1; nth < 100 && !ok; nth++) {
-            lm_err err = {0};
-            unlink(p);
-            lm_fault_arm(nth);
-            int rc = lm_plot_write(two, 2, NULL, p, &err);
-            long hits = lm_fault_hits();
-            lm_fault_arm(0);
-            runs++;
-            if (rc == LM_OK) {
-                ok = 1;
-                bad += hits != 0;
-            } else if (rc != LM_ENOMEM || !hits || file_exists(p)) {
-                bad++;
-                fprintf(stderr, "plot %s nth %ld -> %d (%s)\n", fmts[f], nth, rc, err.msg);
-            }
-        }
-        CHECK(ok && bad == 0 && runs > 1, "plot %s under fault injection: %d runs, %d bad", fmts[f], runs, bad);
+        plot_fault pf = {two, spath(fmts[f])};
+        char name[32];
+        snprintf(name, sizeof name, "plot %s", fmts[f]);
+        fault_sweep(name, fault_plot, &pf, 100);
     }
     CHECK(temp_files() == 0, "no temp files after faults");
     lm_matrix_free(a);

@@ -5,6 +5,7 @@
  * options; fault injection.
  */
 #include "test.h"
+#include "fault.h"
 
 #include "text/tokenizer.h"
 
@@ -267,31 +268,22 @@ static void test_errors(void) {
     lm_dataset_free(d);
 }
 
+/* Load the file ctx with the stories tokenizer (fault-injection run). */
+static int fault_load(void *ctx, lm_err *err, const char **why) {
+    lm_dataset *d = NULL;
+    lm_data_opts o = {16, 0};
+    int rc = lm_dataset_load(&d, ctx, stories, &o, err);
+    if (rc != LM_OK && d) *why = "dataset not NULL after a failure";
+    lm_dataset_free(d);
+    return rc;
+}
+
 /* Every allocation may fail: LM_ENOMEM, nothing leaked (make asan). */
 static void test_faults(void) {
     const char *files[] = {write_str("f1.txt", STORY),
                            write_str("f2.jsonl", "{\"text\": \"Once upon a time\"}\n"
                                                  "{\"prompt\": \"Lily\", \"completion\": \" was happy\"}\n")};
-    for (int k = 0; k < 2; k++) {
-        long runs = 0, bad = 0;
-        for (long nth = 1; nth < 100000; nth++) {
-            lm_dataset *d = NULL;
-            lm_err err = {0};
-            lm_data_opts o = {16, 0};
-            lm_fault_arm(nth);
-            int rc = lm_dataset_load(&d, files[k], stories, &o, &err);
-            long hits = lm_fault_hits();
-            lm_fault_arm(0);
-            runs++;
-            lm_dataset_free(d);
-            if (hits == 0) {
-                CHECK(rc == LM_OK, "no fault: %s", err.msg);
-                break;
-            }
-            if (rc != LM_ENOMEM || d) bad++;
-        }
-        CHECK(bad == 0, "%s: %ld of %ld fault runs did not give LM_ENOMEM", files[k], bad, runs);
-    }
+    for (int k = 0; k < 2; k++) fault_sweep(lm_basename(files[k]), fault_load, (void *)files[k], 100000);
 }
 
 int main(void) {

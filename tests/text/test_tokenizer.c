@@ -9,6 +9,7 @@
  * The reference files come from tests/ref/gen_tok_ref.py (HF `tokenizers`).
  */
 #include "test.h"
+#include "fault.h"
 
 #include "format/gguf.h"
 #include "text/tokenizer.h"
@@ -679,6 +680,41 @@ static void test_rejections(void) {
     }
 }
 
+/* Open the tokenizer.json at ctx (fault-injection run). */
+static int fault_open_json(void *ctx, lm_err *err, const char **why) {
+    lm_tokenizer *t = NULL;
+    int rc = lm_tokenizer_open_json(&t, ctx, err);
+    if (rc != LM_OK && t) *why = "tokenizer not NULL after a failure";
+    if (rc == LM_OK && !t) *why = "no tokenizer";
+    lm_tokenizer_free(t);
+    return rc;
+}
+
+/* The tokenizer of the open GGUF ctx (fault-injection run). */
+static int fault_from_gguf(void *ctx, lm_err *err, const char **why) {
+    lm_tokenizer *t = NULL;
+    int rc = lm_tokenizer_from_gguf(&t, ctx, err);
+    if (rc != LM_OK && t) *why = "tokenizer not NULL after a failure";
+    lm_tokenizer_free(t);
+    return rc;
+}
+
+/* Encode FAULT_TEXT with the tokenizer ctx and decode it back (fault-injection
+ * run): without a fault the round trip gives FAULT_PLAIN. */
+#define FAULT_TEXT "<|im_start|>user\nHello, wörld 12345!<|im_end|>  \n"
+#define FAULT_PLAIN "user\nHello, wörld 12345!  \n" /* decoded: control tokens give nothing */
+static int fault_encode_decode(void *ctx, lm_err *err, const char **why) {
+    int32_t *v = NULL;
+    int n = 0;
+    char *s = NULL;
+    int rc = lm_tokenize(ctx, FAULT_TEXT, strlen(FAULT_TEXT), -1, &v, &n, err);
+    if (rc == LM_OK) rc = lm_detokenize(ctx, v, n, &s, err);
+    if (rc == LM_OK && (!s || strcmp(s, FAULT_PLAIN))) *why = "round trip differs";
+    free(v);
+    free(s);
+    return rc;
+}
+
 /* Every allocation of open/encode/decode may fail: ENOMEM, nothing leaked
  * (leaks show under make asan). */
 static void test_faults(void) {
@@ -688,29 +724,7 @@ static void test_faults(void) {
     for (int k = 0; k < 4; k++) {
         if (k == 0) model_path(p, sizeof p, files[0]);
         else snprintf(p, sizeof p, "%s", files[k]);
-        long runs = 0, bad = 0;
-        for (long nth = 1;; nth++) {
-            lm_tokenizer *t = NULL;
-            lm_err err = {0};
-            lm_fault_arm(nth);
-            int rc = lm_tokenizer_open_json(&t, p, &err);
-            long hits = lm_fault_hits();
-            lm_fault_arm(0);
-            runs++;
-            if (hits == 0) {
-                CHECK(rc == LM_OK && t, "%s: open without a fault: %s", p, err.msg);
-                lm_tokenizer_free(t);
-                break;
-            }
-            if (rc != LM_ENOMEM || t) {
-                bad++;
-                fprintf(stderr, "  fault %ld in %s: rc %d '%s'\n", nth, p, rc, err.msg);
-            }
-            lm_tokenizer_free(t);
-            if (nth > 200000) break;
-        }
-        CHECK(bad == 0, "%s: %ld of %ld fault runs did not give LM_ENOMEM", p, bad, runs);
-        printf("fault injection %-40s %ld runs\n", lm_basename(p), runs);
+        fault_sweep(lm_basename(p), fault_open_json, p, 200000);
     }
     /* from GGUF metadata: stories260K (SPM) and the SmolLM2 GGUF of test_smollm2 (BPE) */
     char gp[1024];
@@ -721,53 +735,13 @@ static void test_faults(void) {
         lm_err err = {0};
         CHECK_OK(lm_gguf_open(&g, ggufs[k], &err), &err);
         if (!g) continue;
-        long runs = 0, bad = 0;
-        for (long nth = 1; nth < 100000; nth++) {
-            lm_tokenizer *t = NULL;
-            lm_fault_arm(nth);
-            int rc = lm_tokenizer_from_gguf(&t, g, &err);
-            long hits = lm_fault_hits();
-            lm_fault_arm(0);
-            runs++;
-            lm_tokenizer_free(t);
-            if (hits == 0) {
-                CHECK(rc == LM_OK, "%s: no fault: %s", ggufs[k], err.msg);
-                break;
-            }
-            if (rc != LM_ENOMEM || t) bad++;
-        }
-        CHECK(bad == 0, "%s: %ld of %ld fault runs did not give LM_ENOMEM", ggufs[k], bad, runs);
-        printf("fault injection %-40s %ld runs\n", lm_basename(ggufs[k]), runs);
+        fault_sweep(lm_basename(ggufs[k]), fault_from_gguf, g, 100000);
         lm_gguf_close(g);
     }
     /* encode and decode */
     lm_tokenizer *t = open_json(model_path(p, sizeof p, "smollm2-135m-tokenizer/tokenizer.json"));
     if (!t) return;
-    const char *text = "<|im_start|>user\nHello, wörld 12345!<|im_end|>  \n";
-    const char *plain = "user\nHello, wörld 12345!  \n"; /* decoded: control tokens give nothing */
-    long runs = 0, bad = 0;
-    for (long nth = 1;; nth++) {
-        int32_t *v = NULL;
-        int n = 0;
-        char *s = NULL;
-        lm_err err = {0};
-        lm_fault_arm(nth);
-        int rc = lm_tokenize(t, text, strlen(text), -1, &v, &n, &err);
-        if (rc == LM_OK) rc = lm_detokenize(t, v, n, &s, &err);
-        long hits = lm_fault_hits();
-        lm_fault_arm(0);
-        runs++;
-        if (hits == 0) {
-            CHECK(rc == LM_OK && s && !strcmp(s, plain), "encode/decode without a fault: '%s'", s ? s : "");
-            free(v);
-            free(s);
-            break;
-        }
-        if (rc != LM_ENOMEM) bad++;
-        free(v);
-        free(s);
-    }
-    CHECK(bad == 0, "encode/decode: %ld of %ld fault runs did not give LM_ENOMEM", bad, runs);
+    fault_sweep("encode/decode", fault_encode_decode, t, 1000000);
     lm_tokenizer_free(t);
 }
 
