@@ -312,6 +312,29 @@ void lm_atomic_abort(lm_atomic *a) {
 /* Small things                                                              */
 /* ------------------------------------------------------------------------ */
 
+/* See base.h: rejects overlong forms, surrogates and code points past
+ * U+10FFFF. */
+int lm_utf8_len(const unsigned char *p) {
+    unsigned c = p[0], min;
+    int n;
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) {
+        n = 2, min = 0x80, c &= 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+        n = 3, min = 0x800, c &= 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+        n = 4, min = 0x10000, c &= 0x07;
+    } else {
+        return 0;
+    }
+    for (int i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        c = (c << 6) | (p[i] & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
+    return n;
+}
+
 const char *lm_basename(const char *path) {
     size_t n = strlen(path);
     while (n > 1 && path[n - 1] == '/') n--; /* "dir/" -> "dir" */

@@ -5,7 +5,7 @@
  */
 #include "test.h"
 
-#include "base/base.h"
+#include "output/scale.h"
 
 #include <dirent.h>
 #include <signal.h>

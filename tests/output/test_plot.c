@@ -5,7 +5,7 @@
  */
 #include "test.h"
 
-#include "base/base.h"
+#include "output/scale.h"
 
 #include <cairo.h>
 #include <dirent.h>
@@ -182,8 +182,8 @@ static void test_png_colours(void) {
 }
 
 /* Grid: a matrix of zeros beside one of ones. With one shared scale (centre
- * 0.5) the left panel is blue and the right one orange; with separate scales
- * both would be white. Different layer counts are fine; NaN cells do not
+ * 0.5, asked for: they are different quantities) the left panel is blue and
+ * the right one orange; with separate scales both would be white. Different layer counts are fine; NaN cells do not
  * count for the median. */
 static void test_grid(void) {
     lm_err err;
@@ -191,7 +191,10 @@ static void test_grid(void) {
     for (int k = 6 * LM_N_MODULES; k < 9 * LM_N_MODULES; k++) b->v[k] = NAN; /* equal counts: median 0.5 */
     const lm_matrix *two[2] = {a, b};
     const char *p = spath("grid.png");
-    CHECK_OK(lm_plot_write(two, 2, NULL, p, &err), &err);
+    lm_plot_opts so;
+    lm_plot_opts_default(&so);
+    so.scales = LM_PLOT_SCALE_SHARED; /* two quantities: shared only when asked */
+    CHECK_OK(lm_plot_write(two, 2, &so, p, &err), &err);
     image im;
     CHECK(load_png(&im, p) == 0, "grid png loads");
     if (im.s) {
