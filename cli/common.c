@@ -200,9 +200,13 @@ const char *const cli_out_help =
     "                      module (each column sums to 1) | global (the matrix sums to 1);\n"
     "                      sums of absolute values, so signs are kept\n"
     "  --title T           figure title (default: MODEL - METHOD)\n"
-    "  --center X          value drawn white (default: the median of the values)\n"
+    "  --center X          value drawn white (default: 0 for signed quantities such as\n"
+    "                      ablate, act-grad, ig, grad-weight-signed, with a range [-M, M]\n"
+    "                      symmetric about it; the median of the values for magnitudes)\n"
     "  --vmin X, --vmax X  colour range, values beyond are clipped (default: the data's\n"
     "                      range); one alone fixes that end only\n"
+    "  --shared-scale      one colour scale for every matrix of a figure, even when they\n"
+    "                      show different quantities (default: shared only for the same one)\n"
     "  --label-step N      label every Nth layer (default: about 10 labels)\n"
     "  -q, --quiet         no heatmap on stdout (printed in colour on a terminal unless\n"
     "                      NO_COLOR is set)\n";
@@ -287,6 +291,10 @@ int cli_out_parse(cli_out *o, int argc, char **argv, int *i) {
     int r;
     if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
         o->quiet = 1;
+        return 1;
+    }
+    if (!strcmp(a, "--shared-scale")) {
+        o->plot.scales = LM_PLOT_SCALE_SHARED;
         return 1;
     }
     if ((r = opt_value("-o", argc, argv, i, &v)) || (r = opt_value("--output", argc, argv, i, &v)))

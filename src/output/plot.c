@@ -529,7 +529,8 @@ static int layout_title(canvas *cv, const char *title, double size, double w, ch
 typedef struct bar {
     lm_scale sc;
     char label[256];  /* "loss change, nats" */
-    int own;          /* 1: beside its one panel; 0: the shared bar right of the grid */
+    int own;          /* 1: beside panel 'host'; 0: the shared bar right of the grid */
+    int host;         /* the panel it is drawn beside (own bars) */
     int any_nan;      /* a panel it colours has cells without a value: "no value" legend */
     /* layout */
     double ticks[MAX_TICKS], tstep;
@@ -717,8 +718,8 @@ static void render(canvas *cv, figure *fg) {
         double w = 0;
         for (int i = c; i < fg->np; i += fg->cols) {
             const panel *p = &fg->panels[i];
-            const bar *b = &fg->bars[p->bar];
-            w = fmax(w, left_space + heat_width(p) + (b->own ? b->lead + b->after : 0));
+                const bar *b = &fg->bars[p->bar];
+            w = fmax(w, left_space + heat_width(p) + (b->own && b->host == i ? b->lead + b->after : 0));
         }
         col_left[c + 1] = col_left[c] + w + hgap;
     }
@@ -774,15 +775,16 @@ static void render(canvas *cv, figure *fg) {
             if (i >= fg->np) break;
             const panel *p = &fg->panels[i];
             const bar *b = &fg->bars[p->bar];
+            int hosts = b->own && b->host == i;
             double px = col_left[c], hx = px + left_space, hw = heat_width(p);
-            double pw = left_space + hw + (b->own ? b->lead + b->after : 0);
+            double pw = left_space + hw + (hosts ? b->lead + b->after : 0);
             double hh = p->n_layer * ch;
             if (hh > row_h) row_h = hh;
 
             /* grid: panel title, centred over the heatmap, kept in the panel */
             if (!single) {
                 panel_title(buf, sizeof buf, p);
-                double tfs = fit_title(cv, buf, FS_PANEL, 0, b->own ? pw : left_space + hw);
+                double tfs = fit_title(cv, buf, FS_PANEL, 0, hosts ? pw : left_space + hw);
                 double tx = hx + 0.5 * hw, tw = cv_text_w(cv, buf, tfs, 0);
                 if (tx + 0.5 * tw > px + pw) tx = px + pw - 0.5 * tw;
                 if (tx - 0.5 * tw < px) tx = px + 0.5 * tw;
@@ -827,7 +829,7 @@ static void render(canvas *cv, figure *fg) {
             }
 
             /* its own colour bar, beside it */
-            if (b->own) {
+            if (hosts) {
                 draw_bar(cv, b, hx + hw + b->lead, heat_top, heat_top + fmax(hh, CBAR_MIN_H));
                 row_bars = fmax(row_bars, bar_height(b, hh));
             }
@@ -944,6 +946,7 @@ static int build_figure(figure *fg, const char *path, lm_err *err) {
         if ((rc = lm_scale_fit(&b->sc, one, 1, o, err))) return scale_error(err, rc, path);
         lm_quantity_label(b->label, sizeof b->label, ms[i]);
         b->own = 1;
+        b->host = i;
         b->any_nan = any_nan;
     }
     for (int i = 0, j = n; i < n; i++) {
@@ -955,7 +958,14 @@ static int build_figure(figure *fg, const char *path, lm_err *err) {
         if ((rc = lm_scale_fit_values(&b->sc, p->v, (size_t)p->n_layer, NULL, err))) return scale_error(err, rc, path);
         lm_extra_label(b->label, sizeof b->label, ms[i]);
         b->own = 1;
+        b->host = j - 1;
         b->any_nan = has_nan(p->v, (size_t)p->n_layer);
+    }
+    /* a shared bar with per-layer panels after the matrices: beside the last
+     * matrix, so that it stands next to what it colours */
+    if (shared && np > n) {
+        fg->bars[0].own = 1;
+        fg->bars[0].host = n - 1;
     }
     if (np == 1) fg->bars[0].own = 0; /* one heatmap: its bar is the figure's */
     fg->cols = o->cols > 0 && o->cols < np ? o->cols : np;
