@@ -877,8 +877,8 @@ static void test_cli(const char *argv0) {
              spath("cli-w.json"), spath("cli-mixed.png"), spath("cli-stdout.txt"));
     CHECK(system(cmd) == 0, "mixed grid: %s", cmd);
     if (lm_file_read_all(spath("cli-stdout.txt"), &text, &len, &err) == LM_OK) {
-        int lines = 0;
-        for (size_t k = 0; k < len; k++) lines += text[k] == '\n';
+        int lines = 0; /* ours only: a sanitizer build adds its own report */
+        for (const char *q = text; (q = strstr(q, "layermap: ")); q++) lines++;
         CHECK(lines == 1 && strstr(text, "different quantities") && strstr(text, "--shared-scale"),
               "one warning line: %s", text);
         lm_free(text);
@@ -887,7 +887,7 @@ static void test_cli(const char *argv0) {
              spath("cli-w.json"), spath("cli-shared.png"), spath("cli-stdout.txt"));
     CHECK(system(cmd) == 0, "shared grid: %s", cmd);
     if (lm_file_read_all(spath("cli-stdout.txt"), &text, &len, &err) == LM_OK) {
-        CHECK(len == 0, "no warning with --shared-scale: %s", text);
+        CHECK(!strstr(text, "layermap: "), "no warning with --shared-scale: %s", text);
         lm_free(text);
     }
     image im;
