@@ -288,6 +288,9 @@ void lm_plot_opts_default(lm_plot_opts *o);
 /* 1 when every matrix of ms[0..n) shows the same quantity (method and
  * normalisation), so that one colour scale compares them fairly. */
 int lm_plot_same_quantity(const lm_matrix *const *ms, int n);
+/* 1 when ms[0..n) are drawn as a signed quantity (centre 0, range [-M, M]):
+ * some matrix's method is signed, or is unknown and has a negative value. */
+int lm_plot_is_signed(const lm_matrix *const *ms, int n);
 /* Draw one matrix (n == 1) or a grid of n (colour scales: o->scales). A
  * matrix with a per-layer vector (layer_extra, e.g. act-sq's block influence)
  * gets one more panel for it, a one-column heatmap with its own scale, after

@@ -8,11 +8,16 @@
  * wide, a single-column figure of a paper):
  *
  *               title: model – method (norm: ...)
- *           ┌──────────────────────────────┐   ×10⁻³
- *         0 ┤ ▇▇ ▇▇ ▇▇ ▇▇   ▇▇ ▇▇ ▇▇        │   ▇ ┬ 4
- *   layer 3 ┤ ▇▇ ▇▇ ▇▇ ▇▇   ▇▇ ▇▇ ▇▇        │   ▇ ┼ 2      colour bar with
- *         6 ┤ ...  (layer 0 at the top, as in the CSV)  ▇ ┼ 0      1-2-5 ticks
- *             attn.q ... attn.o  mlp.up ... mlp.gate (rotated 45°)
+ *           ┌──────────────────────────────┐        ×10⁻³
+ *         0 ┤ ▇▇ ▇▇ ▇▇ ▇▇   ▇▇ ▇▇ ▇▇        │  max ━▇ ┬ 4    q
+ *   layer 3 ┤ ▇▇ ▇▇ ▇▇ ▇▇   ▇▇ ▇▇ ▇▇        │       ▇ ┼ 0    u   colour bar: 1-2-5 ticks,
+ *         6 ┤ ...  (layer 0 at the top)     │  min ━▇ ┼ −4   a   the quantity along it,
+ *             attn.q ... attn.o  mlp.up ... mlp.gate (45°)       n   min/max when symmetric
+ *
+ * A grid puts panels side by side (--cols wraps them), each titled; with one
+ * shared scale the bar stands right of the grid, with a scale per panel each
+ * bar stands beside its panel. A matrix's per-layer vector (act-sq's block
+ * influence) is one more panel, one column wide, on its own scale.
  *
  * Rendering runs twice over the same code (render()): a measuring pass that
  * only collects the bounding box of everything it would draw, then the
@@ -886,6 +891,13 @@ int lm_plot_same_quantity(const lm_matrix *const *ms, int n) {
     for (int i = 1; i < n; i++)
         if (!lm_same_quantity(ms[0], ms[i])) return 0;
     return 1;
+}
+
+/* See layermap.h. */
+int lm_plot_is_signed(const lm_matrix *const *ms, int n) {
+    for (int i = 0; i < n; i++)
+        if (lm_matrix_is_signed(ms[i])) return 1;
+    return 0;
 }
 
 /* An LM_EARG from the scale fit, prefixed with the figure's path. */

@@ -897,6 +897,17 @@ static void test_cli(const char *argv0) {
         CHECK(cell_row(&im, 14, xs) >= 0, "two panels");
         cairo_surface_destroy(im.s);
     }
+    /* a lone --vmax on a signed quantity gives [-X, X] */
+    snprintf(w->method, sizeof w->method, "ablate");
+    w->v[3] = -2;
+    CHECK_OK(lm_matrix_write_json(w, spath("cli-s.json"), &err), &err);
+    snprintf(cmd, sizeof cmd, "'%s' plot '%s' --vmax 40 -o '%s' -q", bin, spath("cli-s.json"), spath("cli-s.svg"));
+    CHECK(system(cmd) == 0, "lone --vmax: %s", cmd);
+    if (lm_file_read_all(spath("cli-s.svg"), &text, &len, &err) == LM_OK) {
+        CHECK(has_text(text, "\xe2\x88\x92" "40") && has_text(text, "40") && has_text(text, "0"),
+              "signed --vmax 40: ticks from -40 to 40");
+        lm_free(text);
+    }
     lm_matrix_free(w);
 
     /* attribute -m act-stats draws act-sq, wanda and block influence */
