@@ -337,6 +337,21 @@ static int auto_label_step(int n) {
     return raw;
 }
 
+/* Layer label step of a panel of n layers with cells ch tall: the user's,
+ * or about 10 labels but never closer than a 4 pt label needs. */
+static int label_step(const lm_plot_opts *o, int n, double ch) {
+    if (o->label_step > 0) return o->label_step;
+    int s = auto_label_step(n);
+    int min = (int)ceil(4.0 / (0.95 * ch) - 1e-9);
+    if (s < min) s = auto_label_step(10 * min); /* the next nice step >= min */
+    return s;
+}
+
+/* Size of layer labels step layers apart: 8 pt, shrunk to fit, 4 pt at least. */
+static double label_fs(int step, double ch) {
+    return fmin(FS_TICK, fmax(4.0, step * ch * 0.95));
+}
+
 #define MAX_TICKS 16
 
 /* "Nice" colour-bar ticks inside [lo, hi]: multiples of 1, 2 or 5 x 10^k,
@@ -696,20 +711,16 @@ static void render(canvas *cv, figure *fg) {
     }
     xlab_down += TICK_LEN + TICK_PAD;
 
-    /* Layer labels: steps and the widest label of any panel. */
-    double ylab_w = 0, ylab_fs = FS_TICK;
+    /* Layer labels: each panel's step and size, the widest label of any. */
+    double ylab_w = 0;
     for (int i = 0; i < fg->np; i++) {
-        int nl = fg->panels[i].n_layer;
-        int step = o->label_step > 0 ? o->label_step : auto_label_step(nl);
-        double fs = fmin(FS_TICK, fmax(4.0, step * ch * 0.95));
-        if (fs < ylab_fs) ylab_fs = fs;
+        int nl = fg->panels[i].n_layer, step = label_step(o, nl, ch);
         for (int l = 0; l < nl; l += step) {
             snprintf(buf, sizeof buf, "%d", l);
-            double w = cv_text_w(cv, buf, FS_TICK, 0);
+            double w = cv_text_w(cv, buf, label_fs(step, ch), 0);
             if (w > ylab_w) ylab_w = w;
         }
     }
-    ylab_w *= ylab_fs / FS_TICK;
     const double axis_label_gap = 3.0;
     double left_space = TICK_LEN + TICK_PAD + ylab_w + axis_label_gap + FS_LABEL;
     if (xlab_left > left_space) left_space = xlab_left;
@@ -813,12 +824,12 @@ static void render(canvas *cv, figure *fg) {
             }
 
             /* layer ticks and labels; "layer" on the first column */
-            int step = o->label_step > 0 ? o->label_step : auto_label_step(p->n_layer);
+            int step = label_step(o, p->n_layer, ch);
             for (int l = 0; l < p->n_layer; l += step) {
                 double yc = heat_top + (l + 0.5) * ch;
                 cv_line(cv, hx - TICK_LEN, yc, hx, yc, 0.5, tick_ink);
                 snprintf(buf, sizeof buf, "%d", l);
-                cv_text(cv, buf, hx - TICK_LEN - TICK_PAD, yc, ylab_fs, 0, 0, 1, VA_MIDDLE, ink);
+                cv_text(cv, buf, hx - TICK_LEN - TICK_PAD, yc, label_fs(step, ch), 0, 0, 1, VA_MIDDLE, ink);
             }
             if (c == 0)
                 cv_text(cv, "layer", hx - TICK_LEN - TICK_PAD - ylab_w - axis_label_gap - 0.5 * FS_LABEL,

@@ -190,6 +190,7 @@ static int fit(lm_scale *s, const values *vs, int sym, const lm_plot_opts *o, lm
         s->vmin = o->vmin;
         s->vmax = o->vmax;
         s->center = c < s->vmin ? s->vmin : c > s->vmax ? s->vmax : c;
+        s->symmetric = sym && o->vmin == -o->vmax; /* e.g. a lone --vmax X mirrored to -X */
         return LM_OK;
     }
     if (sym) { /* [-M, M]: equal magnitudes of opposite sign get mirror colours */

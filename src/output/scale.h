@@ -43,7 +43,8 @@ int lm_same_quantity(const lm_matrix *a, const lm_matrix *b);
 typedef struct lm_scale {
     double vmin, center, vmax; /* vmin <= center <= vmax, vmin < vmax */
     double dmin, dmax;         /* the data's finite range (NaN when it has no finite value) */
-    int symmetric;             /* 1: centred on 0 with vmin = -vmax because the quantity is signed */
+    int symmetric;             /* 1: a signed quantity centred on 0 with vmin = -vmax (fitted, or
+                                * a range the caller gave that way) */
 } lm_scale;
 
 /* Fit one scale to the finite values of ms[0..n). o may be NULL. Centre:

@@ -593,6 +593,9 @@ static void test_scale_signed(void) {
     o.vmin = 1;
     CHECK_OK(lm_scale_fit(&s, one, 1, &o, &err), &err);
     CHECK(s.center == 1, "centre 0 clamped into [1, 10]");
+    o.vmin = -10;
+    CHECK_OK(lm_scale_fit(&s, one, 1, &o, &err), &err);
+    CHECK(s.center == 0 && s.symmetric, "a given symmetric range keeps the min/max marks");
     /* a magnitude with the same values keeps the median */
     snprintf(m->method, sizeof m->method, "act-sq");
     CHECK_OK(lm_scale_fit(&s, one, 1, NULL, &err), &err);
