@@ -660,6 +660,47 @@ static void test_svg(void) {
     lm_matrix_free(g);
 }
 
+/* Layer labels never overlap: in the SVG, right-aligned numeric labels of
+ * one panel (same x) stand at least their font size apart, even beside a
+ * 100-layer panel that makes every cell 3 pt tall. */
+static void test_label_spacing(void) {
+    lm_err err;
+    lm_matrix *big = filled(100, 1, "big", "act-sq"), *small = filled(4, 2, "small", "act-sq");
+    const lm_matrix *two[2] = {big, small};
+    const char *p = spath("spacing.svg");
+    CHECK_OK(lm_plot_write(two, 2, NULL, p, &err), &err);
+    char *text = NULL;
+    size_t len;
+    if (lm_file_read_all(p, &text, &len, &err) != LM_OK) return;
+    double xs[512], ys[512], fss[512];
+    int n = 0;
+    for (const char *q = strstr(text, "<text transform=\"translate("); q && n < 512;
+         q = strstr(q + 1, "<text transform=\"translate(")) {
+        double x, y, dy, fs;
+        const char *gt = strchr(q, '>');
+        if (!gt || !strstr(q, "text-anchor=\"end\"") || strstr(q, "text-anchor=\"end\"") > gt) continue;
+        if (sscanf(q, "<text transform=\"translate(%lf %lf)\" y=\"%lf\" font-size=\"%lf\"", &x, &y, &dy, &fs) != 4)
+            continue;
+        if (gt[1] < '0' || gt[1] > '9') continue; /* a number: a layer label */
+        xs[n] = x, ys[n] = y, fss[n] = fs, n++;
+    }
+    int pairs = 0, bad = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            if (i == j || fabs(xs[i] - xs[j]) > 0.01 || ys[j] <= ys[i]) continue;
+            int next = 1; /* j is the label right below i */
+            for (int k = 0; k < n; k++)
+                if (fabs(xs[k] - xs[i]) <= 0.01 && ys[k] > ys[i] && ys[k] < ys[j]) next = 0;
+            if (!next) continue;
+            pairs++;
+            if (ys[j] - ys[i] < 0.95 * fss[i]) bad++;
+        }
+    CHECK(n >= 12 && pairs >= 10 && bad == 0, "%d layer labels, %d neighbours, %d too close", n, pairs, bad);
+    lm_free(text);
+    lm_matrix_free(big);
+    lm_matrix_free(small);
+}
+
 /* Vector formats, large and degenerate matrices. */
 static void test_formats_and_odd(void) {
     lm_err err;
@@ -943,6 +984,7 @@ int main(int argc, char **argv) {
     test_panel_scales();
     test_act_stats();
     test_svg();
+    test_label_spacing();
     test_formats_and_odd();
     test_errors();
     test_faults();
