@@ -36,7 +36,7 @@ void cli_progress_end(cli_progress *p);
  *   -o FILE        .png/.svg/.pdf heatmap, or .csv/.json matrix (by extension; repeatable)
  *   --csv FILE     --json FILE
  *   --norm none|layer|module|global
- *   --title T      --center X      --vmin X --vmax X     --label-step N
+ *   --title T      --center X      --vmin X --vmax X     --label-step N   --shared-scale
  *   --quiet        no terminal heatmap on stdout
  */
 #define CLI_MAX_OUT 8
@@ -57,7 +57,8 @@ extern const char *const cli_out_help;
 /* Normalise, print the terminal heatmap (unless quiet), write every file.
  * Returns 0 or prints the error and returns 1. */
 int cli_out_emit(const cli_out *o, lm_matrix *m);
-/* Same for several matrices: images become a grid with a shared scale; csv/json
+/* Same for several matrices: images become a grid (one colour scale when they
+ * show the same quantity or --shared-scale asks, else one each); csv/json
  * files get "-<method>" inserted before the extension for each matrix. */
 int cli_out_emit_many(const cli_out *o, lm_matrix **ms, int n);
 

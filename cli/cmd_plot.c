@@ -1,6 +1,7 @@
 /*
  * cmd_plot.c -- `layermap plot A.csv|A.json [B ...] -o fig.png [--grid]`:
- * re-plot saved matrices, one figure each or a grid with one colour scale.
+ * re-plot saved matrices, one figure each or a grid (one colour scale for one
+ * quantity, else one per panel unless --shared-scale).
  */
 #include "cli.h"
 
@@ -18,9 +19,10 @@ static void usage(FILE *f) {
             "Re-plot matrices saved by diff or attribute (.csv or .json; a .json keeps the model,\n"
             "method and normalisation for the title, a .csv gives its file name as the model).\n"
             "Prints each matrix as a heatmap on stdout and writes every -o file.\n\n"
-            "  --grid              several matrices in one figure, side by side, with one shared\n"
-            "                      colour scale (centre: the median of all values); each panel is\n"
-            "                      titled with its model and method, layer counts may differ\n"
+            "  --grid              several matrices in one figure, side by side, each panel titled\n"
+            "                      with its model and method (layer counts may differ); one shared\n"
+            "                      colour scale when they show the same quantity (method and --norm),\n"
+            "                      else one scale per panel (a warning says so; --shared-scale forces one)\n"
             "  --cols N            panels per row of the grid (default: all in one row)\n"
             "  -h, --help          this text\n\n"
             "Without --grid, each of several matrices gets its own figure (and scale): the name\n"
@@ -112,6 +114,10 @@ int cmd_plot(int argc, char **argv) {
     lm_matrix *ms[MAX_INPUTS] = {0};
     int rc = 0;
     for (int i = 0; i < n_in && !rc; i++) rc = read_matrix(inputs[i], &ms[i]);
+    if (!rc && grid && n_in > 1 && out.plot.scales != LM_PLOT_SCALE_SHARED &&
+        !lm_plot_same_quantity((const lm_matrix *const *)ms, n_in))
+        fprintf(stderr, "layermap: plot: the matrices show different quantities (methods or --norm differ): "
+                        "each panel gets its own colour scale (--shared-scale for one)\n");
     if (!rc) {
         if (n_in == 1 || grid) {
             rc = cli_out_emit_many(&out, ms, n_in);

@@ -200,9 +200,14 @@ const char *const cli_out_help =
     "                      module (each column sums to 1) | global (the matrix sums to 1);\n"
     "                      sums of absolute values, so signs are kept\n"
     "  --title T           figure title (default: MODEL - METHOD)\n"
-    "  --center X          value drawn white (default: the median of the values)\n"
+    "  --center X          value drawn white (default: 0 for signed quantities such as\n"
+    "                      ablate, act-grad, ig, grad-weight-signed, with a range [-M, M]\n"
+    "                      symmetric about it; the median of the values for magnitudes)\n"
     "  --vmin X, --vmax X  colour range, values beyond are clipped (default: the data's\n"
-    "                      range); one alone fixes that end only\n"
+    "                      range); one alone fixes that end only (for a signed quantity,\n"
+    "                      both: -X to X)\n"
+    "  --shared-scale      one colour scale for every matrix of a figure, even when they\n"
+    "                      show different quantities (default: shared only for the same one)\n"
     "  --label-step N      label every Nth layer (default: about 10 labels)\n"
     "  -q, --quiet         no heatmap on stdout (printed in colour on a terminal unless\n"
     "                      NO_COLOR is set)\n";
@@ -289,6 +294,10 @@ int cli_out_parse(cli_out *o, int argc, char **argv, int *i) {
         o->quiet = 1;
         return 1;
     }
+    if (!strcmp(a, "--shared-scale")) {
+        o->plot.scales = LM_PLOT_SCALE_SHARED;
+        return 1;
+    }
     if ((r = opt_value("-o", argc, argv, i, &v)) || (r = opt_value("--output", argc, argv, i, &v)))
         return r < 0 ? -1 : add_file(o, a, v, KIND_NONE);
     if ((r = opt_value("--csv", argc, argv, i, &v))) return r < 0 ? -1 : add_file(o, "--csv", v, KIND_CSV);
@@ -332,7 +341,9 @@ int cli_out_parse(cli_out *o, int argc, char **argv, int *i) {
 
 /* Final plot options for ms: a lone --vmin or --vmax gets its other end from
  * the data (the largest / smallest finite value, or the centre if that is
- * beyond). 0, or -1 after printing an error. */
+ * beyond); for a signed quantity without --center, the mirror of the given
+ * end about 0 when that gives a range, so 0 stays white and the range
+ * symmetric. 0, or -1 after printing an error. */
 static int plot_opts_for(const cli_out *o, lm_matrix *const *ms, int n, lm_plot_opts *po) {
     *po = o->plot;
     int has_min = !isnan(po->vmin), has_max = !isnan(po->vmax);
@@ -355,8 +366,9 @@ static int plot_opts_for(const cli_out *o, lm_matrix *const *ms, int n, lm_plot_
         lo = fmin(lo, po->center);
         hi = fmax(hi, po->center);
     }
-    if (has_min) po->vmax = hi;
-    if (has_max) po->vmin = lo;
+    int sym = !po->has_center && lm_plot_is_signed((const lm_matrix *const *)ms, n);
+    if (has_min) po->vmax = sym && -po->vmin > po->vmin ? -po->vmin : hi;
+    if (has_max) po->vmin = sym && -po->vmax < po->vmax ? -po->vmax : lo;
     if (!(po->vmin < po->vmax))
         return cli_errorf("--%s %g leaves no range for the data (%s %g)", has_min ? "vmin" : "vmax",
                           has_min ? po->vmin : po->vmax, has_min ? "largest value" : "smallest value",

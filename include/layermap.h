@@ -15,7 +15,7 @@
  *   compute   kernels.c, engine.c (forward/backward), backend.h
  *   methods   diff.c (two checkpoints), attribute.c (from data), data.c
  *   matrix    matrix.c (lm_matrix, normalisation, csv/json/terminal)
- *   outputs   plot.c (cairo PNG/SVG/PDF)
+ *   outputs   scale.c (quantities, colour scale), plot.c (cairo PNG/PDF, own SVG)
  *   text      tokenizer.c
  */
 #ifndef LAYERMAP_H
@@ -262,19 +262,42 @@ void lm_matrix_print(const lm_matrix *m, FILE *f, int color);
 /* Heatmap figures (cairo)                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* Colour scales of a grid of several matrices. */
+typedef enum {
+    LM_PLOT_SCALE_AUTO = 0,  /* one shared scale when every matrix shows the same quantity (same
+                              * method and normalisation, lm_plot_same_quantity), else one each */
+    LM_PLOT_SCALE_SHARED,    /* one scale and colour bar for every matrix */
+    LM_PLOT_SCALE_PER_PANEL  /* each matrix its own scale, its colour bar beside it */
+} lm_plot_scales;
+
 typedef struct lm_plot_opts {
     const char *title;   /* NULL: "<model> - <method>" */
     int label_step;      /* 0: auto (about 10 layer labels) */
     int has_center;      /* 1: centre the diverging scale at 'center' */
-    double center;       /* default: median of the matrix (or of all, for grids) */
+    double center;       /* default: 0 with a symmetric range [-M, M] for signed quantities
+                          * (grad-weight-signed, act-grad, ig, ablate, ablate-mean; unknown
+                          * methods with a negative value), else the median of the values */
     int has_range;       /* 1: use vmin/vmax */
     double vmin, vmax;
     int cols;            /* grid columns for several matrices (0: all in one row) */
+    lm_plot_scales scales; /* default AUTO */
 } lm_plot_opts;
 
+/* No title, automatic labels, centre and range, one row, AUTO scales. */
 void lm_plot_opts_default(lm_plot_opts *o);
-/* Draw one matrix (n == 1) or a grid of n with a shared colour scale. The
- * format follows the extension of path: .png, .svg or .pdf. Atomic. */
+/* 1 when every matrix of ms[0..n) shows the same quantity (method and
+ * normalisation), so that one colour scale compares them fairly. */
+int lm_plot_same_quantity(const lm_matrix *const *ms, int n);
+/* 1 when ms[0..n) are drawn as a signed quantity (centre 0, range [-M, M]):
+ * some matrix's method is signed, or is unknown and has a negative value. */
+int lm_plot_is_signed(const lm_matrix *const *ms, int n);
+/* Draw one matrix (n == 1) or a grid of n (colour scales: o->scales). A
+ * matrix with a per-layer vector (layer_extra, e.g. act-sq's block influence)
+ * gets one more panel for it, a one-column heatmap with its own scale, after
+ * the matrices. Each colour bar is labelled with its quantity and unit or
+ * normalisation; a signed (symmetric) bar marks the data's min and max. The
+ * format follows the extension of path: .png (300 dpi), .svg (text kept as
+ * <text> elements, font named) or .pdf. Atomic. */
 int lm_plot_write(const lm_matrix *const *ms, int n, const lm_plot_opts *o, const char *path, lm_err *err);
 
 /* ------------------------------------------------------------------------ */

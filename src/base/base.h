@@ -29,18 +29,5 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* ---- diverging colour scale (matrix.c; shared by plot.c and lm_matrix_print) */
-
-typedef struct lm_scale {
-    double vmin, center, vmax; /* vmin <= center <= vmax, vmin < vmax */
-} lm_scale;
-/* Fit a scale to the finite values of ms[0..n): centre o->center or the
- * median, range o->vmin/vmax or the data's min/max widened to hold the centre.
- * o may be NULL. LM_EARG for inconsistent options, LM_ENOMEM. */
-int lm_scale_fit(lm_scale *s, const lm_matrix *const *ms, int n, const lm_plot_opts *o, lm_err *err);
-/* Position of v on the scale in [-1, 1]: vmin -> -1, center -> 0, vmax -> 1. */
-double lm_scale_pos(const lm_scale *s, double v);
-/* Blue-white-orange colour at t in [-1, 1] (sRGB, each in [0, 1]). */
-void lm_colormap(double t, double rgb[3]);
 
 #endif /* LM_BASE_H */

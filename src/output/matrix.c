@@ -1,7 +1,6 @@
 /*
- * matrix.c -- the layers x 7 attribution matrix: creation, normalisation, the
- * diverging colour scale shared with plot.c, CSV and JSON files, and the
- * terminal heatmap.
+ * matrix.c -- the layers x 7 attribution matrix: creation, normalisation, CSV
+ * and JSON files, and the terminal heatmap (colours from scale.c).
  *
  * File formats (both written atomically, both read strictly):
  *
@@ -20,7 +19,7 @@
  *         (layer_extra only when present). null is NaN; infinities are
  *         written as 1e999 / -1e999, which JSON parsers read back as inf.
  */
-#include "base/base.h"
+#include "output/scale.h"
 
 #include <cJSON.h>
 #include <ctype.h>
@@ -126,172 +125,6 @@ int lm_matrix_normalize(lm_matrix *m, lm_norm norm, lm_err *err) {
     }
     snprintf(m->norm, sizeof m->norm, "%s", lm_norm_name(norm));
     return LM_OK;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Colour scale and colormap                                                 */
-/* ------------------------------------------------------------------------ */
-
-/* qsort comparator for doubles (no NaN reaches it). */
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* See internal.h. The median is taken over every finite cell of every matrix. */
-int lm_scale_fit(lm_scale *s, const lm_matrix *const *ms, int n, const lm_plot_opts *o, lm_err *err) {
-    lm_plot_opts def;
-    if (!o) {
-        lm_plot_opts_default(&def);
-        o = &def;
-    }
-    if (o->has_center && !isfinite(o->center))
-        return lm_fail(err, LM_EARG, "colour scale: centre %g is not a finite number", o->center);
-    if (o->has_range) {
-        if (!isfinite(o->vmin) || !isfinite(o->vmax) || !(o->vmin < o->vmax))
-            return lm_fail(err, LM_EARG, "colour scale: need finite vmin < vmax (got %g, %g)", o->vmin, o->vmax);
-        if (o->has_center && (o->center < o->vmin || o->center > o->vmax))
-            return lm_fail(err, LM_EARG, "colour scale: centre %g is outside [%g, %g]", o->center, o->vmin,
-                           o->vmax);
-    }
-    size_t count = 0;
-    double lo = INFINITY, hi = -INFINITY;
-    for (int i = 0; i < n; i++) {
-        const lm_matrix *m = ms[i];
-        size_t cells = (size_t)m->n_layer * LM_N_MODULES;
-        for (size_t k = 0; k < cells; k++) {
-            double x = m->v[k];
-            if (!isfinite(x)) continue;
-            count++;
-            if (x < lo) lo = x;
-            if (x > hi) hi = x;
-        }
-    }
-    double c;
-    if (o->has_center) {
-        c = o->center;
-    } else if (count == 0) {
-        c = o->has_range ? 0.5 * (o->vmin + o->vmax) : 0;
-    } else {
-        double *tmp = lm_malloc(count * sizeof *tmp);
-        if (!tmp) return lm_nomem(err, count * sizeof *tmp, "colour scale median");
-        size_t j = 0;
-        for (int i = 0; i < n; i++) {
-            size_t cells = (size_t)ms[i]->n_layer * LM_N_MODULES;
-            for (size_t k = 0; k < cells; k++)
-                if (isfinite(ms[i]->v[k])) tmp[j++] = ms[i]->v[k];
-        }
-        qsort(tmp, count, sizeof *tmp, cmp_double);
-        c = count % 2 ? tmp[count / 2] : 0.5 * (tmp[count / 2 - 1] + tmp[count / 2]);
-        lm_free(tmp);
-    }
-    if (o->has_range) {
-        s->vmin = o->vmin;
-        s->vmax = o->vmax;
-        s->center = c < s->vmin ? s->vmin : c > s->vmax ? s->vmax : c;
-        return LM_OK;
-    }
-    if (count == 0) lo = hi = c;
-    if (c < lo) lo = c;
-    if (c > hi) hi = c;
-    if (!(lo < hi)) { /* one value everywhere: a small range around it */
-        double d = fabs(lo) * 0.1;
-        if (!(d > 0) || !isfinite(d)) d = 1;
-        lo -= d;
-        hi += d;
-    }
-    s->vmin = lo;
-    s->center = c;
-    s->vmax = hi;
-    return LM_OK;
-}
-
-/* See internal.h: piecewise linear on each side of the centre (as a
- * two-slope norm), clipped to [-1, 1]; NaN stays NaN. */
-double lm_scale_pos(const lm_scale *s, double v) {
-    if (isnan(v)) return NAN;
-    double t;
-    if (v < s->center) {
-        double den = s->center - s->vmin;
-        t = den > 0 ? (v - s->center) / den : -1;
-    } else if (v > s->center) {
-        double den = s->vmax - s->center;
-        t = den > 0 ? (v - s->center) / den : 1;
-    } else {
-        t = 0;
-    }
-    return t < -1 ? -1 : t > 1 ? 1 : t;
-}
-
-/* sRGB component (0..1) to linear light. */
-static double srgb_to_linear(double c) {
-    return c <= 0.04045 ? c / 12.92 : pow((c + 0.055) / 1.055, 2.4);
-}
-
-/* Linear light to sRGB component, clipped to 0..1. */
-static double linear_to_srgb(double c) {
-    double s = c <= 0.0031308 ? 12.92 * c : 1.055 * pow(c, 1 / 2.4) - 0.055;
-    return s < 0 ? 0 : s > 1 ? 1 : s;
-}
-
-/* 0xRRGGBB to OKLab (Björn Ottosson's matrices). */
-static void hex_to_oklab(unsigned hex, double lab[3]) {
-    double r = srgb_to_linear(((hex >> 16) & 255) / 255.0);
-    double g = srgb_to_linear(((hex >> 8) & 255) / 255.0);
-    double b = srgb_to_linear((hex & 255) / 255.0);
-    double l = cbrt(0.4122214708 * r + 0.5363325363 * g + 0.0514459929 * b);
-    double m = cbrt(0.2119034982 * r + 0.6806995451 * g + 0.1073969566 * b);
-    double s = cbrt(0.0883024619 * r + 0.2817188376 * g + 0.6299787005 * b);
-    lab[0] = 0.2104542553 * l + 0.7936177850 * m - 0.0040720468 * s;
-    lab[1] = 1.9779984951 * l - 2.4285922050 * m + 0.4505937099 * s;
-    lab[2] = 0.0259040371 * l + 0.7827717662 * m - 0.8086757660 * s;
-}
-
-/* OKLab to sRGB components in 0..1 (clipped). */
-static void oklab_to_rgb(const double lab[3], double rgb[3]) {
-    double l = lab[0] + 0.3963377774 * lab[1] + 0.2158037573 * lab[2];
-    double m = lab[0] - 0.1055613458 * lab[1] - 0.0638541728 * lab[2];
-    double s = lab[0] - 0.0894841775 * lab[1] - 1.2914855480 * lab[2];
-    l = l * l * l;
-    m = m * m * m;
-    s = s * s * s;
-    rgb[0] = linear_to_srgb(4.0767416621 * l - 3.3077115913 * m + 0.2309699292 * s);
-    rgb[1] = linear_to_srgb(-1.2684380046 * l + 2.6097574011 * m - 0.3413193965 * s);
-    rgb[2] = linear_to_srgb(-0.0041960863 * l - 0.7034186147 * m + 1.7076147010 * s);
-}
-
-/* The two halves of the colormap, from the centre outwards: ColorBrewer's
- * RdBu blues and PuOr oranges around the same light grey. */
-static const unsigned cmap_blue[] = {0xf7f7f7, 0xd1e5f0, 0x92c5de, 0x4393c3, 0x2166ac};
-static const unsigned cmap_orange[] = {0xf7f7f7, 0xfee0b6, 0xfdb863, 0xe66101};
-
-/* See internal.h. Each half is interpolated in OKLab between its stops, and
- * the stops are placed by their lightness so that lightness falls linearly
- * from the centre to either end: equal steps of t look like equal steps. */
-void lm_colormap(double t, double rgb[3]) {
-    if (isnan(t)) t = 0;
-    if (t < -1) t = -1;
-    if (t > 1) t = 1;
-    const unsigned *stops = t < 0 ? cmap_blue : cmap_orange;
-    int ns = t < 0 ? (int)(sizeof cmap_blue / sizeof cmap_blue[0]) : (int)(sizeof cmap_orange / sizeof cmap_orange[0]);
-    double u = fabs(t);
-    double lab[5][3];
-    for (int i = 0; i < ns; i++) hex_to_oklab(stops[i], lab[i]);
-    double l0 = lab[0][0], l1 = lab[ns - 1][0];
-    double prev = 0;
-    for (int i = 1; i < ns; i++) {
-        double pos = i == ns - 1 ? 1 : (l0 - lab[i][0]) / (l0 - l1);
-        if (u <= pos || i == ns - 1) {
-            double f = pos > prev ? (u - prev) / (pos - prev) : 1;
-            if (f < 0) f = 0;
-            if (f > 1) f = 1;
-            double c[3];
-            for (int k = 0; k < 3; k++) c[k] = lab[i - 1][k] + f * (lab[i][k] - lab[i - 1][k]);
-            oklab_to_rgb(c, rgb);
-            return;
-        }
-        prev = pos;
-    }
 }
 
 /* ------------------------------------------------------------------------ */

@@ -6,7 +6,7 @@
 #include "test.h"
 #include "fault.h"
 
-#include "base/base.h"
+#include "output/scale.h"
 
 #include <dirent.h>
 #include <signal.h>
@@ -486,6 +486,144 @@ static void test_scale(void) {
     lm_matrix_free(m);
 }
 
+/* The quantity table: every method and diff metric the library writes is in
+ * it, signed exactly where its sign means something, with its label. */
+static void test_quantities(void) {
+    static const char *const signed_names[] = {"grad-weight-signed", "act-grad", "ig", "ablate", "ablate-mean"};
+    for (int i = 0; i < LM_METHOD_COUNT; i++) {
+        const lm_quantity *q = lm_quantity_find(lm_method_names[i]);
+        int want = 0;
+        for (int k = 0; k < 5; k++) want |= !strcmp(lm_method_names[i], signed_names[k]);
+        CHECK(q && q->is_signed == want && q->label && q->label[0], "method %s in the table, signed %d",
+              lm_method_names[i], want);
+    }
+    for (int i = 0; i < LM_DIFF_COUNT; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "diff.%s", lm_diff_metric_names[i]);
+        const lm_quantity *q = lm_quantity_find(name);
+        CHECK(q && !q->is_signed, "%s in the table, a magnitude", name);
+    }
+    CHECK(lm_quantity_find("ablate per param") == lm_quantity_find("ablate"), "per param keeps the quantity");
+    CHECK(!lm_quantity_find("ablatex") && !lm_quantity_find("") && !lm_quantity_find(NULL), "unknown names");
+
+    lm_matrix *m = lm_matrix_new(2);
+    char buf[256];
+    static const struct { const char *method, *norm, *label; } cases[] = {
+        {"ablate", "none", "loss change, nats"},
+        {"grad-weight", "none", "|W\xc2\xb7" "dL/dW|, nats"},
+        {"grad-weight", "layer", "|W\xc2\xb7" "dL/dW|, share of layer"},
+        {"ablate", "module", "loss change, share of module"},
+        {"diff.rel", "none", "||dW||/||W||"},
+        {"diff.density", "none", "fraction of entries changed"},
+        {"grad-weight per param", "none", "|W\xc2\xb7" "dL/dW|, nats per weight"},
+        {"fisher per param", "global", "\xce\xa3 (dL/dW)\xc2\xb2 per weight, share of total"},
+        {"my-metric", "none", "my-metric"},
+        {"", "none", "value"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(m->method, sizeof m->method, "%s", cases[i].method);
+        snprintf(m->norm, sizeof m->norm, "%s", cases[i].norm);
+        lm_quantity_label(buf, sizeof buf, m);
+        CHECK(!strcmp(buf, cases[i].label), "label of %s/%s: '%s', want '%s'", cases[i].method, cases[i].norm, buf,
+              cases[i].label);
+    }
+    /* signedness: the table first, negative values for unknown names */
+    snprintf(m->method, sizeof m->method, "ablate");
+    CHECK(lm_matrix_is_signed(m), "ablate of zeros is signed");
+    snprintf(m->method, sizeof m->method, "custom");
+    CHECK(!lm_matrix_is_signed(m), "unknown, no negative: magnitude");
+    lm_matrix_set(m, 1, 3, -1e-9);
+    CHECK(lm_matrix_is_signed(m), "unknown with a negative: signed");
+    snprintf(m->method, sizeof m->method, "diff.cosine");
+    CHECK(!lm_matrix_is_signed(m), "a magnitude in the table stays one with a negative value");
+    lm_matrix *n = lm_matrix_new(2);
+    snprintf(m->method, sizeof m->method, "ablate");
+    snprintf(n->method, sizeof n->method, "ablate");
+    snprintf(n->model, sizeof n->model, "other");
+    snprintf(m->norm, sizeof m->norm, "none");
+    CHECK(lm_same_quantity(m, n), "same method, other model: same quantity");
+    snprintf(n->norm, sizeof n->norm, "layer");
+    CHECK(!lm_same_quantity(m, n), "other normalisation: other quantity");
+    lm_matrix_free(m);
+    lm_matrix_free(n);
+}
+
+/* Signed quantities: centre 0 and range [-M, M]; the data's range kept; an
+ * explicit centre or range wins. */
+static void test_scale_signed(void) {
+    lm_err err;
+    lm_matrix *m = lm_matrix_new(1);
+    snprintf(m->method, sizeof m->method, "ablate");
+    static const double v[7] = {-0.895, 0, 3, 35, 2021, NAN, 7};
+    for (int c = 0; c < LM_N_MODULES; c++) lm_matrix_set(m, 0, c, v[c]);
+    const lm_matrix *one[1] = {m};
+    lm_scale s;
+    CHECK_OK(lm_scale_fit(&s, one, 1, NULL, &err), &err);
+    CHECK(s.symmetric && s.center == 0 && s.vmin == -2021 && s.vmax == 2021 && s.dmin == -0.895 && s.dmax == 2021,
+          "ablate: [-2021, 2021] around 0, data %g..%g", s.dmin, s.dmax);
+    CHECK(lm_scale_pos(&s, 1000) == -lm_scale_pos(&s, -1000) && lm_scale_pos(&s, 0) == 0, "mirror positions");
+    double a[3], b[3];
+    lm_colormap(lm_scale_pos(&s, -0.895), a);
+    CHECK(a[0] > 0.95 && a[2] >= a[0], "-0.895 is nearly white (%g %g %g)", a[0], a[1], a[2]);
+    lm_colormap(lm_scale_pos(&s, 500), a);
+    lm_colormap(lm_scale_pos(&s, -500), b);
+    CHECK(a[0] > a[2] && b[2] > b[0], "positive orange, negative blue");
+    /* all negative: still [-M, M] */
+    for (int c = 0; c < LM_N_MODULES; c++) lm_matrix_set(m, 0, c, -1 - c);
+    CHECK_OK(lm_scale_fit(&s, one, 1, NULL, &err), &err);
+    CHECK(s.symmetric && s.vmin == -7 && s.vmax == 7 && s.center == 0, "all negative: [-7, 7]");
+    /* all zero: a unit range around 0 */
+    for (int c = 0; c < LM_N_MODULES; c++) lm_matrix_set(m, 0, c, 0);
+    CHECK_OK(lm_scale_fit(&s, one, 1, NULL, &err), &err);
+    CHECK(s.symmetric && s.vmin == -1 && s.vmax == 1, "all zero: [-1, 1]");
+    /* an explicit centre: the old two-slope scale around it */
+    for (int c = 0; c < LM_N_MODULES; c++) lm_matrix_set(m, 0, c, c);
+    lm_plot_opts o;
+    lm_plot_opts_default(&o);
+    o.has_center = 1;
+    o.center = 2;
+    CHECK_OK(lm_scale_fit(&s, one, 1, &o, &err), &err);
+    CHECK(!s.symmetric && s.center == 2 && s.vmin == 0 && s.vmax == 6, "--center wins");
+    /* an explicit range: centre 0 inside it, clamped outside */
+    o.has_center = 0;
+    o.has_range = 1;
+    o.vmin = -1;
+    o.vmax = 10;
+    CHECK_OK(lm_scale_fit(&s, one, 1, &o, &err), &err);
+    CHECK(s.center == 0 && s.vmin == -1 && s.vmax == 10 && !s.symmetric, "--vmin/--vmax win, centre 0");
+    o.vmin = 1;
+    CHECK_OK(lm_scale_fit(&s, one, 1, &o, &err), &err);
+    CHECK(s.center == 1, "centre 0 clamped into [1, 10]");
+    o.vmin = -10;
+    CHECK_OK(lm_scale_fit(&s, one, 1, &o, &err), &err);
+    CHECK(s.center == 0 && s.symmetric, "a given symmetric range keeps the min/max marks");
+    /* a magnitude with the same values keeps the median */
+    snprintf(m->method, sizeof m->method, "act-sq");
+    CHECK_OK(lm_scale_fit(&s, one, 1, NULL, &err), &err);
+    CHECK(!s.symmetric && s.center == 3 && s.vmin == 0 && s.vmax == 6, "magnitude: median 3");
+    /* a set with one signed matrix is signed */
+    lm_matrix *g = lm_matrix_new(1);
+    snprintf(g->method, sizeof g->method, "ig");
+    lm_matrix_set(g, 0, 0, -12);
+    const lm_matrix *two[2] = {m, g};
+    CHECK_OK(lm_scale_fit(&s, two, 2, NULL, &err), &err);
+    CHECK(s.symmetric && s.vmax == 12, "mixed set: signed");
+    /* a plain vector: median */
+    static const double bi[4] = {0.1, 0.2, 0.3, 0.9};
+    CHECK_OK(lm_scale_fit_values(&s, bi, 4, NULL, &err), &err);
+    CHECK(fabs(s.center - 0.25) < 1e-15 && s.vmin == 0.1 && s.vmax == 0.9, "vector: median");
+    /* the terminal legend of a signed matrix says white = 0 */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    lm_matrix_print(g, f, 1);
+    fclose(f);
+    CHECK(strstr(buf, "white = 0)") != NULL, "terminal: %s", buf);
+    free(buf);
+    lm_matrix_free(m);
+    lm_matrix_free(g);
+}
+
 static lm_matrix *fault_m;
 /* Write fault_m as JSON / CSV to the path ctx (fault-injection runs): no file
  * after a failure. */
@@ -550,6 +688,8 @@ int main(void) {
     test_atomic();
     test_print();
     test_scale();
+    test_quantities();
+    test_scale_signed();
     test_faults();
     return TEST_END();
 }
