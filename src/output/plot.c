@@ -453,7 +453,7 @@ static void render(canvas *cv, const figure *fg) {
         double fs = fmin(FS_TICK, fmax(4.0, step * ch * 0.95));
         if (fs < ylab_fs) ylab_fs = fs;
         for (int l = 0; l < nl; l += step) {
-            snprintf(buf, sizeof buf, "%d", l);
+            snprintf(buf, sizeof buf, "%d", lm_matrix_layer(fg->ms[i], l));
             double w = cv_text_w(cv, buf, FS_TICK, 0);
             if (w > ylab_w) ylab_w = w;
         }
@@ -555,7 +555,7 @@ static void render(canvas *cv, const figure *fg) {
             for (int l = 0; l < m->n_layer; l += step) {
                 double yc = heat_top + (l + 0.5) * ch;
                 cv_line(cv, hx - TICK_LEN, yc, hx, yc, 0.5, tick_ink);
-                snprintf(buf, sizeof buf, "%d", l);
+                snprintf(buf, sizeof buf, "%d", lm_matrix_layer(m, l)); /* the model's layer number */
                 cv_text(cv, buf, hx - TICK_LEN - TICK_PAD, yc, ylab_fs, 0, 0, 1, VA_MIDDLE, ink);
             }
             if (c == 0)
