@@ -499,7 +499,10 @@ int cmd_inspect(int argc, char **argv) {
     }
     lm_model *m;
     lm_err err = {0};
+    char hub_path[4096], hub_name[256];
+    if (cli_resolve_model(&path, hub_path, sizeof hub_path, hub_name, sizeof hub_name)) return 1;
     if (lm_model_open(&m, path, &err)) return cli_error(&err);
+    if (hub_name[0]) snprintf(m->name, sizeof m->name, "%s", hub_name);
     int rc = 0;
     if (json) {
         cJSON *o = build_json(m, tensors);

@@ -116,7 +116,7 @@ void cli_progress_cb(void *ctx, double done, double total, const char *what) {
     if (el < 1.0 || t - p->last < 0.1) return;
     if (!progress_enabled()) return;
     int tty = isatty(STDERR_FILENO);
-    if (!tty && p->last > 0 && t - p->last < cli_progress_secs) return;
+    if (!tty && (p->last > 0 ? t - p->last : el) < cli_progress_secs) return; /* first line after one interval */
     p->last = t;
     if (!tty) { /* a log line */
         char d[32], tot[32], rate[32], eta[32], elap[32];

@@ -314,6 +314,9 @@ typedef struct lm_diff_opts {
     int threads;        /* 0 = all cores */
     lm_progress_fn progress; /* units: bytes of the two checkpoints' module weights */
     void *progress_ctx;
+    const uint8_t *layers; /* NULL: every layer; else only layers l < n_layers_mask with
+                            * layers[l] != 0 are read and compared (other rows are NaN) */
+    int n_layers_mask;
 } lm_diff_opts;
 
 /* tol 0, rank_k 64, oversample 8, power_iters 2, a fixed seed, all cores. */
