@@ -84,6 +84,15 @@ int cli_prepare_args(int *argc, char ***argv) {
             if (cli_progress_secs < 0) return cli_errorf("--progress: %g is negative", cli_progress_secs), 2;
             continue;
         }
+        if (!strcmp(a, "--revision")) {
+            if (!val) {
+                if (i + 1 >= n) return cli_errorf("--revision needs a branch, tag or commit hash"), 2;
+                val = in[++i];
+            }
+            if (!*val) return cli_errorf("--revision: empty"), 2;
+            cli_revision = val;
+            continue;
+        }
         out[k++] = !strcmp(a, "-t") ? "--threads" : a;
         if (val) out[k++] = (char *)val;
     }

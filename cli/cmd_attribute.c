@@ -204,6 +204,7 @@ int cmd_attribute(int argc, char **argv) {
     lm_engine *e = NULL;
     lm_attr_result res = {0};
     int rc = 1;
+    volatile int *cancel = cli_cancel_install(); /* from here on: a signal while loading stops before the work */
     if (lm_model_open(&m, model, &err) || lm_tokenizer_open(&tok, m, &err)) goto fail;
     if (hub_name[0]) snprintf(m->name, sizeof m->name, "%s", hub_name);
     if (keep && keep_max >= m->cfg.n_layer) {
@@ -233,7 +234,7 @@ int cmd_attribute(int argc, char **argv) {
     ao.progress = attr_progress_cb;
     ao.progress_ctx = &prog;
     if (resume && !ckpt_exists) fprintf(stderr, "layermap: no checkpoint %s yet: starting from the beginning\n", ckpt);
-    ao.cancel = cli_cancel_install();
+    ao.cancel = cancel;
     int arc = lm_attribute(e, ds, method, &ao, &res, &err);
     cli_cancel_uninstall();
     cli_progress_end(&prog.p);
