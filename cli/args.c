@@ -18,6 +18,8 @@ int cli_verbose = 0;
 double cli_progress_secs = 10.0;
 
 static char cmdline[4096]; /* the command line as given, for run metadata */
+char **cli_argv_storage;   /* the rewritten argv, alive until exit like argv itself (not static:
+                           * a global the leak checker sees) */
 
 /* See cli.h. */
 const char *cli_command_line(void) { return cmdline; }
@@ -51,7 +53,7 @@ int cli_prepare_args(int *argc, char ***argv) {
     char **in = *argv;
     record_cmdline(n, in);
     /* each argument becomes at most two */
-    char **out = malloc(((size_t)n * 2 + 1) * sizeof *out);
+    char **out = cli_argv_storage = malloc(((size_t)n * 2 + 1) * sizeof *out);
     if (!out) return cli_errorf("out of memory"), 2;
     int k = 0, literal = 0;
     for (int i = 0; i < n; i++) {
@@ -82,6 +84,7 @@ int cli_prepare_args(int *argc, char ***argv) {
             }
             if (cli_parse_double("--progress", val, &cli_progress_secs)) return 2;
             if (cli_progress_secs < 0) return cli_errorf("--progress: %g is negative", cli_progress_secs), 2;
+            if (cli_progress_secs > 0 && cli_progress_secs < 0.1) cli_progress_secs = 0.1;
             continue;
         }
         if (!strcmp(a, "--revision")) {

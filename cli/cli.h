@@ -83,6 +83,7 @@ extern const char *cli_revision; /* --revision R for hub ids (hub.c) */
  * --revision R) are taken out. Arguments after a lone "--" are left alone.
  * 0, or 2 after printing a usage error. */
 int cli_prepare_args(int *argc, char ***argv);
+extern char **cli_argv_storage; /* what *argv points to afterwards */
 /* The command line as given (shell-quoted), for run metadata. */
 const char *cli_command_line(void);
 /* A method name: one of lm_method_names, or "act-stats" (-> LM_METHOD_ACT_SQ;
