@@ -90,11 +90,12 @@ static void attr_progress_cb(void *ctx, double done, double total, const char *w
 /* Print the run summary to stderr; the rate is of this run's work. */
 static void summary(const lm_attr_result *r, const char *method, double secs, const attr_progress *ap) {
     double ppl = r->n_targets ? exp(r->loss_sum / (double)r->n_targets) : NAN;
-    double work = ap->done0 > 0 ? ap->last - ap->done0 : (double)r->n_tokens;
+    int resumed = ap->done0 > 0 || (ap->ckpt && ap->k < 0); /* k < 0: no pass ran, all was done */
+    double work = ap->k < 0 ? (ap->ckpt ? 0.0 : (double)r->n_tokens) : ap->done0 > 0 ? ap->last - ap->done0 : (double)r->n_tokens;
     fprintf(stderr, "layermap: %s: %lld tokens, %lld predicted, loss %.4f/token (ppl %.3f), %.1f s, %.1f tokens/s%s\n",
             method, (long long)r->n_tokens, (long long)r->n_targets,
             r->n_targets ? r->loss_sum / (double)r->n_targets : NAN, ppl, secs, secs > 0 ? work / secs : 0.0,
-            ap->done0 > 0 ? " (this run's work only)" : "");
+            resumed ? " (this run's work only)" : "");
 }
 
 /* One line when the method cannot see some modules on this architecture:
@@ -236,7 +237,6 @@ int cmd_attribute(int argc, char **argv) {
     if (resume && !ckpt_exists) fprintf(stderr, "layermap: no checkpoint %s yet: starting from the beginning\n", ckpt);
     ao.cancel = cancel;
     int arc = lm_attribute(e, ds, method, &ao, &res, &err);
-    cli_cancel_uninstall();
     cli_progress_end(&prog.p);
     if (arc == LM_ECANCELED && cli_cancel_signal()) {
         int sig = cli_cancel_signal();
@@ -307,11 +307,16 @@ int cmd_attribute(int argc, char **argv) {
     } else {
         rc = cli_out_emit(&out, res.m);
     }
+    if (cli_cancel_signal()) { /* came after the work: the outputs were still written whole */
+        cli_errorf("interrupted (%s) after the work; the outputs are complete", strsignal(cli_cancel_signal()));
+        rc = 128 + cli_cancel_signal();
+    }
     goto done;
 fail:
     cli_error(&err);
     rc = 1;
 done:
+    cli_cancel_uninstall(); /* held until the outputs are written: a signal never leaves half a file */
     free(keep);
     lm_attr_result_free(&res);
     lm_engine_free(e);

@@ -136,7 +136,16 @@ int cmd_diff(int argc, char **argv) {
     if (!strcmp(metric, "all")) which = LM_DIFF_COUNT;
     for (int k = 0; k < LM_DIFF_COUNT; k++)
         if (!strcmp(metric, lm_diff_metric_names[k])) which = k;
-    if (which < 0) return cli_errorf("diff: unknown metric '%s' (rel, density, cosine, rank or all)", metric) ? 2 : 2;
+    if (which < 0) {
+        lm_method unused;
+        if (strchr(metric, '/') || strstr(metric, ".gguf") || strstr(metric, ".safetensors"))
+            return cli_errorf("-m takes a metric (rel, density, cosine, rank or all); BASE and FINETUNED come first, "
+                              "'%s' looks like a model", metric) ? 2 : 2;
+        if (!lm_method_parse(metric, &unused))
+            return cli_errorf("diff: '%s' is an attribute method; diff's -m is rel, density, cosine, rank or all",
+                              metric) ? 2 : 2;
+        return cli_errorf("diff: unknown metric '%s' (rel, density, cosine, rank or all)", metric) ? 2 : 2;
+    }
 
     uint8_t *keep = NULL;
     int keep_max = -1;
@@ -171,6 +180,7 @@ int cmd_diff(int argc, char **argv) {
     }
     cli_progress prog;
     cli_progress_init(&prog);
+    prog.unit = "B";
     o.progress = cli_progress_cb;
     o.progress_ctx = &prog;
     double t0 = cli_now();

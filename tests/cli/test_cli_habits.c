@@ -207,6 +207,8 @@ static void test_options(void) {
           out);
     rc = run(out, sizeof out, "%s attribute %s -m Some-Model.Q4_K_M.gguf --data %s", bin(), model, data);
     CHECK(rc == 2 && lines(out) == 1 && strstr(out, "-m takes a method"), "-m X.gguf (absent): (%d) %s", rc, out);
+    rc = run(out, sizeof out, "%s diff %s -m %s %s", bin(), model, model, model);
+    CHECK(rc == 2 && lines(out) == 1 && strstr(out, "-m takes a metric"), "diff -m MODEL: (%d) %s", rc, out);
     rc = run(out, sizeof out, "%s attribute %s -m no-such --data %s", bin(), model, data);
     CHECK(rc == 2 && lines(out) == 1 && strstr(out, "no-such") && strstr(out, "grad-weight") && strstr(out, "ablate-mean") &&
               strstr(out, "act-stats"),
