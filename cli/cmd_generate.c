@@ -10,7 +10,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: layermap generate MODEL [PROMPT | -f FILE] [-n N] [--ids] [--no-bos] [--threads N]\n\n"
+            "usage: layermap generate MODEL [PROMPT | -f FILE] [-n N] [--ids] [--no-bos] [-t N]\n\n"
             "Greedy continuation of PROMPT (default: empty, i.e. from BOS) by N tokens (default 32).\n"
             "  -f FILE    read the prompt from FILE\n"
             "  --ids      print the token ids of prompt + continuation instead of text\n"

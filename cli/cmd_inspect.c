@@ -20,7 +20,8 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: layermap inspect MODEL [--tensors] [--json]\n\n"
                "Show what layermap reads from a model: an HF directory (config.json + model.safetensors,\n"
-               "or shards with model.safetensors.index.json) or a .gguf file.\n\n"
+               "or shards with model.safetensors.index.json) or a .gguf file; or a hub id ORG/NAME found\n"
+               "in the local Hugging Face cache (--revision R: a branch, tag or commit; never downloads).\n\n"
                "  --tensors   also list every tensor of the checkpoint: name, dtype, shape, bytes\n"
                "  --json      print one JSON object instead of text\n"
                "  -h, --help  this help\n\n"

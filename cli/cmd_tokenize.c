@@ -21,7 +21,7 @@ static void usage(FILE *f) {
             "decoded alone; control characters, backslashes and bytes of an incomplete UTF-8\n"
             "character escaped as \\n, \\t, \\xHH, \\\\).\n\n"
             "MODEL  a .gguf file, an HF model directory, or a tokenizer.json (or a directory holding\n"
-            "       only a tokenizer.json)\n"
+            "       only a tokenizer.json), or a hub id ORG/NAME in the local HF cache (--revision R)\n"
             "  --no-bos   do not add BOS (by default BOS is added when the model says so)\n"
             "  --ids      print only the ids, space-separated on one line\n"
             "  --raw      id, a tab, and the piece as the vocabulary stores it (\"\u2581the\", \"<0x0A>\")\n"
