@@ -105,6 +105,9 @@ static void test_fail_early(void) {
     CHECK(rc == 1 && lines(out) == 1 && strstr(out, "/proc/x.ckpt"), "unwritable --checkpoint: (%d) %s", rc, out);
     rc = run(out, sizeof out, "%s diff %s %s --json /proc/d.json", bin(), model, model);
     CHECK(rc == 1 && lines(out) == 1 && strstr(out, "/proc/d.json"), "diff unwritable --json: (%d) %s", rc, out);
+    rc = run(out, sizeof out, "%s plot tests/../data/calib.txt -o /proc/p.png", bin());
+    CHECK(rc == 1 && lines(out) == 1 && strstr(out, "/proc/p.png"), "plot unwritable -o before reading: (%d) %s", rc,
+          out);
     rc = run(out, sizeof out, "%s attribute %s --data %s -o /nonexistent-dir/z.png", bin(), model, data);
     CHECK(rc == 1 && lines(out) == 1 && strstr(out, "/nonexistent-dir/z.png"), "missing directory: (%d) %s", rc, out);
 
@@ -401,6 +404,24 @@ static void test_meta(void) {
              gguf, data, j);
     CHECK(rc == 0, "attribute gguf --json: %s", out);
     check_meta(j, gguf, 1);
+    /* diff: both models, each identified by its header */
+    char ft[1024], dj[800];
+    model_path(ft, sizeof ft, "stories260K-ft.gguf");
+    snprintf(dj, sizeof dj, "%s/meta-diff.json", dir);
+    rc = run(out, sizeof out, "%s diff %s %s --json %s -q -t 1", bin(), gguf, ft, dj);
+    char *dt = slurp(dj);
+    cJSON *droot = dt ? cJSON_Parse(dt) : NULL, *dmeta = droot ? cJSON_GetObjectItem(droot, "meta") : NULL;
+    cJSON *fm = dmeta ? cJSON_GetObjectItem(dmeta, "finetuned") : NULL;
+    cJSON *ff = fm ? cJSON_GetObjectItem(fm, "files") : NULL;
+    cJSON *fh = ff && ff->child ? cJSON_GetObjectItem(ff->child, "header_sha256") : NULL;
+    cJSON *fb = ff && ff->child ? cJSON_GetObjectItem(ff->child, "header_bytes") : NULL;
+    char hex[65] = "";
+    CHECK(rc == 0 && cJSON_IsString(fh) && cJSON_IsNumber(fb) &&
+              sha256sum(ft, (long)fb->valuedouble, hex) == 0 && !strcmp(fh->valuestring, hex) &&
+              cJSON_GetObjectItem(dmeta, "model") && cJSON_GetObjectItem(dmeta, "options"),
+          "diff meta: model, finetuned header sha256 (%s), options: %.300s", hex, dt ? dt : out);
+    cJSON_Delete(droot);
+    free(dt);
     /* the file re-plots; plot keeps the meta */
     char j2[800];
     snprintf(j2, sizeof j2, "%s/meta-replot.json", dir);
