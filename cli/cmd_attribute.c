@@ -26,16 +26,17 @@ static void usage(FILE *f) {
             "  --checkpoint FILE   save the accumulated sums there while running (an existing FILE\n"
             "                      needs --resume); Ctrl-C or SIGTERM saves it and stops\n"
             "  --resume            continue an interrupted run from --checkpoint (ends identical)\n"
-            "  --progress N        progress line every N s when stderr is not a terminal (default 10;\n"
-            "                      0: none)     -v, --verbose   also the BLAS kernel and model path\n"
-            "MODEL is a .gguf, an HF directory, or a hub id ORG/NAME found in the local Hugging Face\n"
-            "cache (--revision R: a branch, tag or commit; never downloads). Options take --opt=value too.\n"
             "  --act-cache MB      memory for layer activations kept between forward and backward\n"
             "                      (default 256; layers that do not fit are recomputed)\n"
             "  --weight-cache MB   memory for weights dequantized to F32 (default: 3 layers for\n"
             "                      sequences of 256+ tokens, else up to a third of RAM)\n"
             "  --per-param         divide each cell by the module's parameter count (mean per weight:\n"
             "                      compares modules of different sizes, e.g. for LoRA targets)\n"
+            "  --progress N        a progress line every N s when stderr is not a terminal (default 10;\n"
+            "                      0: none)\n"
+            "  -v, --verbose       also the BLAS kernel, and where a hub id was found\n\n"
+            "MODEL is a .gguf, an HF directory, or a hub id ORG/NAME found in the local Hugging Face\n"
+            "cache (--revision R: a branch, tag or commit; never downloads). Options take --opt=value too.\n"
             "%s",
             cli_out_help);
 }
