@@ -7,6 +7,8 @@
 
 #include "layermap.h"
 
+#include <signal.h>
+
 /* Every command: argc/argv start at the command name; returns the exit code. */
 int cmd_inspect(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
@@ -20,13 +22,15 @@ int cmd_generate(int argc, char **argv);
 int cli_error(const lm_err *err);
 int cli_errorf(const char *fmt, ...);
 
-/* Progress bar on stderr for work that lasts over a second; only when stderr
- * is a terminal (or LM_PROGRESS=1). Use as an lm_progress_fn with ctx = a
- * cli_progress. */
+/* Progress on stderr for work that lasts over a second: a bar when stderr is a
+ * terminal, else a line every cli_progress_secs (--progress N; 0 or
+ * LM_PROGRESS=0: none). Use as an lm_progress_fn with ctx = a cli_progress. */
 typedef struct cli_progress {
     double t0;
     double last;
     int shown;
+    double base;      /* done at the start of this run (resumed work): rates count from it */
+    const char *unit; /* "tok", ... for log lines; NULL: none */
 } cli_progress;
 void cli_progress_init(cli_progress *p);
 void cli_progress_cb(void *ctx, double done, double total, const char *what);
@@ -68,5 +72,69 @@ double cli_now(void);
 /* Parse helpers: return 0 ok, print an error and return -1 otherwise. */
 int cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 int cli_parse_double(const char *opt, const char *s, double *out);
+
+/* ---- args.c: conventions shared by every command ------------------------ */
+
+extern int cli_verbose;          /* -v / --verbose */
+extern double cli_progress_secs; /* --progress N: seconds between progress lines when stderr is
+                                    not a terminal (default 10); 0 = no progress at all */
+extern const char *cli_revision; /* --revision R for hub ids (hub.c) */
+/* Before a command parses: every "--opt=value" becomes "--opt" "value", -t
+ * becomes --threads, and the global options (-v/--verbose, --progress N,
+ * --revision R) are taken out. Arguments after a lone "--" are left alone.
+ * 0, or 2 after printing a usage error. */
+int cli_prepare_args(int *argc, char ***argv);
+extern char **cli_argv_storage; /* what *argv points to afterwards */
+/* The command line as given (shell-quoted), for run metadata. */
+const char *cli_command_line(void);
+/* A method name: one of lm_method_names, or "act-stats" (-> LM_METHOD_ACT_SQ;
+ * the caller tells it apart by name). 0, or -1 after printing an error that
+ * lists the methods, or that says "-m takes a method; MODEL comes first" when
+ * s is a model (exists on disk, or ends in .gguf / .safetensors). */
+int cli_parse_method(const char *s, lm_method *out);
+/* --layers "0-5,20": *mask = calloc'd [*max_layer + 1] with 1 for a selected
+ * layer (caller frees). 0, or -1 after printing. */
+int cli_parse_layers(const char *s, uint8_t **mask, int *max_layer);
+/* Can a file be created at path (its directory exists and takes a new file)?
+ * Tried by creating and removing "<path>.tmp.XXXXXX", as the atomic writer
+ * will. 0, or 1 after printing "OPT PATH: cannot create a file there: ...". */
+int cli_check_writable(const char *opt, const char *path);
+/* The same for every output file of o. */
+int cli_out_check_writable(const cli_out *o);
+
+/* ---- hub.c --------------------------------------------------------------- */
+
+/* If *path is not a file or directory but a hub id (ORG/NAME, or
+ * ORG/NAME/FILE), point *path at the snapshot in the local Hugging Face cache
+ * (stored in buf) and put a display name (NAME or FILE) in name; never uses the
+ * network. 0 (also when *path is left alone), or 1 after printing an error that
+ * names the paths looked at. */
+int cli_resolve_model(const char **path, char *buf, size_t n, char *name, size_t name_n);
+
+/* ---- signals (args.c) ----------------------------------------------------- */
+
+/* SIGINT/SIGTERM set the returned flag (for lm_attr_opts.cancel); a second
+ * signal exits at once with 128+signal. cli_cancel_signal(): the signal that
+ * set the flag, 0 if none. */
+volatile int *cli_cancel_install(void);
+int cli_cancel_signal(void);
+void cli_cancel_uninstall(void);
+
+/* ---- meta.c: run metadata ------------------------------------------------ */
+
+/* What a run was: filled by the command, turned into the "meta" JSON object. */
+typedef struct cli_meta {
+    const char *command;        /* "attribute", "diff" */
+    const lm_model *model;      /* main model (attribute), or base (diff) */
+    const lm_model *model2;     /* diff: the fine-tuned model */
+    const char *data;           /* data file or NULL */
+    int64_t tokens, predicted;  /* -1: not applicable */
+    double loss;                /* mean NLL per predicted token, NAN: n/a */
+    double seconds;
+    int threads;
+    const char *options;        /* JSON object text of method options, or NULL */
+} cli_meta;
+/* The "meta" object's text (malloc'd; NULL after printing an error). */
+char *cli_meta_json(const cli_meta *mt);
 
 #endif

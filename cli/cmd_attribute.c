@@ -6,7 +6,9 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -16,11 +18,13 @@ static void usage(FILE *f) {
             "  -m, --method M      grad-weight (default) | grad-weight-signed | fisher | grad-norm |\n"
             "                      act-grad | ig | ablate | ablate-mean | act-stats (act-sq + wanda + block influence)\n"
             "  --seq-len N         tokens per sequence (default 512)\n"
-            "  --max-tokens N      stop reading data after N tokens (default: all)\n"
+            "  --max-tokens N      stop reading data after N tokens, N >= 1 (default: all)\n"
+            "  --layers L          only these layers, e.g. 0-5,20 (rows keep their layer numbers)\n"
             "  --batch N           sequences packed into one pass (default 1; helps short sequences)\n"
             "  --steps N           integrated-gradients steps (default 32)\n"
-            "  --threads N         worker threads (default: all cores)\n"
-            "  --checkpoint FILE   save the accumulated sums there while running\n"
+            "  -t, --threads N     worker threads (default: all cores)\n"
+            "  --checkpoint FILE   save the accumulated sums there while running (an existing FILE\n"
+            "                      needs --resume); Ctrl-C or SIGTERM saves it and stops\n"
             "  --resume            continue an interrupted run from --checkpoint (ends identical)\n"
             "  --act-cache MB      memory for layer activations kept between forward and backward\n"
             "                      (default 256; layers that do not fit are recomputed)\n"
@@ -28,21 +32,98 @@ static void usage(FILE *f) {
             "                      sequences of 256+ tokens, else up to a third of RAM)\n"
             "  --per-param         divide each cell by the module's parameter count (mean per weight:\n"
             "                      compares modules of different sizes, e.g. for LoRA targets)\n"
+            "  --progress N        a progress line every N s when stderr is not a terminal (default 10;\n"
+            "                      0: none)\n"
+            "  -v, --verbose       also the BLAS kernel, and where a hub id was found\n\n"
+            "MODEL is a .gguf, an HF directory, or a hub id ORG/NAME found in the local Hugging Face\n"
+            "cache (--revision R: a branch, tag or commit; never downloads). Options take --opt=value too.\n"
             "%s",
             cli_out_help);
 }
 
-/* Print the run summary to stderr. */
-static void summary(const lm_attr_result *r, const char *method, double secs) {
+/* Progress of an attribute run. The library reports tokens done over all
+ * phases; the first report of a resumed run tells how far the checkpoint
+ * was (batches start at multiples of the batch size), so that the user is
+ * told and the rates count this run's work only. */
+typedef struct attr_progress {
+    cli_progress p;
+    const lm_dataset *ds;
+    const char *ckpt; /* resuming from it, or NULL */
+    int batch;
+    int k;            /* sequences the checkpoint held; -1 until known */
+    double done0;     /* tokens (over phases) done before this run */
+    double last;      /* last done reported */
+} attr_progress;
+
+/* Sequences done in the current phase before the batch that brought the
+ * count to `done` tokens, and the tokens (over phases) before that batch. */
+static int resumed_from(const attr_progress *a, double done, double *before) {
+    const lm_dataset *d = a->ds;
+    double nt = (double)d->n_tokens;
+    double ph = done > 0 ? floor((done - 1) / nt) : 0, rem = done - ph * nt, acc = 0;
+    int j = 0;
+    while (j < d->n_seq && acc < rem) acc += d->seqs[j++].n;
+    int k = j > 0 ? (j - 1) / a->batch * a->batch : 0;
+    acc = 0;
+    for (int s = 0; s < k; s++) acc += d->seqs[s].n;
+    *before = ph * nt + acc;
+    return k;
+}
+
+/* lm_progress_fn: note where a resumed run started, then draw the progress. */
+static void attr_progress_cb(void *ctx, double done, double total, const char *what) {
+    attr_progress *a = ctx;
+    if (a->k < 0) {
+        a->k = 0;
+        if (a->ckpt) {
+            a->k = resumed_from(a, done, &a->done0);
+            if (a->done0 > 0) {
+                fprintf(stderr, "layermap: resuming from %s: %d of %d sequences done%s\n", a->ckpt, a->k, a->ds->n_seq,
+                        a->done0 >= (double)a->ds->n_tokens ? " (of the second pass)" : "");
+                a->p.base = a->done0;
+            }
+        }
+    }
+    a->last = done;
+    cli_progress_cb(&a->p, done, total, what);
+}
+
+/* Print the run summary to stderr; the rate is of this run's work. */
+static void summary(const lm_attr_result *r, const char *method, double secs, const attr_progress *ap) {
     double ppl = r->n_targets ? exp(r->loss_sum / (double)r->n_targets) : NAN;
-    fprintf(stderr, "layermap: %s: %lld tokens, %lld predicted, loss %.4f/token (ppl %.3f), %.1f s, %.1f tokens/s\n",
+    int resumed = ap->done0 > 0 || (ap->ckpt && ap->k < 0); /* k < 0: no pass ran, all was done */
+    double work = ap->k < 0 ? (ap->ckpt ? 0.0 : (double)r->n_tokens) : ap->done0 > 0 ? ap->last - ap->done0 : (double)r->n_tokens;
+    fprintf(stderr, "layermap: %s: %lld tokens, %lld predicted, loss %.4f/token (ppl %.3f), %.1f s, %.1f tokens/s%s\n",
             method, (long long)r->n_tokens, (long long)r->n_targets,
-            r->n_targets ? r->loss_sum / (double)r->n_targets : NAN, ppl, secs,
-            secs > 0 ? (double)r->n_tokens / secs : 0.0);
+            r->n_targets ? r->loss_sum / (double)r->n_targets : NAN, ppl, secs, secs > 0 ? work / secs : 0.0,
+            resumed ? " (this run's work only)" : "");
+}
+
+/* One line when the method cannot see some modules on this architecture:
+ * an RMSNorm right after a module's output makes the loss invariant to
+ * scaling that output, so -dL/dy . y = 0 (act-grad) and the gradient along
+ * the path a*y is 0 but near a = 0 (ig). */
+static void warn_blind(const lm_config *c, lm_method method) {
+    if (method != LM_METHOD_ACT_GRAD && method != LM_METHOD_IG) return;
+    char cols[64] = "", why[160] = "";
+    if (c->has_qk_norm) {
+        snprintf(cols, sizeof cols, "attn.q, attn.k");
+        snprintf(why, sizeof why, "q and k are RMS-normed per head");
+    }
+    if (c->has_post_norms) {
+        snprintf(cols + strlen(cols), sizeof cols - strlen(cols), "%sattn.o, mlp.down", cols[0] ? ", " : "");
+        snprintf(why + strlen(why), sizeof why - strlen(why), "%sthe block outputs are RMS-normed",
+                 why[0] ? " and " : "");
+    }
+    if (!cols[0]) return;
+    fprintf(stderr,
+            "layermap: %s is blind by construction on %s: %s (%s: scaling them changes nothing), so these columns "
+            "are ~0; use ablate or grad-weight for them\n",
+            lm_method_names[method], lm_arch_name(c->arch), cols, why);
 }
 
 int cmd_attribute(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *method_s = "grad-weight", *ckpt = NULL;
+    const char *model = NULL, *data = NULL, *method_s = "grad-weight", *ckpt = NULL, *layers_s = NULL;
     long seq_len = 512, max_tokens = 0, steps = 32, threads = 0, batch = 1, act_mb = 0, weight_mb = 0;
     int resume = 0, per_param = 0;
     cli_out out;
@@ -65,10 +146,12 @@ int cmd_attribute(int argc, char **argv) {
             method_s = argv[++i];
         } else if (i + 1 < argc && !strcmp(a, "--checkpoint")) {
             ckpt = argv[++i];
+        } else if (i + 1 < argc && !strcmp(a, "--layers")) {
+            layers_s = argv[++i];
         } else if (i + 1 < argc && !strcmp(a, "--seq-len")) {
             if (cli_parse_int(a, argv[++i], 2, 1 << 20, &seq_len)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--max-tokens")) {
-            if (cli_parse_int(a, argv[++i], 0, (long)1 << 50, &max_tokens)) return 2;
+            if (cli_parse_int(a, argv[++i], 1, (long)1 << 50, &max_tokens)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--act-cache")) {
             if (cli_parse_int(a, argv[++i], 1, 1L << 30, &act_mb)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--weight-cache")) {
@@ -87,15 +170,34 @@ int cmd_attribute(int argc, char **argv) {
             return cli_errorf("attribute: unexpected argument '%s'", a) ? 2 : 2;
         }
     }
+    int act_stats = !strcmp(method_s, "act-stats");
+    lm_method method = LM_METHOD_ACT_SQ;
+    if (cli_parse_method(method_s, &method)) return 2; /* first: "-m MODEL" is the likely mistake */
     if (!model || !data) {
         usage(stderr);
         return 2;
     }
-    int act_stats = !strcmp(method_s, "act-stats");
-    lm_method method = LM_METHOD_ACT_SQ;
-    if (!act_stats && lm_method_parse(method_s, &method) != LM_OK)
-        return cli_errorf("attribute: unknown method '%s' (see --help)", method_s) ? 2 : 2;
     if (resume && !ckpt) return cli_errorf("attribute: --resume needs --checkpoint FILE") ? 2 : 2;
+    uint8_t *keep = NULL; /* --layers */
+    int keep_max = -1;
+    if (layers_s && cli_parse_layers(layers_s, &keep, &keep_max)) return 2;
+    /* fail before any work: outputs that cannot be written, a checkpoint that would be lost */
+    struct stat cst;
+    int ckpt_exists = ckpt && stat(ckpt, &cst) == 0;
+    if (ckpt_exists && !resume) {
+        free(keep);
+        return cli_errorf("--checkpoint %s exists: pass --resume to continue that run, or delete the file", ckpt) ? 2
+                                                                                                                : 2;
+    }
+    if (cli_out_check_writable(&out) || (ckpt && cli_check_writable("--checkpoint", ckpt))) {
+        free(keep);
+        return 1;
+    }
+    char hub_path[4096], hub_name[256];
+    if (cli_resolve_model(&model, hub_path, sizeof hub_path, hub_name, sizeof hub_name)) {
+        free(keep);
+        return 1;
+    }
 
     lm_err err = {0};
     lm_model *m = NULL;
@@ -104,7 +206,14 @@ int cmd_attribute(int argc, char **argv) {
     lm_engine *e = NULL;
     lm_attr_result res = {0};
     int rc = 1;
+    volatile int *cancel = cli_cancel_install(); /* from here on: a signal while loading stops before the work */
     if (lm_model_open(&m, model, &err) || lm_tokenizer_open(&tok, m, &err)) goto fail;
+    if (hub_name[0]) snprintf(m->name, sizeof m->name, "%s", hub_name);
+    if (keep && keep_max >= m->cfg.n_layer) {
+        cli_errorf("--layers %s: %s has layers 0-%d", layers_s, model, m->cfg.n_layer - 1);
+        goto done;
+    }
+    if (!act_stats) warn_blind(&m->cfg, method);
     lm_data_opts dopt = {(int)seq_len, max_tokens};
     if (lm_dataset_load(&ds, data, tok, &dopt, &err)) goto fail;
     int longest = 0;
@@ -121,25 +230,59 @@ int cmd_attribute(int argc, char **argv) {
     ao.batch = (int)batch;
     ao.checkpoint_path = ckpt;
     ao.resume = resume;
-    cli_progress prog;
-    cli_progress_init(&prog);
-    ao.progress = cli_progress_cb;
+    attr_progress prog = {.ds = ds, .ckpt = ckpt_exists && resume ? ckpt : NULL, .batch = (int)batch, .k = -1};
+    cli_progress_init(&prog.p);
+    prog.p.unit = "tok";
+    ao.progress = attr_progress_cb;
     ao.progress_ctx = &prog;
+    if (resume && !ckpt_exists) fprintf(stderr, "layermap: no checkpoint %s yet: starting from the beginning\n", ckpt);
+    ao.cancel = cancel;
     int arc = lm_attribute(e, ds, method, &ao, &res, &err);
-    cli_progress_end(&prog);
+    cli_progress_end(&prog.p);
+    if (arc == LM_ECANCELED && cli_cancel_signal()) {
+        int sig = cli_cancel_signal();
+        if (ckpt)
+            cli_errorf("interrupted (%s): %s; to continue, run the same command with --resume", strsignal(sig),
+                       err.msg);
+        else
+            cli_errorf("interrupted (%s): %s; nothing kept (use --checkpoint FILE to be able to resume)",
+                       strsignal(sig), err.msg);
+        rc = 128 + sig;
+        goto done;
+    }
     if (arc) goto fail;
-    summary(&res, act_stats ? "act-stats" : method_s, res.seconds);
-    fprintf(stderr, "layermap: %s\n", lm_engine_kernel_name());
+    if (prog.ckpt && prog.k < 0)
+        fprintf(stderr, "layermap: resuming from %s: %d of %d sequences done (nothing left to compute)\n", ckpt,
+                ds->n_seq, ds->n_seq);
+    summary(&res, act_stats ? "act-stats" : method_s, res.seconds, &prog);
+    if (cli_verbose) fprintf(stderr, "layermap: %s\n", lm_engine_kernel_name());
 
     char note[512];
     snprintf(note, sizeof note, "data=%s tokens=%lld seq_len=%ld%s", data, (long long)res.n_tokens, seq_len,
              method == LM_METHOD_IG ? " ig" : "");
     lm_matrix *ms[2] = {res.m, res.also};
+    char opts[512];
+    snprintf(opts, sizeof opts,
+             "{\"method\": \"%s\", \"seq_len\": %ld, \"max_tokens\": %ld, \"batch\": %ld, \"ig_steps\": %ld, "
+             "\"per_param\": %s, \"resumed\": %s, \"layers\": \"%s\"}",
+             act_stats ? "act-stats" : method_s, seq_len, max_tokens, batch, steps, per_param ? "true" : "false",
+             prog.ckpt ? "true" : "false", layers_s ? layers_s : "all");
+    cli_meta mt = {.command = "attribute", .model = m, .data = data, .tokens = res.n_tokens,
+                   .predicted = res.n_targets,
+                   .loss = res.n_targets ? res.loss_sum / (double)res.n_targets : NAN,
+                   .seconds = res.seconds, .threads = (int)threads, .options = opts};
+    char *meta = cli_meta_json(&mt);
+    if (!meta) goto done;
     for (int i = 0; i < 2; i++)
         if (ms[i]) {
             snprintf(ms[i]->model, sizeof ms[i]->model, "%s", m->name);
             snprintf(ms[i]->note, sizeof ms[i]->note, "%s", note);
+            if (lm_matrix_set_meta(ms[i], meta, &err) || (keep && lm_matrix_select_layers(ms[i], keep, keep_max + 1, &err))) {
+                free(meta);
+                goto fail;
+            }
         }
+    free(meta);
     for (int i = 0; per_param && i < 2; i++) {
         if (!ms[i]) continue;
         for (int l = 0; l < ms[i]->n_layer; l++)
@@ -155,17 +298,27 @@ int cmd_attribute(int argc, char **argv) {
     }
     if (act_stats) {
         fprintf(stderr, "layermap: block influence (1 - cos(h_in, h_out)) per layer:");
-        for (int l = 0; l < m->cfg.n_layer; l++) fprintf(stderr, " %.4g", res.block_influence[l]);
+        for (int l = 0; l < m->cfg.n_layer; l++)
+            if (!keep)
+                fprintf(stderr, " %.4g", res.block_influence[l]);
+            else if (keep[l])
+                fprintf(stderr, " %d:%.4g", l, res.block_influence[l]);
         fprintf(stderr, "\n");
         rc = cli_out_emit_many(&out, ms, 2);
     } else {
         rc = cli_out_emit(&out, res.m);
+    }
+    if (cli_cancel_signal()) { /* came after the work: the outputs were still written whole */
+        cli_errorf("interrupted (%s) after the work; the outputs are complete", strsignal(cli_cancel_signal()));
+        rc = 128 + cli_cancel_signal();
     }
     goto done;
 fail:
     cli_error(&err);
     rc = 1;
 done:
+    cli_cancel_uninstall(); /* held until the outputs are written: a signal never leaves half a file */
+    free(keep);
     lm_attr_result_free(&res);
     lm_engine_free(e);
     lm_dataset_free(ds);

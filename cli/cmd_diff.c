@@ -4,7 +4,9 @@
  */
 #include "cli.h"
 
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -29,7 +31,11 @@ static void usage(FILE *f) {
             "  --oversample P      extra sketch columns of the randomized SVD (default 8)\n"
             "  --power-iters Q     power iterations of the randomized SVD (default 2)\n"
             "  --seed N            seed of the random sketch (default fixed: runs are reproducible)\n"
-            "  --threads N         worker threads, one tensor each (default: all cores)\n\n"
+            "  -t, --threads N     worker threads, one tensor each (default: all cores)\n"
+            "  --layers L          only these layers, e.g. 0-5,20: the others are not read; rows keep\n"
+            "                      their layer numbers\n"
+            "BASE and FINETUNED may be hub ids ORG/NAME in the local Hugging Face cache (--revision R\n"
+            "applies to both; never downloads). Options take --opt=value too.\n\n"
             "Edge values: an unchanged module has rel 0, density 0, cosine 1, rank 0; a zero base\n"
             "weight gives rel NaN (printed as -). rel, density and cosine read each weight once,\n"
             "at memory/disk speed; rank reads it 2 + 2Q times and is compute-bound.\n"
@@ -82,7 +88,7 @@ static int emit_metric(const cli_out *base_out, lm_matrix *m, int k, int many, c
 /* `layermap diff`: parse, open both models, lm_diff, emit the metric(s).
  * Exit 0, 1 on a run-time error, 2 on a usage error. */
 int cmd_diff(int argc, char **argv) {
-    const char *paths[2] = {NULL, NULL}, *metric = "rel";
+    const char *paths[2] = {NULL, NULL}, *metric = "rel", *layers_s = NULL;
     long rank_k = 64, oversample = 8, power_iters = 2, threads = 0, seed = -1;
     double tol = 0;
     cli_out out;
@@ -108,6 +114,8 @@ int cmd_diff(int argc, char **argv) {
             if (cli_parse_int(a, argv[++i], 0, 64, &power_iters)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--seed")) {
             if (cli_parse_int(a, argv[++i], 0, 0x7fffffffffffffffL, &seed)) return 2;
+        } else if (i + 1 < argc && !strcmp(a, "--layers")) {
+            layers_s = argv[++i];
         } else if (i + 1 < argc && !strcmp(a, "--threads")) {
             if (cli_parse_int(a, argv[++i], 1, 4096, &threads)) return 2;
         } else if (a[0] == '-' && a[1]) {
@@ -128,10 +136,30 @@ int cmd_diff(int argc, char **argv) {
     if (!strcmp(metric, "all")) which = LM_DIFF_COUNT;
     for (int k = 0; k < LM_DIFF_COUNT; k++)
         if (!strcmp(metric, lm_diff_metric_names[k])) which = k;
-    if (which < 0) return cli_errorf("diff: unknown metric '%s' (rel, density, cosine, rank or all)", metric) ? 2 : 2;
+    if (which < 0) {
+        lm_method unused;
+        if (strchr(metric, '/') || strstr(metric, ".gguf") || strstr(metric, ".safetensors"))
+            return cli_errorf("-m takes a metric (rel, density, cosine, rank or all); BASE and FINETUNED come first, "
+                              "'%s' looks like a model", metric) ? 2 : 2;
+        if (!lm_method_parse(metric, &unused))
+            return cli_errorf("diff: '%s' is an attribute method; diff's -m is rel, density, cosine, rank or all",
+                              metric) ? 2 : 2;
+        return cli_errorf("diff: unknown metric '%s' (rel, density, cosine, rank or all)", metric) ? 2 : 2;
+    }
 
+    uint8_t *keep = NULL;
+    int keep_max = -1;
+    if (layers_s && cli_parse_layers(layers_s, &keep, &keep_max)) return 2;
+    char hub[2][4096], hub_name[2][256];
+    if (cli_out_check_writable(&out) || cli_resolve_model(&paths[0], hub[0], sizeof hub[0], hub_name[0], 256) ||
+        cli_resolve_model(&paths[1], hub[1], sizeof hub[1], hub_name[1], 256)) {
+        free(keep);
+        return 1;
+    }
     lm_diff_opts o;
     lm_diff_opts_default(&o);
+    o.layers = keep;
+    o.n_layers_mask = keep_max + 1;
     o.tol = tol;
     o.rank_k = which == LM_DIFF_RANK || which == LM_DIFF_COUNT ? (int)rank_k : 0; /* 0: no SVD passes */
     o.oversample = (int)oversample;
@@ -144,21 +172,49 @@ int cmd_diff(int argc, char **argv) {
     lm_matrix *ms[LM_DIFF_COUNT] = {0};
     int rc = 1;
     if (lm_model_open(&mb, paths[0], &err) || lm_model_open(&mf, paths[1], &err)) goto fail;
+    if (hub_name[0][0]) snprintf(mb->name, sizeof mb->name, "%s", hub_name[0]);
+    if (hub_name[1][0]) snprintf(mf->name, sizeof mf->name, "%s", hub_name[1]);
+    if (keep && keep_max >= mb->cfg.n_layer) {
+        cli_errorf("--layers %s: %s has layers 0-%d", layers_s, paths[0], mb->cfg.n_layer - 1);
+        goto done;
+    }
     cli_progress prog;
     cli_progress_init(&prog);
+    prog.unit = "B";
     o.progress = cli_progress_cb;
     o.progress_ctx = &prog;
     double t0 = cli_now();
     int drc = lm_diff(mb, mf, &o, ms, &err);
     cli_progress_end(&prog);
     if (drc) goto fail;
+    double secs = cli_now() - t0;
+    {
+        char opts[400];
+        snprintf(opts, sizeof opts,
+                 "{\"metric\": \"%s\", \"tol\": %.17g, \"rank_k\": %d, \"oversample\": %d, \"power_iters\": %d, "
+                 "\"seed\": %llu, \"layers\": \"%s\"}",
+                 metric, o.tol, o.rank_k, o.oversample, o.power_iters, (unsigned long long)o.seed,
+                 layers_s ? layers_s : "all");
+        cli_meta mt = {.command = "diff", .model = mb, .model2 = mf, .tokens = -1, .predicted = -1, .loss = NAN,
+                       .seconds = secs, .threads = (int)threads, .options = opts};
+        char *meta = cli_meta_json(&mt);
+        if (!meta) goto done;
+        for (int k = 0; k < LM_DIFF_COUNT; k++)
+            if (lm_matrix_set_meta(ms[k], meta, &err) || (keep && lm_matrix_select_layers(ms[k], keep, keep_max + 1, &err))) {
+                free(meta);
+                goto fail;
+            }
+        free(meta);
+    }
     if (!out.quiet) {
-        double bytes = 0, secs = cli_now() - t0;
-        for (int l = 0; l < mb->cfg.n_layer; l++)
+        double bytes = 0;
+        for (int l = 0; l < mb->cfg.n_layer; l++) {
+            if (keep && !keep[l]) continue;
             for (int j = 0; j < LM_N_MODULES; j++)
                 bytes += (double)mb->layers[l].w[j]->nbytes + (double)mf->layers[l].w[j]->nbytes;
+        }
         fprintf(stderr, "layermap: diff: %d layers x %d modules, %.3g GB of weights in %.2f s (%.2f GB/s)\n",
-                mb->cfg.n_layer, LM_N_MODULES, bytes / 1e9, secs, secs > 0 ? bytes / 1e9 / secs : 0.0);
+                ms[0]->n_layer, LM_N_MODULES, bytes / 1e9, secs, secs > 0 ? bytes / 1e9 / secs : 0.0);
     }
     if (which < LM_DIFF_COUNT) {
         rc = emit_metric(&out, ms[which], which, 0, &o, mb->name, mf->name);
@@ -171,6 +227,7 @@ fail:
     cli_error(&err);
     rc = 1;
 done:
+    free(keep);
     for (int k = 0; k < LM_DIFF_COUNT; k++) lm_matrix_free(ms[k]);
     lm_model_close(mb);
     lm_model_close(mf);

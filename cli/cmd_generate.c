@@ -10,7 +10,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: layermap generate MODEL [PROMPT | -f FILE] [-n N] [--ids] [--no-bos] [--threads N]\n\n"
+            "usage: layermap generate MODEL [PROMPT | -f FILE] [-n N] [--ids] [--no-bos] [-t N]\n\n"
             "Greedy continuation of PROMPT (default: empty, i.e. from BOS) by N tokens (default 32).\n"
             "  -f FILE    read the prompt from FILE\n"
             "  --ids      print the token ids of prompt + continuation instead of text\n"
@@ -30,7 +30,7 @@ int cmd_generate(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
-        } else if (i + 1 < argc && !strcmp(a, "-f")) {
+        } else if (i + 1 < argc && (!strcmp(a, "-f") || !strcmp(a, "--file"))) {
             prompt_file = argv[++i];
         } else if (i + 1 < argc && !strcmp(a, "--bench")) {
             if (cli_parse_int(a, argv[++i], 1, 1000, &bench)) return 2;
@@ -99,6 +99,8 @@ int cmd_generate(int argc, char **argv) {
     int32_t *p = NULL, *outv = NULL;
     char *text = NULL;
     int np = 0, nout = 0, rc = 1;
+    char hub_path[4096], hub_name[256];
+    if (cli_resolve_model(&model, hub_path, sizeof hub_path, hub_name, sizeof hub_name)) goto done;
     if (lm_model_open(&m, model, &err) || lm_tokenizer_open(&tok, m, &err)) goto fail;
     if (lm_tokenize(tok, prompt, strlen(prompt), no_bos ? 0 : -1, &p, &np, &err)) goto fail;
     if (np == 0) {
@@ -126,8 +128,9 @@ int cmd_generate(int argc, char **argv) {
                     }
             t = times[1 + (runs - 1) / 2];
         }
-        fprintf(stderr, "layermap: prompt %d tokens in %.3f s (%.1f tokens/s)%s; %s\n", np, t, t > 0 ? np / t : 0.0,
-                bench > 0 ? ", median of the timed runs" : "", lm_engine_kernel_name());
+        fprintf(stderr, "layermap: prompt %d tokens in %.3f s (%.1f tokens/s)%s\n", np, t, t > 0 ? np / t : 0.0,
+                bench > 0 ? ", median of the timed runs" : "");
+        if (cli_verbose) fprintf(stderr, "layermap: %s\n", lm_engine_kernel_name());
     }
     if (lm_generate_greedy(e, p, np, (int)n_new, &outv, &nout, &err)) goto fail;
     if (ids) {

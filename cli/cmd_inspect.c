@@ -21,7 +21,8 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: layermap inspect MODEL [--tensors] [--json]\n\n"
                "Show what layermap reads from a model: an HF directory (config.json + model.safetensors,\n"
-               "or shards with model.safetensors.index.json) or a .gguf file.\n\n"
+               "or shards with model.safetensors.index.json) or a .gguf file; or a hub id ORG/NAME found\n"
+               "in the local Hugging Face cache (--revision R: a branch, tag or commit; never downloads).\n\n"
                "  --tensors   also list every tensor of the checkpoint: name, dtype, shape, bytes\n"
                "  --json      print one JSON object instead of text\n"
                "  -h, --help  this help\n\n"
@@ -492,7 +493,10 @@ int cmd_inspect(int argc, char **argv) {
     }
     lm_model *m;
     lm_err err = {0};
+    char hub_path[4096], hub_name[256];
+    if (cli_resolve_model(&path, hub_path, sizeof hub_path, hub_name, sizeof hub_name)) return 1;
     if (lm_model_open(&m, path, &err)) return cli_error(&err);
+    if (hub_name[0]) snprintf(m->name, sizeof m->name, "%s", hub_name);
     int rc = 0;
     if (json) {
         cJSON *o = build_json(m, tensors);

@@ -24,6 +24,7 @@ static void usage(FILE *f) {
             "                      colour scale when they show the same quantity (method and --norm),\n"
             "                      else one scale per panel (a warning says so; --shared-scale forces one)\n"
             "  --cols N            panels per row of the grid (default: all in one row)\n"
+            "  --layers L          only these layers' rows, e.g. 0-5,20 (by layer number)\n"
             "  -h, --help          this text\n\n"
             "Without --grid, each of several matrices gets its own figure (and scale): the name\n"
             "of every -o file gets \"-<input name>\" inserted before its extension.\n\n"
@@ -80,6 +81,7 @@ int cmd_plot(int argc, char **argv) {
     const char *inputs[MAX_INPUTS];
     int n_in = 0, grid = 0;
     long cols = 0;
+    const char *layers_s = NULL;
     cli_out out;
     cli_out_init(&out);
     for (int i = 1; i < argc; i++) {
@@ -90,6 +92,8 @@ int cmd_plot(int argc, char **argv) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
+        } else if (i + 1 < argc && !strcmp(a, "--layers")) {
+            layers_s = argv[++i];
         } else if (!strcmp(a, "--grid")) {
             grid = 1;
         } else if (!strcmp(a, "--cols") || !strncmp(a, "--cols=", 7)) {
@@ -110,10 +114,23 @@ int cmd_plot(int argc, char **argv) {
     }
     if (cols && !grid) return cli_errorf("plot: --cols is for --grid") ? 2 : 2;
     out.plot.cols = (int)cols;
+    uint8_t *keep = NULL;
+    int keep_max = -1;
+    if (layers_s && cli_parse_layers(layers_s, &keep, &keep_max)) return 2;
+    if (cli_out_check_writable(&out)) {
+        free(keep);
+        return 1;
+    }
 
     lm_matrix *ms[MAX_INPUTS] = {0};
     int rc = 0;
-    for (int i = 0; i < n_in && !rc; i++) rc = read_matrix(inputs[i], &ms[i]);
+    for (int i = 0; i < n_in && !rc; i++) {
+        rc = read_matrix(inputs[i], &ms[i]);
+        lm_err err = {0};
+        if (!rc && keep && lm_matrix_select_layers(ms[i], keep, keep_max + 1, &err))
+            rc = cli_errorf("%s: --layers %s: %s", inputs[i], layers_s, err.msg);
+    }
+    free(keep);
     if (!rc && grid && n_in > 1 && out.plot.scales != LM_PLOT_SCALE_SHARED &&
         !lm_plot_same_quantity((const lm_matrix *const *)ms, n_in))
         fprintf(stderr, "layermap: plot: the matrices show different quantities (methods or --norm differ): "

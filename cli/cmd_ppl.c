@@ -9,12 +9,15 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: layermap ppl MODEL FILE [--seq-len N] [--max-tokens N] [--threads N] [--llamacpp-arith]\n\n"
+            "usage: layermap ppl MODEL [FILE | -f FILE] [--seq-len N] [--max-tokens N] [-t N] [--llamacpp-arith]\n\n"
             "Perplexity = exp(mean next-token negative log-likelihood over every predicted token).\n"
             "The text is split into sequences of --seq-len tokens (default 512; a shorter text is one\n"
             "sequence), each starting with BOS when the model's metadata says to add it.\n"
             "  --llamacpp-arith  round activations as llama.cpp does (8-bit for quantized products,\n"
-            "                    F16 KV cache) to compare with it\n");
+            "                    F16 KV cache) to compare with it\n"
+            "  --max-tokens N    only the first N >= 1 tokens (default: all)\n"
+            "  -t, --threads N   worker threads (default: all cores)\n"
+            "MODEL: a .gguf, an HF directory, or a hub id ORG/NAME in the local HF cache (--revision R).\n");
 }
 
 int cmd_ppl(int argc, char **argv) {
@@ -29,7 +32,11 @@ int cmd_ppl(int argc, char **argv) {
         } else if (i + 1 < argc && !strcmp(a, "--seq-len")) {
             if (cli_parse_int(a, argv[++i], 2, 1 << 20, &seq_len)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--max-tokens")) {
-            if (cli_parse_int(a, argv[++i], 0, (long)1 << 50, &max_tokens)) return 2;
+            if (cli_parse_int(a, argv[++i], 1, (long)1 << 50, &max_tokens)) return 2;
+        } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
+            if (i + 1 >= argc) return cli_errorf("ppl: %s needs a file name", a) ? 2 : 2;
+            if (file) return cli_errorf("ppl: give the text file once (FILE or -f FILE)") ? 2 : 2;
+            file = argv[++i];
         } else if (!strcmp(a, "--llamacpp-arith")) {
             compat = 1;
         } else if (i + 1 < argc && !strcmp(a, "--threads")) {
@@ -40,7 +47,7 @@ int cmd_ppl(int argc, char **argv) {
         } else if (!model) {
             model = a;
         } else if (!file) {
-            file = a;
+            file = a; /* `ppl MODEL FILE` as before */
         } else {
             cli_errorf("ppl: unexpected argument '%s'", a);
             return 2;
@@ -56,6 +63,8 @@ int cmd_ppl(int argc, char **argv) {
     lm_dataset *ds = NULL;
     lm_engine *e = NULL;
     int rc = 1;
+    char hub_path[4096], hub_name[256];
+    if (cli_resolve_model(&model, hub_path, sizeof hub_path, hub_name, sizeof hub_name)) return 1;
     if (lm_model_open(&m, model, &err) || lm_tokenizer_open(&tok, m, &err)) goto fail;
     lm_data_opts dopt = {(int)seq_len, max_tokens};
     if (lm_dataset_load(&ds, file, tok, &dopt, &err)) goto fail;
@@ -66,6 +75,7 @@ int cmd_ppl(int argc, char **argv) {
     if (lm_engine_new(&e, m, &eo, &err)) goto fail;
     cli_progress prog;
     cli_progress_init(&prog);
+    prog.unit = "tok";
     double nll = 0.0, t0 = cli_now();
     int64_t count = 0, done = 0;
     for (int s = 0; s < ds->n_seq; s++) {
@@ -90,8 +100,8 @@ int cmd_ppl(int argc, char **argv) {
     printf("nll/token  %.6f\n", nll / (double)count);
     printf("tokens     %lld in %d sequence%s, %lld predicted\n", (long long)ds->n_tokens, ds->n_seq,
            ds->n_seq == 1 ? "" : "s", (long long)count);
-    fprintf(stderr, "layermap: %.2f s, %.1f tokens/s; %s\n", secs, secs > 0 ? (double)ds->n_tokens / secs : 0.0,
-            lm_engine_kernel_name());
+    fprintf(stderr, "layermap: %.2f s, %.1f tokens/s\n", secs, secs > 0 ? (double)ds->n_tokens / secs : 0.0);
+    if (cli_verbose) fprintf(stderr, "layermap: %s\n", lm_engine_kernel_name());
     rc = 0;
     goto done;
 fail:

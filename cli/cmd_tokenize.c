@@ -1,6 +1,8 @@
 /*
- * cmd_tokenize.c -- `layermap tokenize MODEL [TEXT | -f FILE] [--no-bos] [--ids]`:
- * the token ids and pieces of a text, one "id<TAB>piece" line per token.
+ * cmd_tokenize.c -- `layermap tokenize MODEL [TEXT | -f FILE] [--no-bos] [--ids] [--raw]`:
+ * the tokens of a text, one "id -> 'text'" line per token (as llama.cpp's
+ * tokenizer tool prints them), or with --raw "id<TAB>piece" as the vocabulary
+ * stores it.
  */
 #include "cli.h"
 #include "base/utf8.h"
@@ -14,14 +16,16 @@
 /* Print the command's help. */
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: layermap tokenize MODEL [TEXT | -f FILE] [--no-bos] [--ids]\n\n"
+            "usage: layermap tokenize MODEL [TEXT | -f FILE] [--no-bos] [--ids] [--raw]\n\n"
             "Tokenize TEXT (or FILE, or standard input when neither is given; -f - is stdin too)\n"
-            "with the tokenizer of MODEL and print one line per token: id, a tab, and the piece as the\n"
-            "vocabulary stores it (control characters and backslashes escaped as \\n, \\t, \\xHH, \\\\).\n\n"
+            "with the tokenizer of MODEL and print one line per token: id -> 'its text' (the token\n"
+            "decoded alone; control characters, backslashes and bytes of an incomplete UTF-8\n"
+            "character escaped as \\n, \\t, \\xHH, \\\\).\n\n"
             "MODEL  a .gguf file, an HF model directory, or a tokenizer.json (or a directory holding\n"
-            "       only a tokenizer.json)\n"
+            "       only a tokenizer.json), or a hub id ORG/NAME in the local HF cache (--revision R)\n"
             "  --no-bos   do not add BOS (by default BOS is added when the model says so)\n"
             "  --ids      print only the ids, space-separated on one line\n"
+            "  --raw      id, a tab, and the piece as the vocabulary stores it (\"\u2581the\", \"<0x0A>\")\n"
             "  -f FILE    read the text from FILE\n");
 }
 
@@ -94,7 +98,7 @@ static int open_tokenizer(const char *path, lm_tokenizer **tok, lm_model **m, lm
 /* The tokenize command. */
 int cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *text = NULL, *file = NULL;
-    int add_bos = -1, ids_only = 0;
+    int add_bos = -1, ids_only = 0, raw = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -104,6 +108,8 @@ int cmd_tokenize(int argc, char **argv) {
             add_bos = 0;
         } else if (!strcmp(a, "--ids")) {
             ids_only = 1;
+        } else if (!strcmp(a, "--raw")) {
+            raw = 1;
         } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
             if (i + 1 >= argc) {
                 cli_errorf("tokenize: %s needs a file name", a);
@@ -147,6 +153,8 @@ int cmd_tokenize(int argc, char **argv) {
     lm_tokenizer *tok = NULL;
     int32_t *ids = NULL;
     int n = 0, rc = 1;
+    char hub_path[4096], hub_name[256];
+    if (cli_resolve_model(&model, hub_path, sizeof hub_path, hub_name, sizeof hub_name)) goto done;
     if (open_tokenizer(model, &tok, &m, &err)) {
         cli_error(&err);
         goto done;
@@ -158,12 +166,43 @@ int cmd_tokenize(int argc, char **argv) {
     if (ids_only) {
         for (int i = 0; i < n; i++) printf("%s%d", i ? " " : "", (int)ids[i]);
         putchar('\n');
-    } else {
+    } else if (raw) {
         for (int i = 0; i < n; i++) {
             printf("%d\t", (int)ids[i]);
             print_piece(lm_token_piece(tok, ids[i]));
             putchar('\n');
         }
+    } else {
+        /* Each token is decoded after a fixed one ("a"), and that one's text
+         * removed: a decoder drops the leading space of a whole text
+         * (SentencePiece), which would hide the space that starts " upon". */
+        int32_t *pre = NULL, pair[2];
+        int npre = 0;
+        char *ptxt = NULL;
+        if (lm_tokenize(tok, "a", 1, 0, &pre, &npre, &err) || npre < 1 ||
+            lm_detokenize(tok, &pre[npre - 1], 1, &ptxt, &err)) {
+            npre = 0;
+        }
+        size_t plen = ptxt ? strlen(ptxt) : 0;
+        for (int i = 0; i < n; i++) {
+            char *txt = NULL;
+            pair[0] = npre ? pre[npre - 1] : ids[i];
+            pair[1] = ids[i];
+            if (lm_detokenize(tok, npre ? pair : &ids[i], 1 + (npre > 0), &txt, &err)) {
+                cli_error(&err);
+                free(pre);
+                free(ptxt);
+                goto done;
+            }
+            const char *t = npre && !strncmp(txt, ptxt, plen) ? txt + plen : txt;
+            /* a control token (BOS) decodes to nothing: show its name */
+            printf("%6d -> '", (int)ids[i]);
+            print_piece(t[0] ? t : lm_token_piece(tok, ids[i]));
+            fputs("'\n", stdout);
+            free(txt);
+        }
+        free(pre);
+        free(ptxt);
     }
     rc = fflush(stdout) == 0 ? 0 : cli_errorf("cannot write the output");
 done:

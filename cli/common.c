@@ -64,12 +64,12 @@ double cli_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* A bar goes to stderr when it is a terminal, or when LM_PROGRESS=1;
- * LM_PROGRESS=0 turns it off even on a terminal. */
+/* Progress goes to stderr unless --progress 0 or LM_PROGRESS=0: a bar on a
+ * terminal, a line every cli_progress_secs elsewhere (a log file). */
 static int progress_enabled(void) {
     const char *e = getenv("LM_PROGRESS");
-    if (e && *e) return strcmp(e, "0") != 0;
-    return isatty(STDERR_FILENO);
+    if (e && *e && !strcmp(e, "0")) return 0;
+    return cli_progress_secs > 0;
 }
 
 /* See cli.h. */
@@ -77,6 +77,8 @@ void cli_progress_init(cli_progress *p) {
     p->t0 = cli_now();
     p->last = 0;
     p->shown = 0;
+    p->base = 0;
+    p->unit = NULL;
 }
 
 /* A count with an SI suffix: 950, 12.3k, 4.56M. */
@@ -105,7 +107,8 @@ static void hms(char *buf, size_t n, double s) {
 
 /* See cli.h: "what [#####.....]  42%  1.2k/s  ETA 0:13", only once the work
  * has lasted a second; on a terminal redrawn in place at most ten times a
- * second, elsewhere (LM_PROGRESS=1 into a log) one line every two seconds. */
+ * second. Elsewhere (a log) one line every cli_progress_secs:
+ * "layermap: what: 1.2k/4.5k tok (27%), 1.1k tok/s, ETA 0:03, 0:01 elapsed". */
 void cli_progress_cb(void *ctx, double done, double total, const char *what) {
     cli_progress *p = ctx;
     if (!p) return;
@@ -113,13 +116,27 @@ void cli_progress_cb(void *ctx, double done, double total, const char *what) {
     if (el < 1.0 || t - p->last < 0.1) return;
     if (!progress_enabled()) return;
     int tty = isatty(STDERR_FILENO);
-    if (!tty && t - p->last < 2.0) return;
+    if (!tty && (p->last > 0 ? t - p->last : el) < cli_progress_secs) return; /* first line after one interval */
     p->last = t;
+    if (!tty) { /* a log line */
+        char d[32], tot[32], rate[32], eta[32], elap[32];
+        double r = done > p->base ? (done - p->base) / el : 0;
+        const char *u = p->unit ? p->unit : "";
+        si(d, sizeof d, done);
+        si(tot, sizeof tot, total);
+        si(rate, sizeof rate, r);
+        hms(eta, sizeof eta, r > 0 && total > 0 ? (total - done) / r : -1);
+        hms(elap, sizeof elap, el);
+        fprintf(stderr, "layermap: %s: %s/%s%s%s (%.0f%%), %s %s/s, ETA %s, %s elapsed\n", what ? what : "", d, tot,
+                *u ? " " : "", u, total > 0 ? 100 * done / total : 0.0, rate, *u ? u : "", eta, elap);
+        fflush(stderr);
+        return;
+    }
     int width = 80;
     struct winsize ws;
     if (tty && ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20) width = ws.ws_col;
     char rate[32], eta[32], tail[96];
-    double r = done > 0 ? done / el : 0;
+    double r = done > p->base ? (done - p->base) / el : 0;
     si(rate, sizeof rate, r);
     if (total > 0) {
         double f = done / total;
@@ -267,21 +284,7 @@ static int add_file(cli_out *o, const char *opt, const char *path, int want) {
     for (int k = 0; k < o->n_files; k++)
         if (!strcmp(o->files[k], path)) return 1; /* named twice: write once */
     if (o->n_files >= CLI_MAX_OUT) return cli_errorf("%s: at most %d output files", opt, CLI_MAX_OUT), -1;
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (slash) {
-        size_t n = (size_t)(slash - path);
-        if (n == 0) n = 1; /* "/x.png" */
-        if (n >= sizeof dir) return cli_errorf("%s: file name too long", path), -1;
-        memcpy(dir, path, n);
-        dir[n] = 0;
-    } else {
-        snprintf(dir, sizeof dir, ".");
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return cli_errorf("%s: directory '%s' does not exist", path, dir), -1;
-    if (access(dir, W_OK) != 0) return cli_errorf("%s: directory '%s' is not writable", path, dir), -1;
+    /* whether it can be written: cli_out_check_writable, before any work */
     o->files[o->n_files++] = path;
     return 1;
 }

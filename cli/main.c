@@ -66,6 +66,7 @@ static void fix_runtime_env(char **argv) {
 
 int main(int argc, char **argv) {
     fix_runtime_env(argv);
+    if (argc >= 2 && cli_prepare_args(&argc, &argv)) return 2;
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -239,12 +239,24 @@ typedef struct lm_matrix {
     char note[512];    /* free text: data file, tokens, options */
     double *layer_extra;     /* optional per-layer vector (e.g. block influence), NULL if none */
     char layer_extra_name[64];
+    int *layer_index;  /* optional [n_layer]: the model's layer number of each row, strictly
+                        * increasing (a --layers selection); NULL = rows are layers 0, 1, 2, ... */
+    char *meta;        /* optional JSON object text: how the matrix was made (run metadata,
+                        * written as "meta" in JSON files); owned, NULL if none */
 } lm_matrix;
 
 lm_matrix *lm_matrix_new(int n_layer); /* NULL on allocation failure; values 0 */
 void lm_matrix_free(lm_matrix *m);
 double lm_matrix_get(const lm_matrix *m, int layer, int module);
 void lm_matrix_set(lm_matrix *m, int layer, int module, double v);
+/* The model's layer number of row `row` (row itself when m->layer_index is NULL). */
+int lm_matrix_layer(const lm_matrix *m, int row);
+/* Keep only the rows whose layer number l has l < n_keep && keep[l] (rows and
+ * layer_extra shrink, layer_index records the kept layers' numbers). LM_EARG
+ * when no row is kept. */
+int lm_matrix_select_layers(lm_matrix *m, const uint8_t *keep, int n_keep, lm_err *err);
+/* Set m->meta to a copy of json (an object's text; NULL clears). */
+int lm_matrix_set_meta(lm_matrix *m, const char *json, lm_err *err);
 /* Normalise in place; a row/column/matrix whose sum is 0 stays 0.
  * Uses absolute values' sum as the denominator so signed matrices keep sign. */
 int lm_matrix_normalize(lm_matrix *m, lm_norm norm, lm_err *err);
@@ -325,6 +337,9 @@ typedef struct lm_diff_opts {
     int threads;        /* 0 = all cores */
     lm_progress_fn progress; /* units: bytes of the two checkpoints' module weights */
     void *progress_ctx;
+    const uint8_t *layers; /* NULL: every layer; else only layers l < n_layers_mask with
+                            * layers[l] != 0 are read and compared (other rows are NaN) */
+    int n_layers_mask;
 } lm_diff_opts;
 
 /* tol 0, rank_k 64, oversample 8, power_iters 2, a fixed seed, all cores. */

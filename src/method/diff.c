@@ -549,6 +549,11 @@ static void fill_results(const diff_run *r, const lm_model *a, const lm_model *b
     }
 }
 
+/* 1 when layer l is to be compared (o->layers selects, NULL = all). */
+static int layer_wanted(const lm_diff_opts *o, int l) {
+    return !o->layers || (l < o->n_layers_mask && o->layers[l]);
+}
+
 /* See layermap.h. Checks, then one task per (layer, module), sorted by size;
  * scratch for every worker and the sketch matrices are allocated up front, so
  * the parallel part allocates nothing and its only failures are reads. */
@@ -584,14 +589,23 @@ int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o, lm_
             goto done;
         }
     }
-    run.n_tasks = n_layer * LM_N_MODULES;
+    run.n_tasks = 0; /* one per (selected layer, module) */
+    for (int i = 0; i < n_layer; i++) run.n_tasks += LM_N_MODULES * layer_wanted(o, i);
+    if (run.n_tasks == 0) {
+        rc = lm_fail(err, LM_EARG, "%s: none of its %d layers is selected", base->path, n_layer);
+        goto done;
+    }
+    for (int k = 0; k < LM_DIFF_COUNT; k++) /* layers left out stay NaN */
+        for (size_t c = 0; c < (size_t)n_layer * LM_N_MODULES; c++) out[k]->v[c] = NAN;
     run.tasks = alloc_n((uint64_t)run.n_tasks, sizeof(diff_task), err, "diff tasks", &rc);
     ncols = alloc_n((uint64_t)run.n_tasks, sizeof(int64_t), err, "diff tasks", &rc);
     if (rc) goto done;
     int64_t max_m = 1, max_n = 1;
+    int ti = 0;
     for (int i = 0; i < n_layer; i++) {
+        if (!layer_wanted(o, i)) continue; /* its weights are never read */
         for (int j = 0; j < LM_N_MODULES; j++) {
-            diff_task *t = &run.tasks[i * LM_N_MODULES + j];
+            diff_task *t = &run.tasks[ti++];
             memset(t, 0, sizeof *t);
             t->layer = i;
             t->mod = j;

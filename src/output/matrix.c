@@ -5,7 +5,8 @@
  * File formats (both written atomically, both read strictly):
  *
  *   CSV   header `layer,attn.q,attn.k,attn.v,attn.o,mlp.up,mlp.down,mlp.gate`,
- *         then one row per layer: the layer index (0, 1, ... in order) and
+ *         then one row per layer: the layer number (0, 1, ... in order; a
+ *         selection of layers has strictly increasing numbers) and
  *         seven numbers. A missing value (NaN) is an empty field; infinities
  *         are `inf` / `-inf`. Numbers are printed with the fewest digits that
  *         read back to the same double (at most 17). No comments and no
@@ -15,8 +16,10 @@
  *   JSON  {"model": str, "method": str, "norm": str, "note": str,
  *          "modules": ["attn.q", ...], "layers": N,
  *          "values": [[7 numbers or null] x N],
- *          "layer_extra": {"name": str, "values": [N numbers or null]}}
- *         (layer_extra only when present). null is NaN; infinities are
+ *          "layer_extra": {"name": str, "values": [N numbers or null]},
+ *          "layer_index": [N layer numbers], "meta": {...}}
+ *         (layer_extra, layer_index and meta only when present; meta is any
+ *         object, kept as it is: the run metadata the CLI records). null is NaN; infinities are
  *         written as 1e999 / -1e999, which JSON parsers read back as inf.
  */
 #include "output/scale.h"
@@ -56,7 +59,45 @@ void lm_matrix_free(lm_matrix *m) {
     if (!m) return;
     lm_free(m->v);
     lm_free(m->layer_extra);
+    lm_free(m->layer_index);
+    lm_free(m->meta);
     lm_free(m);
+}
+
+/* See layermap.h. */
+int lm_matrix_layer(const lm_matrix *m, int row) { return m->layer_index ? m->layer_index[row] : row; }
+
+/* See layermap.h. */
+int lm_matrix_select_layers(lm_matrix *m, const uint8_t *keep, int n_keep, lm_err *err) {
+    int n = 0;
+    for (int r = 0; r < m->n_layer; r++) {
+        int l = lm_matrix_layer(m, r);
+        n += l < n_keep && keep[l];
+    }
+    if (n == 0) return lm_fail(err, LM_EARG, "no layer of the %d-layer matrix is selected", m->n_layer);
+    int *idx = lm_malloc((size_t)n * sizeof *idx);
+    if (!idx) return lm_nomem(err, (size_t)n * sizeof *idx, "layer index");
+    int k = 0;
+    for (int r = 0; r < m->n_layer; r++) {
+        int l = lm_matrix_layer(m, r);
+        if (!(l < n_keep && keep[l])) continue;
+        memmove(m->v + (size_t)k * LM_N_MODULES, m->v + (size_t)r * LM_N_MODULES, LM_N_MODULES * sizeof(double));
+        if (m->layer_extra) m->layer_extra[k] = m->layer_extra[r];
+        idx[k++] = l;
+    }
+    lm_free(m->layer_index);
+    m->layer_index = idx;
+    m->n_layer = n;
+    return LM_OK;
+}
+
+/* See layermap.h. */
+int lm_matrix_set_meta(lm_matrix *m, const char *json, lm_err *err) {
+    char *c = NULL;
+    if (json && !(c = lm_strdup(json))) return lm_nomem(err, strlen(json) + 1, "run metadata");
+    lm_free(m->meta);
+    m->meta = c;
+    return LM_OK;
 }
 
 /* Value of one cell; NaN outside the matrix. */
@@ -189,7 +230,7 @@ int lm_matrix_write_csv(const lm_matrix *m, const char *path, lm_err *err) {
     for (int c = 0; c < LM_N_MODULES; c++) fprintf(a.f, ",%s", lm_module_names[c]);
     fputc('\n', a.f);
     for (int l = 0; l < m->n_layer; l++) {
-        fprintf(a.f, "%d", l);
+        fprintf(a.f, "%d", lm_matrix_layer(m, l));
         for (int c = 0; c < LM_N_MODULES; c++) {
             fputc(',', a.f);
             csv_value(a.f, m->v[(size_t)l * LM_N_MODULES + (size_t)c]);
@@ -236,8 +277,9 @@ int lm_matrix_read_csv(lm_matrix **out, const char *path, lm_err *err) {
     char header[128];
     csv_header(header, sizeof header);
     double *vals = NULL;
+    int *nums = NULL; /* layer number of each row */
     size_t cap = 0;
-    int n_layer = 0, lineno = 0, saw_header = 0, blank_at = 0;
+    int n_layer = 0, lineno = 0, saw_header = 0, blank_at = 0, identity = 1;
     lm_matrix *m = NULL;
     rc = LM_OK;
     while (p < stop) {
@@ -277,6 +319,12 @@ int lm_matrix_read_csv(lm_matrix **out, const char *path, lm_err *err) {
                 goto done;
             }
             vals = nv;
+            int *nn = lm_realloc(nums, ncap / LM_N_MODULES * sizeof *nn);
+            if (!nn) {
+                rc = lm_nomem(err, ncap / LM_N_MODULES * sizeof *nn, "csv layer numbers");
+                goto done;
+            }
+            nums = nn;
             cap = ncap;
         }
         /* fields: layer index, then 7 numbers */
@@ -293,13 +341,21 @@ int lm_matrix_read_csv(lm_matrix **out, const char *path, lm_err *err) {
                 goto done;
             }
             if (col == 0) {
-                char want[16];
-                int wl = snprintf(want, sizeof want, "%d", n_layer);
-                if ((size_t)(fe - f) != (size_t)wl || memcmp(f, want, (size_t)wl)) {
-                    rc = LM_CORRUPT(err, "%s: line %d: layer is '%.*s', expected %d", path, lineno,
-                                    (int)((fe - f) > 40 ? 40 : (fe - f)), f, n_layer);
+                /* a decimal number without sign or leading zeros, above the previous row's */
+                long num = 0;
+                int digits = (int)(fe - f), ok = digits >= 1 && digits <= 7 && !(digits > 1 && f[0] == '0');
+                for (const char *q = f; ok && q < fe; q++) {
+                    if (*q < '0' || *q > '9') ok = 0;
+                    num = num * 10 + (*q - '0');
+                }
+                int prev = n_layer ? nums[n_layer - 1] : -1;
+                if (!ok || num <= prev) {
+                    rc = LM_CORRUPT(err, "%s: line %d: layer is '%.*s', expected %d (or a larger layer number)",
+                                    path, lineno, (int)((fe - f) > 40 ? 40 : (fe - f)), f, prev + 1);
                     goto done;
                 }
+                nums[n_layer] = (int)num;
+                if (num != n_layer) identity = 0;
             } else {
                 double v = NAN;
                 int blank = 1;
@@ -331,9 +387,14 @@ int lm_matrix_read_csv(lm_matrix **out, const char *path, lm_err *err) {
         goto done;
     }
     memcpy(m->v, vals, (size_t)n_layer * LM_N_MODULES * sizeof(double));
+    if (!identity) {
+        m->layer_index = nums;
+        nums = NULL;
+    }
     stem_of(m->model, sizeof m->model, path);
     *out = m;
 done:
+    lm_free(nums);
     lm_free(vals);
     lm_free(text);
     return rc;
@@ -426,6 +487,15 @@ int lm_matrix_write_json(const lm_matrix *m, const char *path, lm_err *err) {
             json_value(f, m->layer_extra[l]);
         }
         fputs("]}", f);
+    }
+    if (m->layer_index) {
+        fputs(",\n  \"layer_index\": [", f);
+        for (int l = 0; l < m->n_layer; l++) fprintf(f, "%s%d", l ? ", " : "", m->layer_index[l]);
+        fputc(']', f);
+    }
+    if (m->meta) {
+        fputs(",\n  \"meta\": ", f);
+        fputs(m->meta, f);
     }
     fputs("\n}\n", f);
     return lm_atomic_commit(&a, err);
@@ -569,6 +639,42 @@ int lm_matrix_read_json(lm_matrix **out, const char *path, lm_err *err) {
                           "layer_extra.values", err);
         if (rc) goto done;
     }
+    const cJSON *idx = cJSON_GetObjectItemCaseSensitive(root, "layer_index");
+    if (idx && !cJSON_IsNull(idx)) {
+        double *tmp = lm_malloc((size_t)n_layer * sizeof(double));
+        m->layer_index = lm_malloc((size_t)n_layer * sizeof(int));
+        if (!tmp || !m->layer_index) {
+            lm_free(tmp);
+            rc = lm_nomem(err, (size_t)n_layer * sizeof(double), "layer_index");
+            goto done;
+        }
+        rc = json_numbers(idx, n_layer, tmp, path, "layer_index", err);
+        for (int l = 0; !rc && l < n_layer; l++) {
+            if (!(tmp[l] >= 0 && tmp[l] <= 1000000 && tmp[l] == floor(tmp[l])) ||
+                (l && !(tmp[l] > tmp[l - 1])))
+                rc = LM_CORRUPT(err, "%s: layer_index[%d] is %g, expected an integer above the previous one", path,
+                                l, tmp[l]);
+            else
+                m->layer_index[l] = (int)tmp[l];
+        }
+        lm_free(tmp);
+        if (rc) goto done;
+    }
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "meta");
+    if (meta && !cJSON_IsNull(meta)) {
+        if (!cJSON_IsObject(meta)) {
+            rc = LM_CORRUPT(err, "%s: \"meta\" is not an object", path);
+            goto done;
+        }
+        char *txt = cJSON_PrintUnformatted(meta);
+        if (!txt) {
+            rc = lm_nomem(err, 0, "meta");
+            goto done;
+        }
+        rc = lm_matrix_set_meta(m, txt, err);
+        cJSON_free(txt);
+        if (rc) goto done;
+    }
     *out = m;
     m = NULL;
 done:
@@ -622,7 +728,7 @@ void lm_matrix_print(const lm_matrix *m, FILE *f, int color) {
     if (m->layer_extra) fprintf(f, "  %.20s", m->layer_extra_name[0] ? m->layer_extra_name : "extra");
     fputc('\n', f);
     for (int l = 0; l < m->n_layer; l++) {
-        fprintf(f, "%5d ", l);
+        fprintf(f, "%5d ", lm_matrix_layer(m, l));
         for (int c = 0; c < LM_N_MODULES; c++) {
             double v = m->v[(size_t)l * LM_N_MODULES + (size_t)c];
             short_value(buf, sizeof buf, v);

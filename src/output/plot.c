@@ -716,7 +716,7 @@ static void render(canvas *cv, figure *fg) {
     for (int i = 0; i < fg->np; i++) {
         int nl = fg->panels[i].n_layer, step = label_step(o, nl, ch);
         for (int l = 0; l < nl; l += step) {
-            snprintf(buf, sizeof buf, "%d", l);
+            snprintf(buf, sizeof buf, "%d", lm_matrix_layer(fg->panels[i].m, l)); /* the model's layer number */
             double w = cv_text_w(cv, buf, label_fs(step, ch), 0);
             if (w > ylab_w) ylab_w = w;
         }
@@ -828,7 +828,7 @@ static void render(canvas *cv, figure *fg) {
             for (int l = 0; l < p->n_layer; l += step) {
                 double yc = heat_top + (l + 0.5) * ch;
                 cv_line(cv, hx - TICK_LEN, yc, hx, yc, 0.5, tick_ink);
-                snprintf(buf, sizeof buf, "%d", l);
+                snprintf(buf, sizeof buf, "%d", lm_matrix_layer(p->m, l)); /* the model's layer number */
                 cv_text(cv, buf, hx - TICK_LEN - TICK_PAD, yc, label_fs(step, ch), 0, 0, 1, VA_MIDDLE, ink);
             }
             if (c == 0)

@@ -704,8 +704,53 @@ static void test_cli(const char *argv0, const char *scratch) {
 }
 
 /* Every check runs; the exit status is non-zero when any failed. */
+/* A layer selection reads and compares only those layers: their cells are
+ * bit-identical to the full run's, the others NaN; an empty selection is an
+ * error naming the model. */
+static void test_layer_mask(void) {
+    lm_model *a = open_model("stories260K-hf"), *b = open_model("stories260K-ft-hf");
+    CHECK(a && b, "open stories260K pair");
+    if (!a || !b) goto out;
+    lm_diff_opts o;
+    lm_diff_opts_default(&o);
+    o.rank_k = 4;
+    lm_matrix *full[LM_DIFF_COUNT] = {0}, *sel[LM_DIFF_COUNT] = {0};
+    lm_err err;
+    CHECK_OK(lm_diff(a, b, &o, full, &err), &err);
+    uint8_t keep[3] = {0, 1, 1}; /* layers 1 and 2 */
+    o.layers = keep;
+    o.n_layers_mask = 3;
+    CHECK_OK(lm_diff(a, b, &o, sel, &err), &err);
+    int same = 1, nan_ok = 1;
+    for (int k = 0; full[0] && sel[0] && k < LM_DIFF_COUNT; k++)
+        for (int l = 0; l < a->cfg.n_layer; l++)
+            for (int j = 0; j < LM_N_MODULES; j++) {
+                double x = lm_matrix_get(sel[k], l, j), y = lm_matrix_get(full[k], l, j);
+                if (l == 1 || l == 2)
+                    same &= x == y || (isnan(x) && isnan(y));
+                else
+                    nan_ok &= isnan(x);
+            }
+    CHECK(same, "selected layers equal the full diff");
+    CHECK(nan_ok, "other layers are NaN");
+    for (int k = 0; k < LM_DIFF_COUNT; k++) {
+        lm_matrix_free(full[k]);
+        lm_matrix_free(sel[k]);
+        sel[k] = NULL;
+    }
+    uint8_t none[1] = {0};
+    o.layers = none;
+    o.n_layers_mask = 1;
+    CHECK(lm_diff(a, b, &o, sel, &err) == LM_EARG && strstr(err.msg, "stories260K-hf") && !sel[0],
+          "empty selection: %s", err.msg);
+out:
+    lm_model_close(a);
+    lm_model_close(b);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
+    test_layer_mask();
     const char *scratch = scratch_dir();
     check_pair("hf", "stories260K-hf", "stories260K-ft-hf");
     check_pair("bf16", "stories260K-hf-bf16", "stories260K-ft-hf-bf16");

@@ -251,7 +251,9 @@ static void test_csv(void) {
         {"layer,attn.q,attn.k,attn.v,attn.o,mlp.up,mlp.down,mlp.gate\n0,1,2,3,4,5,6,7,8\n", "line 2"},
         {"layer,attn.q,attn.k,attn.v,attn.o,mlp.up,mlp.down,mlp.gate\n0,1,2,x,4,5,6,7\n", "line 2: attn.v: 'x'"},
         {"layer,attn.q,attn.k,attn.v,attn.o,mlp.up,mlp.down,mlp.gate\n0,1,2,3,4,5,6,7abc\n", "line 2"},
-        {"layer,attn.q,attn.k,attn.v,attn.o,mlp.up,mlp.down,mlp.gate\n1,1,2,3,4,5,6,7\n", "expected 0"},
+        {"layer,attn.q,attn.k,attn.v,attn.o,mlp.up,mlp.down,mlp.gate\n-1,1,2,3,4,5,6,7\n", "expected 0"},
+        {"layer,attn.q,attn.k,attn.v,attn.o,mlp.up,mlp.down,mlp.gate\n3,1,2,3,4,5,6,7\n2,1,2,3,4,5,6,7\n", "line 3"},
+        {"layer,attn.q,attn.k,attn.v,attn.o,mlp.up,mlp.down,mlp.gate\n01,1,2,3,4,5,6,7\n", "line 2"},
         {"layer,attn.q,attn.k,attn.v,attn.o,mlp.up,mlp.down,mlp.gate\n0,1,2,3,4,5,6,7\n0,1,2,3,4,5,6,7\n", "line 3"},
         {"layer,attn.q,attn.k,attn.v,attn.o,mlp.up,mlp.down,mlp.gate\n0,1,2,3,4,5,6,7\n\n1,1,2,3,4,5,6,7\n",
          "line 3: blank"},
@@ -680,7 +682,60 @@ static void test_faults(void) {
 }
 
 /* Every group in turn. */
+/* --layers: selected rows keep their layer numbers through CSV and JSON;
+ * run metadata ("meta") round-trips through JSON; a file without either reads
+ * as before. */
+static void test_layer_selection(void) {
+    lm_err err;
+    lm_matrix *m = lm_matrix_new(6), *r = NULL;
+    for (int l = 0; l < 6; l++)
+        for (int k = 0; k < LM_N_MODULES; k++) lm_matrix_set(m, l, k, 10 * l + k);
+    m->layer_extra = lm_malloc(6 * sizeof(double));
+    for (int l = 0; l < 6; l++) m->layer_extra[l] = 100 + l;
+    uint8_t keep[7] = {0, 1, 0, 1, 0, 1, 1}; /* layer 6 does not exist: ignored */
+    CHECK_OK(lm_matrix_select_layers(m, keep, 7, &err), &err);
+    CHECK(m->n_layer == 3 && lm_matrix_layer(m, 0) == 1 && lm_matrix_layer(m, 2) == 5 &&
+              lm_matrix_get(m, 1, 2) == 32 && m->layer_extra[2] == 105,
+          "select layers 1,3,5: %d rows", m->n_layer);
+    uint8_t none[2] = {0, 0};
+    CHECK(lm_matrix_select_layers(m, none, 2, &err) == LM_EARG && m->n_layer == 3, "empty selection refused");
+    CHECK_OK(lm_matrix_set_meta(m, "{\"version\": \"x\", \"threads\": 2}", &err), &err);
+    const char *p = spath("sel.csv");
+    CHECK_OK(lm_matrix_write_csv(m, p, &err), &err);
+    char *text;
+    size_t len;
+    CHECK_OK(lm_file_read_all(p, &text, &len, &err), &err);
+    CHECK(strstr(text, "\n1,10,11,") && strstr(text, "\n3,30,") && strstr(text, "\n5,50,"), "csv rows: %s", text);
+    lm_free(text);
+    CHECK_OK(lm_matrix_read_csv(&r, p, &err), &err);
+    CHECK(r && r->n_layer == 3 && r->layer_index && lm_matrix_layer(r, 1) == 3 && lm_matrix_get(r, 2, 6) == 56,
+          "csv keeps the layer numbers");
+    lm_matrix_free(r);
+    p = spath("sel.json");
+    CHECK_OK(lm_matrix_write_json(m, p, &err), &err);
+    CHECK_OK(lm_matrix_read_json(&r, p, &err), &err);
+    CHECK(r && r->n_layer == 3 && r->layer_index && lm_matrix_layer(r, 2) == 5 && r->layer_extra &&
+              r->layer_extra[1] == 103 && r->meta && strstr(r->meta, "\"threads\":2"),
+          "json keeps layer numbers and meta: %s", r && r->meta ? r->meta : "(no meta)");
+    lm_matrix_free(r);
+    lm_matrix_free(m);
+    static const char *bad[] = {
+        "{\"layers\": 2, \"values\": [[1,2,3,4,5,6,7],[1,2,3,4,5,6,7]], \"layer_index\": [3, 3]}",
+        "{\"layers\": 2, \"values\": [[1,2,3,4,5,6,7],[1,2,3,4,5,6,7]], \"layer_index\": [1]}",
+        "{\"layers\": 1, \"values\": [[1,2,3,4,5,6,7]], \"layer_index\": [-1]}",
+        "{\"layers\": 1, \"values\": [[1,2,3,4,5,6,7]], \"meta\": \"text\"}",
+    };
+    for (int i = 0; i < 4; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "badsel%d.json", i);
+        p = write_text(name, bad[i]);
+        CHECK(lm_matrix_read_json(&r, p, &err) == LM_ECORRUPT && strstr(err.msg, name), "bad json %d: %s", i,
+              err.msg);
+    }
+}
+
 int main(void) {
+    test_layer_selection();
     test_cells();
     test_normalize();
     test_csv();
