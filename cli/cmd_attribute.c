@@ -5,18 +5,25 @@
 #include "cli.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <strings.h>
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: layermap attribute MODEL --data FILE [options]\n\n"
             "Attribution of each (layer, module) from calibration data; docs/METHODS.md defines each method.\n\n"
             "  --data FILE         plain text, JSONL {\"text\"}, or JSONL {\"prompt\",\"completion\"} (loss on completion)\n"
-            "  -m, --method M      grad-weight (default) | grad-weight-signed | fisher | grad-norm |\n"
-            "                      act-grad | ig | ablate | ablate-mean | act-stats (act-sq + wanda + block influence)\n"
+            "  -m, --method M[,M...]  grad-weight (default) | grad-weight-signed | fisher | grad-norm |\n"
+            "                      act-grad | ig | ablate | ablate-mean | act-sq | wanda |\n"
+            "                      act-stats (act-sq + wanda + block influence). Several, comma-separated,\n"
+            "                      share one pass over the data where they can (the gradient methods,\n"
+            "                      act-grad and act-*: about the cost of one); ablate*, ig run their own.\n"
+            "                      Name each output with {method}: -o out-{method}.png; a .json\n"
+            "                      without {method} holds every matrix\n"
             "  --seq-len N         tokens per sequence (default 512)\n"
             "  --max-tokens N      stop reading data after N tokens, N >= 1 (default: all)\n"
             "  --layers L          only these layers, e.g. 0-5,20 (rows keep their layer numbers)\n"
@@ -88,6 +95,130 @@ static void attr_progress_cb(void *ctx, double done, double total, const char *w
     cli_progress_cb(&a->p, done, total, what);
 }
 
+/* The methods of one run, as the user named them. act-stats is act-sq with
+ * its wanda matrix emitted too. */
+typedef struct method_set {
+    lm_method m[LM_METHOD_COUNT];
+    int act_stats[LM_METHOD_COUNT]; /* m[i] was asked for as act-stats */
+    int n;
+} method_set;
+
+/* Parse "-m a,b,c" (every method-name check of the command is here). 0, or
+ * 2 after printing the error. */
+static int parse_methods(const char *s, method_set *ms) {
+    ms->n = 0;
+    const char *p = s;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char name[64];
+        if (len == 0 || len >= sizeof name)
+            return cli_errorf("attribute: bad method list '%s': empty or overlong name (see --help)", s) ? 2 : 2;
+        memcpy(name, p, len);
+        name[len] = 0;
+        lm_method m = LM_METHOD_ACT_SQ;
+        int as = !strcmp(name, "act-stats");
+        if (cli_parse_method(name, &m)) return 2; /* "-m MODEL", or the valid names */
+        for (int i = 0; i < ms->n; i++)
+            if (ms->m[i] == m || (as && ms->m[i] == LM_METHOD_WANDA) || (ms->act_stats[i] && m == LM_METHOD_WANDA))
+                return cli_errorf("attribute: method '%s' given twice in '%s'", name, s) ? 2 : 2;
+        if (ms->n >= LM_METHOD_COUNT) return cli_errorf("attribute: too many methods in '%s'", s) ? 2 : 2;
+        ms->act_stats[ms->n] = as;
+        ms->m[ms->n++] = m;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    return 0;
+}
+
+/* dst = path with every "{method}" replaced by name; 1 when it had one. */
+static int subst_method(char *dst, size_t n, const char *path, const char *name) {
+    size_t k = 0;
+    int had = 0;
+    for (const char *p = path; *p && k + 1 < n;) {
+        if (!strncmp(p, "{method}", 8)) {
+            for (const char *q = name; *q && k + 1 < n; q++) dst[k++] = *q;
+            p += 8;
+            had = 1;
+        } else {
+            dst[k++] = *p++;
+        }
+    }
+    dst[k] = 0;
+    return had;
+}
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcasecmp(s + a - b, suf);
+}
+
+/* With several methods, every -o/--csv/--json path must name each method
+ * with {method}, except a .json that holds every matrix. 0, or 2 after
+ * printing the error (checked before the long computation). */
+static int check_outputs(const cli_out *out, int n_methods) {
+    if (n_methods < 2) return 0;
+    for (int k = 0; k < out->n_files; k++) {
+        const char *f = out->files[k];
+        if (!strstr(f, "{method}") && !ends_with(f, ".json"))
+            return cli_errorf("attribute: %d methods but '%s' has no {method} placeholder (e.g. -o out-{method}.png; "
+                              "a .json without one holds every matrix)", n_methods, f) ? 2 : 2;
+    }
+    return 0;
+}
+
+/* Emit the matrices ms[0..k) of a run of n_methods methods: paths with
+ * {method} get one file per matrix; others are written as for one matrix
+ * (k == 1), as act-stats writes its pair (one method), or as one .json
+ * holding every matrix. Returns the exit code. */
+static int emit_outputs(const cli_out *out, lm_matrix **ms, const char *const *names, int k, int n_methods) {
+    static char buf[CLI_MAX_OUT][4096 + 64];
+    cli_out plain = *out, tmpl = *out;
+    plain.n_files = tmpl.n_files = 0;
+    for (int f = 0; f < out->n_files; f++) {
+        if (strstr(out->files[f], "{method}"))
+            tmpl.files[tmpl.n_files++] = out->files[f];
+        else
+            plain.files[plain.n_files++] = out->files[f];
+    }
+    int bad = 0;
+    /* normalise and print every matrix once, with the files that need no {method} */
+    if (k == 1 || n_methods == 1) {
+        bad |= cli_out_emit_many(&plain, ms, k);
+    } else {
+        cli_out none = plain;
+        none.n_files = 0;
+        bad |= cli_out_emit_many(&none, ms, k);
+        for (int f = 0; f < plain.n_files; f++) { /* a .json of every matrix (check_outputs) */
+            lm_err err = {0};
+            if (lm_matrix_write_json_many((const lm_matrix *const *)ms, k, plain.files[f], &err))
+                bad |= cli_error(&err);
+            else if (!out->quiet)
+                fprintf(stderr, "layermap: wrote %s\n", plain.files[f]);
+        }
+    }
+    /* then one file per matrix for each {method} path (already normalised) */
+    for (int i = 0; i < k; i++) {
+        cli_out one = tmpl;
+        one.norm = LM_NORM_NONE;
+        one.quiet = 1;
+        for (int f = 0; f < tmpl.n_files; f++) {
+            subst_method(buf[f], sizeof buf[f], tmpl.files[f], names[i]);
+            one.files[f] = buf[f];
+        }
+        for (int f = 0; f < tmpl.n_files; f++) {
+            cli_out single = one;
+            single.files[0] = one.files[f];
+            single.n_files = 1;
+            if (cli_out_emit(&single, ms[i]))
+                bad = 1;
+            else if (!out->quiet)
+                fprintf(stderr, "layermap: wrote %s\n", one.files[f]);
+        }
+    }
+    return bad;
+}
+
 /* Print the run summary to stderr; the rate is of this run's work. */
 static void summary(const lm_attr_result *r, const char *method, double secs, const attr_progress *ap) {
     double ppl = r->n_targets ? exp(r->loss_sum / (double)r->n_targets) : NAN;
@@ -123,7 +254,7 @@ static void warn_blind(const lm_config *c, lm_method method) {
 }
 
 int cmd_attribute(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *method_s = "grad-weight", *ckpt = NULL, *layers_s = NULL;
+    const char *model = NULL, *data = NULL, *method_s = NULL, *ckpt = NULL, *layers_s = NULL;
     long seq_len = 512, max_tokens = 0, steps = 32, threads = 0, batch = 1, act_mb = 0, weight_mb = 0;
     int resume = 0, per_param = 0;
     cli_out out;
@@ -143,6 +274,7 @@ int cmd_attribute(int argc, char **argv) {
         } else if (i + 1 < argc && !strcmp(a, "--data")) {
             data = argv[++i];
         } else if (i + 1 < argc && (!strcmp(a, "-m") || !strcmp(a, "--method"))) {
+            if (method_s) return cli_errorf("attribute: -m given twice (list several as -m a,b,c)") ? 2 : 2;
             method_s = argv[++i];
         } else if (i + 1 < argc && !strcmp(a, "--checkpoint")) {
             ckpt = argv[++i];
@@ -170,13 +302,13 @@ int cmd_attribute(int argc, char **argv) {
             return cli_errorf("attribute: unexpected argument '%s'", a) ? 2 : 2;
         }
     }
-    int act_stats = !strcmp(method_s, "act-stats");
-    lm_method method = LM_METHOD_ACT_SQ;
-    if (cli_parse_method(method_s, &method)) return 2; /* first: "-m MODEL" is the likely mistake */
+    method_set set; /* first: "-m MODEL" is the likely mistake */
+    if (parse_methods(method_s ? method_s : "grad-weight", &set)) return 2;
     if (!model || !data) {
         usage(stderr);
         return 2;
     }
+    if (check_outputs(&out, set.n)) return 2;
     if (resume && !ckpt) return cli_errorf("attribute: --resume needs --checkpoint FILE") ? 2 : 2;
     uint8_t *keep = NULL; /* --layers */
     int keep_max = -1;
@@ -204,7 +336,8 @@ int cmd_attribute(int argc, char **argv) {
     lm_tokenizer *tok = NULL;
     lm_dataset *ds = NULL;
     lm_engine *e = NULL;
-    lm_attr_result res = {0};
+    lm_attr_result res[LM_METHOD_COUNT];
+    memset(res, 0, sizeof res);
     int rc = 1;
     volatile int *cancel = cli_cancel_install(); /* from here on: a signal while loading stops before the work */
     if (lm_model_open(&m, model, &err) || lm_tokenizer_open(&tok, m, &err)) goto fail;
@@ -213,7 +346,8 @@ int cmd_attribute(int argc, char **argv) {
         cli_errorf("--layers %s: %s has layers 0-%d", layers_s, model, m->cfg.n_layer - 1);
         goto done;
     }
-    if (!act_stats) warn_blind(&m->cfg, method);
+    for (int q = 0; q < set.n; q++)
+        if (!set.act_stats[q]) warn_blind(&m->cfg, set.m[q]);
     lm_data_opts dopt = {(int)seq_len, max_tokens};
     if (lm_dataset_load(&ds, data, tok, &dopt, &err)) goto fail;
     int longest = 0;
@@ -237,7 +371,7 @@ int cmd_attribute(int argc, char **argv) {
     ao.progress_ctx = &prog;
     if (resume && !ckpt_exists) fprintf(stderr, "layermap: no checkpoint %s yet: starting from the beginning\n", ckpt);
     ao.cancel = cancel;
-    int arc = lm_attribute(e, ds, method, &ao, &res, &err);
+    int arc = lm_attribute_many(e, ds, set.m, set.n, &ao, res, &err);
     cli_progress_end(&prog.p);
     if (arc == LM_ECANCELED && cli_cancel_signal()) {
         int sig = cli_cancel_signal();
@@ -254,60 +388,74 @@ int cmd_attribute(int argc, char **argv) {
     if (prog.ckpt && prog.k < 0)
         fprintf(stderr, "layermap: resuming from %s: %d of %d sequences done (nothing left to compute)\n", ckpt,
                 ds->n_seq, ds->n_seq);
-    summary(&res, act_stats ? "act-stats" : method_s, res.seconds, &prog);
     if (cli_verbose) fprintf(stderr, "layermap: %s\n", lm_engine_kernel_name());
 
-    char note[512];
-    snprintf(note, sizeof note, "data=%s tokens=%lld seq_len=%ld%s", data, (long long)res.n_tokens, seq_len,
-             method == LM_METHOD_IG ? " ig" : "");
-    lm_matrix *ms[2] = {res.m, res.also};
-    char opts[512];
-    snprintf(opts, sizeof opts,
-             "{\"method\": \"%s\", \"seq_len\": %ld, \"max_tokens\": %ld, \"batch\": %ld, \"ig_steps\": %ld, "
-             "\"per_param\": %s, \"resumed\": %s, \"layers\": \"%s\"}",
-             act_stats ? "act-stats" : method_s, seq_len, max_tokens, batch, steps, per_param ? "true" : "false",
-             prog.ckpt ? "true" : "false", layers_s ? layers_s : "all");
-    cli_meta mt = {.command = "attribute", .model = m, .data = data, .tokens = res.n_tokens,
-                   .predicted = res.n_targets,
-                   .loss = res.n_targets ? res.loss_sum / (double)res.n_targets : NAN,
-                   .seconds = res.seconds, .threads = (int)threads, .options = opts};
-    char *meta = cli_meta_json(&mt);
-    if (!meta) goto done;
-    for (int i = 0; i < 2; i++)
-        if (ms[i]) {
-            snprintf(ms[i]->model, sizeof ms[i]->model, "%s", m->name);
-            snprintf(ms[i]->note, sizeof ms[i]->note, "%s", note);
-            if (lm_matrix_set_meta(ms[i], meta, &err) || (keep && lm_matrix_select_layers(ms[i], keep, keep_max + 1, &err))) {
-                free(meta);
-                goto fail;
+    lm_matrix *ms[2 * LM_METHOD_COUNT];
+    const char *names[2 * LM_METHOD_COUNT];
+    int k = 0;
+    for (int q = 0; q < set.n; q++) {
+        lm_method method = set.m[q];
+        lm_attr_result *r = &res[q];
+        const char *mname = set.act_stats[q] ? "act-stats" : lm_method_names[method];
+        summary(r, mname, r->seconds, &prog);
+        char note[512];
+        snprintf(note, sizeof note, "data=%s tokens=%lld seq_len=%ld%s", data, (long long)r->n_tokens, seq_len,
+                 method == LM_METHOD_IG ? " ig" : "");
+        char opts[768];
+        snprintf(opts, sizeof opts,
+                 "{\"method\": \"%s\", \"methods\": \"%s\", \"seq_len\": %ld, \"max_tokens\": %ld, \"batch\": %ld, "
+                 "\"ig_steps\": %ld, \"per_param\": %s, \"resumed\": %s, \"layers\": \"%s\"}",
+                 mname, method_s ? method_s : "grad-weight", seq_len, max_tokens, batch, steps,
+                 per_param ? "true" : "false", prog.ckpt ? "true" : "false", layers_s ? layers_s : "all");
+        cli_meta mt = {.command = "attribute", .model = m, .data = data, .tokens = r->n_tokens,
+                       .predicted = r->n_targets,
+                       .loss = r->n_targets ? r->loss_sum / (double)r->n_targets : NAN,
+                       .seconds = r->seconds, .threads = (int)threads, .options = opts};
+        char *meta = cli_meta_json(&mt);
+        if (!meta) goto done;
+        lm_matrix *two[2] = {r->m, r->also};
+        for (int i = 0; i < 2; i++)
+            if (two[i]) {
+                snprintf(two[i]->model, sizeof two[i]->model, "%s", m->name);
+                snprintf(two[i]->note, sizeof two[i]->note, "%s", note);
+                if (lm_matrix_set_meta(two[i], meta, &err) ||
+                    (keep && lm_matrix_select_layers(two[i], keep, keep_max + 1, &err))) {
+                    free(meta);
+                    goto fail;
+                }
             }
+        free(meta);
+        for (int i = 0; per_param && i < 2; i++) {
+            if (!two[i]) continue;
+            for (int l = 0; l < two[i]->n_layer; l++)
+                for (int c = 0; c < LM_N_MODULES; c++)
+                    lm_matrix_set(two[i], l, c,
+                                  lm_matrix_get(two[i], l, c) /
+                                      (double)lm_model_module_params(m, lm_matrix_layer(two[i], l), c));
+            snprintf(two[i]->method + strlen(two[i]->method), sizeof two[i]->method - strlen(two[i]->method),
+                     " per param");
         }
-    free(meta);
-    for (int i = 0; per_param && i < 2; i++) {
-        if (!ms[i]) continue;
-        for (int l = 0; l < ms[i]->n_layer; l++)
-            for (int k = 0; k < LM_N_MODULES; k++)
-                lm_matrix_set(ms[i], l, k, lm_matrix_get(ms[i], l, k) / (double)lm_model_module_params(m, l, k));
-        snprintf(ms[i]->method + strlen(ms[i]->method), sizeof ms[i]->method - strlen(ms[i]->method), " per param");
+        if (method == LM_METHOD_IG) {
+            fprintf(stderr, "layermap: ig: %d steps, completeness gap %.3g%% (sum |IG - exact ablation| / sum |exact|)\n",
+                    (int)steps, 100.0 * r->ig_gap);
+            snprintf(r->m->note + strlen(r->m->note), sizeof r->m->note - strlen(r->m->note),
+                     " steps=%ld completeness_gap=%.6g", steps, r->ig_gap);
+        }
+        names[k] = lm_method_names[method];
+        ms[k++] = r->m;
+        if (set.act_stats[q]) {
+            fprintf(stderr, "layermap: block influence (1 - cos(h_in, h_out)) per layer:");
+            for (int l = 0; l < m->cfg.n_layer; l++)
+                if (!keep)
+                    fprintf(stderr, " %.4g", r->block_influence[l]);
+                else if (keep[l])
+                    fprintf(stderr, " %d:%.4g", l, r->block_influence[l]);
+            fprintf(stderr, "\n");
+            names[k] = lm_method_names[LM_METHOD_WANDA];
+            ms[k++] = r->also;
+        }
     }
-    if (method == LM_METHOD_IG) {
-        fprintf(stderr, "layermap: ig: %d steps, completeness gap %.3g%% (sum |IG - exact ablation| / sum |exact|)\n",
-                (int)steps, 100.0 * res.ig_gap);
-        snprintf(res.m->note + strlen(res.m->note), sizeof res.m->note - strlen(res.m->note),
-                 " steps=%ld completeness_gap=%.6g", steps, res.ig_gap);
-    }
-    if (act_stats) {
-        fprintf(stderr, "layermap: block influence (1 - cos(h_in, h_out)) per layer:");
-        for (int l = 0; l < m->cfg.n_layer; l++)
-            if (!keep)
-                fprintf(stderr, " %.4g", res.block_influence[l]);
-            else if (keep[l])
-                fprintf(stderr, " %d:%.4g", l, res.block_influence[l]);
-        fprintf(stderr, "\n");
-        rc = cli_out_emit_many(&out, ms, 2);
-    } else {
-        rc = cli_out_emit(&out, res.m);
-    }
+    rc = emit_outputs(&out, ms, names, k, set.n);
     if (cli_cancel_signal()) { /* came after the work: the outputs were still written whole */
         cli_errorf("interrupted (%s) after the work; the outputs are complete", strsignal(cli_cancel_signal()));
         rc = 128 + cli_cancel_signal();
@@ -319,7 +467,7 @@ fail:
 done:
     cli_cancel_uninstall(); /* held until the outputs are written: a signal never leaves half a file */
     free(keep);
-    lm_attr_result_free(&res);
+    for (int q = 0; q < LM_METHOD_COUNT; q++) lm_attr_result_free(&res[q]);
     lm_engine_free(e);
     lm_dataset_free(ds);
     lm_tokenizer_free(tok);

@@ -267,6 +267,16 @@ int lm_matrix_write_csv(const lm_matrix *m, const char *path, lm_err *err);
 int lm_matrix_write_json(const lm_matrix *m, const char *path, lm_err *err);
 int lm_matrix_read_csv(lm_matrix **out, const char *path, lm_err *err);
 int lm_matrix_read_json(lm_matrix **out, const char *path, lm_err *err);
+/* Several matrices in one JSON file: {"matrices": [M1, M2, ...]}, each Mi an
+ * object exactly as lm_matrix_write_json writes one matrix (that format is
+ * unchanged). read_json_many reads either form (*n = 1 for a single-matrix
+ * file; *out is an array of n matrices that lm_matrix_list_free frees with
+ * every matrix still in it: set an entry NULL to keep that matrix).
+ * read_json reads a "matrices" file of exactly one matrix and refuses one of
+ * several (LM_EARG). */
+int lm_matrix_write_json_many(const lm_matrix *const *ms, int n, const char *path, lm_err *err);
+int lm_matrix_read_json_many(lm_matrix ***out, int *n, const char *path, lm_err *err);
+void lm_matrix_list_free(lm_matrix **ms, int n);
 /* Terminal heatmap with 24-bit colour escapes when color != 0. */
 void lm_matrix_print(const lm_matrix *m, FILE *f, int color);
 

@@ -385,3 +385,59 @@ int ggml_act_kind(int dtype) {
         return 0;
     }
 }
+
+/* ------------------------------------------------------------------------ */
+/* Deterministic reductions (the methods' per-module sums)                   */
+/* ------------------------------------------------------------------------ */
+
+/* Sums over cnt elements are split into RED_BLOCKS contiguous blocks, each
+ * summed in order, and the block sums added in order: the result does not
+ * depend on the thread count or on which other sums run alongside (an OpenMP
+ * reduction clause combines its threads' partials in arrival order). */
+#define RED_BLOCKS 256
+
+static long red_block_len(long cnt) { return (cnt + RED_BLOCKS - 1) / RED_BLOCKS; }
+
+void grad_reduce(double out[GR_COUNT], const float *W, const float *G, long cnt, unsigned which) {
+    double part[GR_COUNT][RED_BLOCKS];
+    long bl = red_block_len(cnt);
+    int nb = bl ? (int)((cnt + bl - 1) / bl) : 0;
+    int a = (which & GR_ABS) != 0, sg = (which & GR_SIGNED) != 0, sq = (which & GR_SQ) != 0;
+#pragma omp parallel for schedule(static) if (cnt > 65536)
+    for (int b = 0; b < nb; b++) {
+        long i0 = (long)b * bl, i1 = i0 + bl < cnt ? i0 + bl : cnt;
+        double s_abs = 0.0, s_sg = 0.0, s_sq = 0.0;
+        if (a || sg)
+            for (long i = i0; i < i1; i++) {
+                double p = (double)W[i] * G[i];
+                s_abs += fabs(p);
+                s_sg += p;
+            }
+        if (sq)
+            for (long i = i0; i < i1; i++) s_sq += (double)G[i] * G[i];
+        part[0][b] = s_abs;
+        part[1][b] = s_sg;
+        part[2][b] = s_sq;
+    }
+    for (int k = 0; k < GR_COUNT; k++) {
+        double s = 0.0;
+        for (int b = 0; b < nb; b++) s += part[k][b];
+        out[k] = (which & (1u << k)) ? s : 0.0;
+    }
+}
+
+double dot_reduce(const float *a, const float *b, long cnt) {
+    double part[RED_BLOCKS];
+    long bl = red_block_len(cnt);
+    int nb = bl ? (int)((cnt + bl - 1) / bl) : 0;
+#pragma omp parallel for schedule(static) if (cnt > 65536)
+    for (int k = 0; k < nb; k++) {
+        long i0 = (long)k * bl, i1 = i0 + bl < cnt ? i0 + bl : cnt;
+        double s = 0.0;
+        for (long i = i0; i < i1; i++) s += (double)a[i] * b[i];
+        part[k] = s;
+    }
+    double s = 0.0;
+    for (int k = 0; k < nb; k++) s += part[k];
+    return s;
+}

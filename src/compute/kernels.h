@@ -56,6 +56,18 @@ void glu_backward(float *dg, float *du, const float *da, const float *g, const f
 double cross_entropy_forward_backward(float *logits, const int *target, const unsigned char *mask,
                                       int c, int V, int grad);
 
+/* The sums of one weight gradient G against its weight W (cnt = out*in
+ * elements each) that the weight methods reduce to, selected by the bits of
+ * `which`: out[GR_ABS_I] = sum |W*G|, out[GR_SIGNED_I] = sum W*G,
+ * out[GR_SQ_I] = sum G^2 (unselected entries 0). Deterministic: fixed blocks
+ * summed in a fixed order, whatever the thread count and whatever else is
+ * selected, so one sum is bit-identical alone or together with the others. */
+enum { GR_ABS_I = 0, GR_SIGNED_I, GR_SQ_I, GR_COUNT };
+enum { GR_ABS = 1u << GR_ABS_I, GR_SIGNED = 1u << GR_SIGNED_I, GR_SQ = 1u << GR_SQ_I };
+void grad_reduce(double out[GR_COUNT], const float *W, const float *G, long cnt, unsigned which);
+/* sum_i a_i b_i in double over cnt elements, deterministic as grad_reduce. */
+double dot_reduce(const float *a, const float *b, long cnt);
+
 /* llama.cpp (ggml) arithmetic, for agreement checks: the activation row a
  * quantized matrix product sees in ggml. kind: 0 none, 1 Q8_0 blocks of 32
  * (fp16 scale; also what Q8_1 yields), 2 Q8_K blocks of 256 (float scale),

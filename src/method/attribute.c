@@ -9,6 +9,7 @@
  */
 #include "compute/backend.h"
 #include "compute/engine.h"
+#include "compute/kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -36,43 +37,67 @@ void lm_attr_opts_default(lm_attr_opts *o) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* Accumulated state (what the checkpoint holds)                             */
+/* Accumulated state of one method (what the checkpoint holds)               */
 /* ------------------------------------------------------------------------ */
 
 #define NM LM_N_MODULES
 
+typedef struct method_def method_def;
+
 typedef struct acc {
     lm_engine *e;
     lm_method method;
+    const method_def *def;
     int L;
     double *sum;     /* (L, 7) the method's value */
-    double *aux;     /* (L, 7) IG: exact deltas; ACT_SQ/WANDA: unused */
+    double *aux;     /* (L, 7) IG: exact deltas; others unused */
     double *vec;     /* ACT_SQ/WANDA: per-module input column sums of squares; ABLATE_MEAN: output sums */
     size_t *vec_off; /* (L*7 + 1) offsets into vec */
     double *bi;      /* (L) block influence sums */
     double loss_sum;
     int64_t n_targets, n_tokens, n_pos_mean;
-    int next_seq;    /* sequences done (pass 2 for ABLATE_MEAN) */
-    int phase;       /* ABLATE_MEAN: 0 = collecting means, 1 = ablating */
+    int next_seq;    /* sequences done in the current phase */
+    int phase;       /* ABLATE_MEAN: 0 = collecting means, 1 = ablating; others 0 */
     /* per-call scratch */
-    float *dW;       /* largest out*in */
+    double *red;     /* (max(out, in)) per-column / per-row partial sums */
     float *mu;       /* ABLATE_MEAN: F32 means of the current module */
     int target_l, target_m; /* IG hook: the module being integrated */
     float alpha;
     double ig_dot;   /* IG hook result */
 } acc;
 
-static int is_weight_method(lm_method m) {
-    return m == LM_METHOD_GRAD_WEIGHT || m == LM_METHOD_GRAD_WEIGHT_SIGNED || m == LM_METHOD_FISHER ||
-           m == LM_METHOD_GRAD_NORM;
-}
+/* ------------------------------------------------------------------------ */
+/* The method table                                                          */
+/* ------------------------------------------------------------------------ */
 
-/* Size of the per-module vectors of a method (0 = none). */
-static size_t vec_len(const lm_engine *e, lm_method method, int m) {
-    if (method == LM_METHOD_ACT_SQ || method == LM_METHOD_WANDA) return (size_t)lm_eng_module_in(e, m);
-    if (method == LM_METHOD_ABLATE_MEAN) return (size_t)lm_eng_module_out(e, m);
-    return 0;
-}
+/* A method is one row of this table: how it observes the pass and how it
+ * finishes into a matrix. Methods with own_pass == 0 share one pass over the
+ * data with every other such method of an lm_attribute_many call: one
+ * forward (its fwd/block hooks run there) and, when any of them sets
+ * backward, one backward whose hook forms each module's weight gradient
+ * G = dY^T X once and hands the sums (grad_reduce) to every member's
+ * from_grad. Methods with own_pass == 1 run their own forwards per batch
+ * (own_batch) and follow the shared pass one after the other. */
+struct method_def {
+    int own_pass;
+    int backward;       /* the shared pass runs the backward for it */
+    unsigned grad_sums; /* GR_* sums of G it reads (0: needs no G) */
+    double (*from_grad)(const double gs[GR_COUNT]); /* one sequence's value from those sums */
+    int (*fwd)(acc *a, int l, int m, const float *Y, const float *X, int n);
+    int (*bwd)(acc *a, int l, int m, const float *dY, const float *Y, int n);
+    int (*block)(acc *a, int l, const float *h_in, const float *h_out, int n);
+    size_t (*vec_len)(const lm_engine *e, int m); /* per-module vector kept in the sums, or NULL */
+    int phases;         /* passes over the data */
+    /* own_pass: one batch of sequences; adds the clean loss via acc_count */
+    int (*own_batch)(acc *a, const lm_seq *s, int nb, const lm_attr_opts *o, lm_err *err);
+    int (*finish)(acc *a, lm_attr_result *res, lm_err *err);
+};
+
+static const method_def method_defs[LM_METHOD_COUNT];
+
+/* ------------------------------------------------------------------------ */
+/* Accumulator lifetime                                                      */
+/* ------------------------------------------------------------------------ */
 
 static void acc_free(acc *a) {
     lm_free(a->sum);
@@ -80,7 +105,7 @@ static void acc_free(acc *a) {
     lm_free(a->vec);
     lm_free(a->vec_off);
     lm_free(a->bi);
-    lm_free(a->dW);
+    lm_free(a->red);
     lm_free(a->mu);
     memset(a, 0, sizeof *a);
 }
@@ -89,46 +114,64 @@ static int acc_init(acc *a, lm_engine *e, lm_method method, lm_err *err) {
     memset(a, 0, sizeof *a);
     a->e = e;
     a->method = method;
+    a->def = &method_defs[method];
     a->L = lm_eng_config(e)->n_layer;
     int L = a->L;
+    size_t maxv = 0;
+    for (int m = 0; m < NM; m++) {
+        if ((size_t)lm_eng_module_out(e, m) > maxv) maxv = (size_t)lm_eng_module_out(e, m);
+        if ((size_t)lm_eng_module_in(e, m) > maxv) maxv = (size_t)lm_eng_module_in(e, m);
+    }
     a->sum = lm_calloc((size_t)L * NM, sizeof(double));
     a->aux = lm_calloc((size_t)L * NM, sizeof(double));
     a->bi = lm_calloc((size_t)L, sizeof(double));
     a->vec_off = lm_calloc((size_t)L * NM + 1, sizeof(size_t));
-    size_t maxw = 0, maxout = 0;
-    for (int m = 0; m < NM; m++) {
-        size_t w = (size_t)lm_eng_module_out(e, m) * (size_t)lm_eng_module_in(e, m);
-        if (w > maxw) maxw = w;
-        if ((size_t)lm_eng_module_out(e, m) > maxout) maxout = (size_t)lm_eng_module_out(e, m);
-    }
-    if (!a->sum || !a->aux || !a->bi || !a->vec_off) goto nomem;
-    for (int i = 0; i < L * NM; i++) a->vec_off[i + 1] = a->vec_off[i] + vec_len(e, method, i % NM);
+    a->red = lm_malloc(maxv * sizeof(double));
+    a->mu = lm_malloc(maxv * sizeof(float));
+    if (!a->sum || !a->aux || !a->bi || !a->vec_off || !a->red || !a->mu) goto nomem;
+    for (int i = 0; i < L * NM; i++)
+        a->vec_off[i + 1] = a->vec_off[i] + (a->def->vec_len ? a->def->vec_len(e, i % NM) : 0);
     if (a->vec_off[L * NM]) {
         a->vec = lm_calloc(a->vec_off[L * NM], sizeof(double));
         if (!a->vec) goto nomem;
     }
-    if (is_weight_method(method)) {
-        a->dW = lm_malloc(maxw * sizeof(float));
-        if (!a->dW) goto nomem;
-    }
-    if (method == LM_METHOD_ABLATE_MEAN) {
-        a->mu = lm_malloc(maxout * sizeof(float));
-        if (!a->mu) goto nomem;
-    }
     return LM_OK;
 nomem:
     acc_free(a);
-    return lm_nomem(err, maxw * sizeof(float), "attribution sums");
+    return lm_nomem(err, maxv * sizeof(double), "attribution sums");
+}
+
+static int seq_targets(const lm_seq *s) {
+    int c = 0;
+    for (int t = 0; t + 1 < s->n; t++) c += s->mask[t] != 0;
+    return c;
+}
+
+/* A finished batch: its clean loss, targets and tokens. */
+static void acc_count(acc *a, const lm_seq *s, int nb, double clean) {
+    a->loss_sum += clean;
+    for (int i = 0; i < nb; i++) {
+        a->n_targets += seq_targets(&s[i]);
+        a->n_tokens += s[i].n;
+    }
 }
 
 /* ------------------------------------------------------------------------ */
-/* Checkpoint file: magic, shape, fingerprint, then the sums as doubles      */
+/* Checkpoint file                                                           */
 /* ------------------------------------------------------------------------ */
 
-#define CKPT_MAGIC "LMCKPT01"
+/* Layout: ckpt_file (the method set), then for each method of the set, in
+ * the file's order, a ckpt_head and its sums as doubles: sum (L*7),
+ * aux (L*7), bi (L), vec (vec_len). */
+#define CKPT_MAGIC "LMCKPT02"
+
+typedef struct ckpt_file {
+    char magic[8];
+    int32_t n_methods;
+    int32_t methods[LM_METHOD_COUNT]; /* the first n_methods are the set */
+} ckpt_file;
 
 typedef struct ckpt_head {
-    char magic[8];
     int32_t method, L, phase, next_seq;
     int32_t ig_steps, n_seq, batch, pad;
     int64_t n_targets, n_tokens, n_pos_mean;
@@ -155,13 +198,21 @@ static uint64_t data_hash(const lm_dataset *d) {
     return h;
 }
 
-static int ckpt_save(const acc *a, const lm_dataset *d, const lm_attr_opts *o, lm_err *err) {
-    lm_atomic f;
-    int rc = lm_atomic_open(&f, o->checkpoint_path, err);
-    if (rc) return rc;
+/* "grad-weight,fisher" for messages */
+static void join_methods(char *buf, size_t n, const int32_t *ids, int k) {
+    size_t used = 0;
+    buf[0] = 0;
+    for (int i = 0; i < k && used + 1 < n; i++) {
+        const char *nm = ids[i] >= 0 && ids[i] < LM_METHOD_COUNT ? lm_method_names[ids[i]] : "?";
+        int w = snprintf(buf + used, n - used, "%s%s", i ? "," : "", nm);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+}
+
+static int ckpt_write_one(FILE *f, const acc *a, const lm_dataset *d, const lm_attr_opts *o, uint64_t hash) {
     ckpt_head h;
     memset(&h, 0, sizeof h);
-    memcpy(h.magic, CKPT_MAGIC, 8);
     h.method = a->method;
     h.L = a->L;
     h.phase = a->phase;
@@ -172,14 +223,28 @@ static int ckpt_save(const acc *a, const lm_dataset *d, const lm_attr_opts *o, l
     h.n_targets = a->n_targets;
     h.n_tokens = a->n_tokens;
     h.n_pos_mean = a->n_pos_mean;
-    h.data_hash = data_hash(d);
+    h.data_hash = hash;
     h.loss_sum = a->loss_sum;
     h.vec_len = a->vec_off[a->L * NM];
     size_t LM7 = (size_t)a->L * NM;
-    int ok = fwrite(&h, sizeof h, 1, f.f) == 1 && fwrite(a->sum, sizeof(double), LM7, f.f) == LM7 &&
-             fwrite(a->aux, sizeof(double), LM7, f.f) == LM7 &&
-             fwrite(a->bi, sizeof(double), (size_t)a->L, f.f) == (size_t)a->L &&
-             (h.vec_len == 0 || fwrite(a->vec, sizeof(double), h.vec_len, f.f) == h.vec_len);
+    return fwrite(&h, sizeof h, 1, f) == 1 && fwrite(a->sum, sizeof(double), LM7, f) == LM7 &&
+           fwrite(a->aux, sizeof(double), LM7, f) == LM7 &&
+           fwrite(a->bi, sizeof(double), (size_t)a->L, f) == (size_t)a->L &&
+           (h.vec_len == 0 || fwrite(a->vec, sizeof(double), h.vec_len, f) == h.vec_len);
+}
+
+static int ckpt_save(const acc *accs, int n, const lm_dataset *d, const lm_attr_opts *o, lm_err *err) {
+    lm_atomic f;
+    int rc = lm_atomic_open(&f, o->checkpoint_path, err);
+    if (rc) return rc;
+    ckpt_file fh;
+    memset(&fh, 0, sizeof fh);
+    memcpy(fh.magic, CKPT_MAGIC, 8);
+    fh.n_methods = n;
+    for (int i = 0; i < n; i++) fh.methods[i] = accs[i].method;
+    uint64_t hash = data_hash(d);
+    int ok = fwrite(&fh, sizeof fh, 1, f.f) == 1;
+    for (int i = 0; ok && i < n; i++) ok = ckpt_write_one(f.f, &accs[i], d, o, hash);
     if (!ok) {
         lm_atomic_abort(&f);
         return lm_fail(err, LM_EIO, "%s: cannot write checkpoint", o->checkpoint_path);
@@ -187,134 +252,116 @@ static int ckpt_save(const acc *a, const lm_dataset *d, const lm_attr_opts *o, l
     return lm_atomic_commit(&f, err);
 }
 
-/* Load a checkpoint into a; LM_OK with a->next_seq > 0 on success, -1 when
- * the file does not exist, an error when it belongs to another run. */
-static int ckpt_load(acc *a, const lm_dataset *d, const lm_attr_opts *o, lm_err *err) {
-    FILE *f = fopen(o->checkpoint_path, "rb");
-    if (!f) return -1;
-    ckpt_head h;
+/* One method's part of the checkpoint into a. */
+static int ckpt_read_one(FILE *f, acc *a, const lm_dataset *d, const lm_attr_opts *o, uint64_t hash, lm_err *err) {
     const char *p = o->checkpoint_path;
     size_t LM7 = (size_t)a->L * NM;
+    ckpt_head h;
+    if (fread(&h, sizeof h, 1, f) != 1) return LM_CORRUPT(err, "%s: checkpoint truncated", p);
+    if (h.method != (int32_t)a->method) return LM_CORRUPT(err, "%s: checkpoint's method list and sums disagree", p);
+    if (h.L != a->L || h.vec_len != a->vec_off[a->L * NM] || h.ig_steps != o->ig_steps || h.batch != o->batch)
+        return lm_fail(err, LM_EARG, "%s: checkpoint is for another model, batch size or step count (%s: %d layers, batch %d, %d steps)",
+                       p, lm_method_names[a->method], h.L, h.batch, h.ig_steps);
+    if (h.n_seq != d->n_seq || h.data_hash != hash)
+        return lm_fail(err, LM_EARG, "%s: checkpoint is for other data (%d sequences)", p, h.n_seq);
+    if (h.next_seq < 0 || h.next_seq > d->n_seq || h.phase < 0 || h.phase >= a->def->phases)
+        return LM_CORRUPT(err, "%s: checkpoint position %d out of range", p, h.next_seq);
+    if (fread(a->sum, sizeof(double), LM7, f) != LM7 || fread(a->aux, sizeof(double), LM7, f) != LM7 ||
+        fread(a->bi, sizeof(double), (size_t)a->L, f) != (size_t)a->L ||
+        (h.vec_len && fread(a->vec, sizeof(double), h.vec_len, f) != h.vec_len))
+        return LM_CORRUPT(err, "%s: checkpoint truncated", p);
+    a->phase = h.phase;
+    a->next_seq = h.next_seq;
+    a->n_targets = h.n_targets;
+    a->n_tokens = h.n_tokens;
+    a->n_pos_mean = h.n_pos_mean;
+    a->loss_sum = h.loss_sum;
+    return LM_OK;
+}
+
+/* Load a checkpoint into accs[0..n); LM_OK on success, -1 when the file does
+ * not exist, an error naming the file when it belongs to another run (another
+ * method set, model, batch size or data). */
+static int ckpt_load(acc *accs, int n, const lm_dataset *d, const lm_attr_opts *o, lm_err *err) {
+    FILE *f = fopen(o->checkpoint_path, "rb");
+    if (!f) return -1;
+    const char *p = o->checkpoint_path;
+    ckpt_file fh;
     int rc = LM_OK;
-    if (fread(&h, sizeof h, 1, f) != 1 || memcmp(h.magic, CKPT_MAGIC, 8)) {
+    int32_t want[LM_METHOD_COUNT];
+    for (int i = 0; i < n; i++) want[i] = accs[i].method;
+    if (fread(&fh, sizeof fh, 1, f) != 1 || memcmp(fh.magic, "LMCKPT", 6)) {
         rc = LM_CORRUPT(err, "%s: not a layermap checkpoint (or truncated)", p);
-    } else if (h.method != (int32_t)a->method || h.L != a->L || h.vec_len != a->vec_off[a->L * NM] ||
-               h.ig_steps != o->ig_steps || h.batch != o->batch) {
-        rc = lm_fail(err, LM_EARG, "%s: checkpoint is for another method, model or batch size (method %s, %d layers, batch %d)", p,
-                     h.method >= 0 && h.method < LM_METHOD_COUNT ? lm_method_names[h.method] : "?", h.L, h.batch);
-    } else if (h.n_seq != d->n_seq || h.data_hash != data_hash(d)) {
-        rc = lm_fail(err, LM_EARG, "%s: checkpoint is for other data (%d sequences)", p, h.n_seq);
-    } else if (h.next_seq < 0 || h.next_seq > d->n_seq || h.phase < 0 || h.phase > 1) {
-        rc = LM_CORRUPT(err, "%s: checkpoint position %d out of range", p, h.next_seq);
-    } else if (fread(a->sum, sizeof(double), LM7, f) != LM7 || fread(a->aux, sizeof(double), LM7, f) != LM7 ||
-               fread(a->bi, sizeof(double), (size_t)a->L, f) != (size_t)a->L ||
-               (h.vec_len && fread(a->vec, sizeof(double), h.vec_len, f) != h.vec_len)) {
-        rc = LM_CORRUPT(err, "%s: checkpoint truncated", p);
+    } else if (memcmp(fh.magic, CKPT_MAGIC, 8)) {
+        rc = lm_fail(err, LM_EARG, "%s: checkpoint of an older layermap (format %.8s); run again without --resume", p,
+                     fh.magic);
+    } else if (fh.n_methods < 1 || fh.n_methods > LM_METHOD_COUNT) {
+        rc = LM_CORRUPT(err, "%s: checkpoint holds %d methods", p, (int)fh.n_methods);
     } else {
-        a->phase = h.phase;
-        a->next_seq = h.next_seq;
-        a->n_targets = h.n_targets;
-        a->n_tokens = h.n_tokens;
-        a->n_pos_mean = h.n_pos_mean;
-        a->loss_sum = h.loss_sum;
+        /* the same set of methods, in any order */
+        int same = fh.n_methods == n;
+        for (int i = 0; same && i < n; i++) {
+            int found = 0;
+            for (int j = 0; j < n; j++) found |= fh.methods[j] == want[i];
+            same = found;
+        }
+        if (!same) {
+            char have[256], asked[256];
+            join_methods(have, sizeof have, fh.methods, fh.n_methods);
+            join_methods(asked, sizeof asked, want, n);
+            rc = lm_fail(err, LM_EARG, "%s: checkpoint is for method %s, not %s", p, have, asked);
+        }
+    }
+    uint64_t hash = rc == LM_OK ? data_hash(d) : 0;
+    for (int k = 0; rc == LM_OK && k < n; k++) {
+        int j = 0;
+        while (accs[j].method != (lm_method)fh.methods[k]) j++;
+        rc = ckpt_read_one(f, &accs[j], d, o, hash, err);
     }
     fclose(f);
     return rc;
 }
 
 /* ------------------------------------------------------------------------ */
-/* Hooks                                                                     */
+/* What the methods reduce (the table's entries)                             */
 /* ------------------------------------------------------------------------ */
 
-/* Reduce one sequence's weight gradient G (out*in = cnt) with W for the method. */
-static double reduce_grad(lm_method method, const float *W, const float *G, long cnt) {
-    double s = 0.0;
-    switch (method) {
-    case LM_METHOD_GRAD_WEIGHT:
-#pragma omp parallel for reduction(+ : s) schedule(static)
-        for (long i = 0; i < cnt; i++) s += fabs((double)W[i] * G[i]);
-        return s;
-    case LM_METHOD_GRAD_WEIGHT_SIGNED:
-#pragma omp parallel for reduction(+ : s) schedule(static)
-        for (long i = 0; i < cnt; i++) s += (double)W[i] * G[i];
-        return s;
-    default: /* fisher, grad-norm */
-#pragma omp parallel for reduction(+ : s) schedule(static)
-        for (long i = 0; i < cnt; i++) s += (double)G[i] * G[i];
-        return method == LM_METHOD_GRAD_NORM ? sqrt(s) : s;
-    }
-}
+static double from_abs(const double gs[GR_COUNT]) { return gs[GR_ABS_I]; }
+static double from_signed(const double gs[GR_COUNT]) { return gs[GR_SIGNED_I]; }
+static double from_sq(const double gs[GR_COUNT]) { return gs[GR_SQ_I]; }
+static double from_norm(const double gs[GR_COUNT]) { return sqrt(gs[GR_SQ_I]); }
 
-/* Weight-gradient methods: G_s = dY_s^T X_s (out, in) for each sequence s of
- * the pass, reduced with W at once and never stored. */
-static int hook_weight(void *ctx, int l, int m, const float *dY, const float *Y, const float *X,
-                       const float *W, int n) {
-    (void)Y;
-    (void)n;
-    acc *a = ctx;
-    int out = lm_eng_module_out(a->e, m), in = lm_eng_module_in(a->e, m);
-    const int *off;
-    int nseg = lm_eng_segments(a->e, &off);
-    for (int sg = 0; sg < nseg; sg++) {
-        lm_backend_cpu()->gemm_tn(out, in, off[sg + 1] - off[sg], dY + (long)off[sg] * out, out,
-                                  X + (long)off[sg] * in, in, 0.0f, a->dW, in);
-        a->sum[l * NM + m] += reduce_grad(a->method, W, a->dW, (long)out * in);
-    }
-    return 0;
-}
-
-/* sum over the sequence of dY . Y */
-static double dot_rows(const float *dY, const float *Y, long cnt) {
-    double s = 0.0;
-#pragma omp parallel for reduction(+ : s) schedule(static)
-    for (long i = 0; i < cnt; i++) s += (double)dY[i] * Y[i];
-    return s;
-}
-
-static int hook_act_grad(void *ctx, int l, int m, const float *dY, const float *Y, const float *X,
-                         const float *W, int n) {
-    (void)X;
-    (void)W;
-    acc *a = ctx;
-    a->sum[l * NM + m] -= dot_rows(dY, Y, (long)n * lm_eng_module_out(a->e, m));
-    return 0;
-}
-
-/* IG: y . g(alpha) at the one module being integrated; Y here is alpha * y. */
-static int hook_ig(void *ctx, int l, int m, const float *dY, const float *Y, const float *X,
-                   const float *W, int n) {
-    (void)X;
-    (void)W;
-    acc *a = ctx;
-    if (l == a->target_l && m == a->target_m)
-        a->ig_dot = dot_rows(dY, Y, (long)n * lm_eng_module_out(a->e, m)) / a->alpha;
+/* act-grad: -sum over the sequence of dY . Y */
+static int bwd_act_grad(acc *a, int l, int m, const float *dY, const float *Y, int n) {
+    a->sum[l * NM + m] -= dot_reduce(dY, Y, (long)n * lm_eng_module_out(a->e, m));
     return 0;
 }
 
 /* act-sq / wanda: input energy, total and per input column. */
-static int hook_act_stats(void *ctx, int l, int m, const float *Y, const float *X, int n) {
+static int fwd_act_stats(acc *a, int l, int m, const float *Y, const float *X, int n) {
     (void)Y;
-    acc *a = ctx;
     int in = lm_eng_module_in(a->e, m);
-    double *col = a->vec + a->vec_off[l * NM + m];
-    double tot = 0.0;
-#pragma omp parallel for reduction(+ : tot) schedule(static)
+    double *col = a->vec + a->vec_off[l * NM + m], *part = a->red;
+#pragma omp parallel for schedule(static)
     for (int j = 0; j < in; j++) {
         double s = 0.0;
         for (int t = 0; t < n; t++) {
             double x = X[(long)t * in + j];
             s += x * x;
         }
-        col[j] += s;
-        tot += s;
+        part[j] = s;
+    }
+    double tot = 0.0;
+    for (int j = 0; j < in; j++) {
+        col[j] += part[j];
+        tot += part[j];
     }
     a->sum[l * NM + m] += tot;
     return 0;
 }
 
 /* per-layer 1 - cos(h_in, h_out), summed over tokens */
-static int hook_block(void *ctx, int l, const float *h_in, const float *h_out, int n) {
-    acc *a = ctx;
+static int block_influence(acc *a, int l, const float *h_in, const float *h_out, int n) {
     int D = lm_eng_config(a->e)->dim;
     double s = 0.0;
     for (int t = 0; t < n; t++) {
@@ -331,10 +378,12 @@ static int hook_block(void *ctx, int l, const float *h_in, const float *h_out, i
     return 0;
 }
 
+static size_t vec_in(const lm_engine *e, int m) { return (size_t)lm_eng_module_in(e, m); }
+static size_t vec_out(const lm_engine *e, int m) { return (size_t)lm_eng_module_out(e, m); }
+
 /* ablate-mean, pass 1: sum of each module's output rows. */
-static int hook_mean(void *ctx, int l, int m, const float *Y, const float *X, int n) {
+static int fwd_mean(acc *a, int l, int m, const float *Y, const float *X, int n) {
     (void)X;
-    acc *a = ctx;
     int out = lm_eng_module_out(a->e, m);
     double *v = a->vec + a->vec_off[l * NM + m];
     for (int t = 0; t < n; t++)
@@ -342,100 +391,84 @@ static int hook_mean(void *ctx, int l, int m, const float *Y, const float *X, in
     return 0;
 }
 
-/* ------------------------------------------------------------------------ */
-/* One sequence                                                              */
-/* ------------------------------------------------------------------------ */
-
-static int seq_targets(const lm_seq *s) {
-    int c = 0;
-    for (int t = 0; t + 1 < s->n; t++) c += s->mask[t] != 0;
-    return c;
+static int hook_mean(void *ctx, int l, int m, const float *Y, const float *X, int n) {
+    return fwd_mean(ctx, l, m, Y, X, n);
 }
 
-/* One pass over nb sequences packed together (sums are per sequence). */
-static int run_batch(acc *a, const lm_seq *s, int nb, const lm_attr_opts *o, lm_err *err) {
+/* ablate / ablate-mean: L(y := 0 or mean) - L for every module, from the
+ * stored clean inputs. ablate-mean's phase 0 collects the means. */
+static int own_ablate(acc *a, const lm_seq *s, int nb, const lm_attr_opts *o, lm_err *err) {
+    (void)o;
     lm_engine *e = a->e;
-    int L = a->L, rc;
     double clean = 0.0;
-    lm_hooks hk = {a, NULL, NULL, NULL};
-    switch (a->method) {
-    case LM_METHOD_GRAD_WEIGHT:
-    case LM_METHOD_GRAD_WEIGHT_SIGNED:
-    case LM_METHOD_FISHER:
-    case LM_METHOD_GRAD_NORM:
-    case LM_METHOD_ACT_GRAD:
-        hk.bwd = a->method == LM_METHOD_ACT_GRAD ? hook_act_grad : hook_weight;
-        rc = lm_eng_forward_batch(e, s, nb, 1, NULL, NULL, 1, &clean, NULL, 0, err);
-        if (rc == LM_OK) rc = lm_eng_backward(e, 0, NULL, &hk, err);
-        break;
-    case LM_METHOD_ACT_SQ:
-    case LM_METHOD_WANDA:
-        hk.fwd = hook_act_stats;
-        hk.block = hook_block;
+    int rc;
+    if (a->method == LM_METHOD_ABLATE_MEAN && a->phase == 0) {
+        lm_hooks hk = {.ctx = a, .fwd = hook_mean};
         rc = lm_eng_forward_batch(e, s, nb, 1, NULL, &hk, 0, &clean, NULL, 0, err);
-        break;
-    case LM_METHOD_ABLATE:
-    case LM_METHOD_ABLATE_MEAN:
-        if (a->method == LM_METHOD_ABLATE_MEAN && a->phase == 0) {
-            hk.fwd = hook_mean;
-            rc = lm_eng_forward_batch(e, s, nb, 1, NULL, &hk, 0, &clean, NULL, 0, err);
-            for (int i = 0; rc == LM_OK && i < nb; i++) a->n_pos_mean += s[i].n;
-            return rc; /* the loss is counted in phase 1 */
+        for (int i = 0; rc == LM_OK && i < nb; i++) a->n_pos_mean += s[i].n;
+        return rc; /* the loss is counted in phase 1 */
+    }
+    rc = lm_eng_forward_batch(e, s, nb, 1, NULL, NULL, 0, &clean, NULL, 0, err);
+    for (int l = 0; l < a->L && rc == LM_OK; l++)
+        for (int m = 0; m < NM && rc == LM_OK; m++) {
+            lm_interv iv = {LM_IV_SCALE, l, m, 0.0f, NULL};
+            if (a->method == LM_METHOD_ABLATE_MEAN) {
+                const double *v = a->vec + a->vec_off[l * NM + m];
+                int out = lm_eng_module_out(e, m);
+                for (int j = 0; j < out; j++) a->mu[j] = (float)(v[j] / (double)a->n_pos_mean);
+                iv.kind = LM_IV_REPLACE;
+                iv.vec = a->mu;
+            }
+            double lab;
+            rc = lm_eng_forward_from(e, l, 1, &iv, NULL, 0, &lab, err);
+            if (rc == LM_OK) a->sum[l * NM + m] += lab - clean;
         }
-        rc = lm_eng_forward_batch(e, s, nb, 1, NULL, NULL, 0, &clean, NULL, 0, err);
-        for (int l = 0; l < L && rc == LM_OK; l++)
-            for (int m = 0; m < NM && rc == LM_OK; m++) {
-                lm_interv iv = {LM_IV_SCALE, l, m, 0.0f, NULL};
-                if (a->method == LM_METHOD_ABLATE_MEAN) {
-                    const double *v = a->vec + a->vec_off[l * NM + m];
-                    int out = lm_eng_module_out(e, m);
-                    for (int j = 0; j < out; j++) a->mu[j] = (float)(v[j] / (double)a->n_pos_mean);
-                    iv.kind = LM_IV_REPLACE;
-                    iv.vec = a->mu;
-                }
-                double lab;
-                rc = lm_eng_forward_from(e, l, 1, &iv, NULL, 0, &lab, err);
-                if (rc == LM_OK) a->sum[l * NM + m] += lab - clean;
+    if (rc == LM_OK) acc_count(a, s, nb, clean);
+    return rc;
+}
+
+/* IG: y . g(alpha) at the one module being integrated; Y here is alpha * y. */
+static int hook_ig(void *ctx, int l, int m, const float *dY, const float *Y, const float *X, const float *W, int n) {
+    (void)X;
+    (void)W;
+    acc *a = ctx;
+    if (l == a->target_l && m == a->target_m)
+        a->ig_dot = dot_reduce(dY, Y, (long)n * lm_eng_module_out(a->e, m)) / a->alpha;
+    return 0;
+}
+
+/* ig: midpoint rule over alpha in (0, 1) of each module's output scaled by
+ * alpha, plus the exact L(y := 0) - L as the completeness reference. */
+static int own_ig(acc *a, const lm_seq *s, int nb, const lm_attr_opts *o, lm_err *err) {
+    lm_engine *e = a->e;
+    double clean = 0.0;
+    int rc = lm_eng_forward_batch(e, s, nb, 1, NULL, NULL, 0, &clean, NULL, 0, err);
+    lm_hooks hk = {.ctx = a, .bwd = hook_ig};
+    int N = o->ig_steps > 0 ? o->ig_steps : 32;
+    for (int l = 0; l < a->L && rc == LM_OK; l++)
+        for (int m = 0; m < NM && rc == LM_OK; m++) {
+            double integral = 0.0, l0;
+            lm_interv iv = {LM_IV_SCALE, l, m, 0.0f, NULL};
+            rc = lm_eng_forward_from(e, l, 1, &iv, NULL, 0, &l0, err);
+            if (rc) break;
+            a->aux[l * NM + m] += l0 - clean;
+            a->target_l = l;
+            a->target_m = m;
+            for (int k = 0; k < N && rc == LM_OK; k++) {
+                iv.alpha = a->alpha = (float)((k + 0.5) / N);
+                a->ig_dot = 0.0;
+                rc = lm_eng_forward_from(e, l, 1, &iv, NULL, 1, NULL, err);
+                if (rc == LM_OK) rc = lm_eng_backward(e, l, &iv, &hk, err);
+                integral += a->ig_dot;
             }
-        break;
-    case LM_METHOD_IG: {
-        rc = lm_eng_forward_batch(e, s, nb, 1, NULL, NULL, 0, &clean, NULL, 0, err);
-        hk.bwd = hook_ig;
-        int N = o->ig_steps > 0 ? o->ig_steps : 32;
-        for (int l = 0; l < L && rc == LM_OK; l++)
-            for (int m = 0; m < NM && rc == LM_OK; m++) {
-                double integral = 0.0, l0;
-                lm_interv iv = {LM_IV_SCALE, l, m, 0.0f, NULL};
-                rc = lm_eng_forward_from(e, l, 1, &iv, NULL, 0, &l0, err);
-                if (rc) break;
-                a->aux[l * NM + m] += l0 - clean;
-                a->target_l = l;
-                a->target_m = m;
-                for (int k = 0; k < N && rc == LM_OK; k++) {
-                    iv.alpha = a->alpha = (float)((k + 0.5) / N);
-                    a->ig_dot = 0.0;
-                    rc = lm_eng_forward_from(e, l, 1, &iv, NULL, 1, NULL, err);
-                    if (rc == LM_OK) rc = lm_eng_backward(e, l, &iv, &hk, err);
-                    integral += a->ig_dot;
-                }
-                a->sum[l * NM + m] -= integral / N;
-            }
-        break;
-    }
-    default:
-        return lm_fail(err, LM_EARG, "unknown method %d", (int)a->method);
-    }
-    if (rc) return rc;
-    a->loss_sum += clean;
-    for (int i = 0; i < nb; i++) {
-        a->n_targets += seq_targets(&s[i]);
-        a->n_tokens += s[i].n;
-    }
-    return LM_OK;
+            a->sum[l * NM + m] -= integral / N;
+        }
+    if (rc == LM_OK) acc_count(a, s, nb, clean);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
-/* Driver                                                                    */
+/* Finishing into matrices                                                   */
 /* ------------------------------------------------------------------------ */
 
 static lm_matrix *matrix_from(const double *v, int L, const char *method) {
@@ -447,7 +480,27 @@ static lm_matrix *matrix_from(const double *v, int L, const char *method) {
     return m;
 }
 
-/* wanda from the column energies: sum_ij |W_ij| sqrt(colsq_j) */
+/* The sums as they are. */
+static int finish_sum(acc *a, lm_attr_result *res, lm_err *err) {
+    res->m = matrix_from(a->sum, a->L, lm_method_names[a->method]);
+    return res->m ? LM_OK : lm_nomem(err, sizeof(double) * (size_t)a->L * NM, "result matrix");
+}
+
+/* ig: also the exact deltas and the completeness gap. */
+static int finish_ig(acc *a, lm_attr_result *res, lm_err *err) {
+    int L = a->L;
+    res->m = matrix_from(a->sum, L, lm_method_names[a->method]);
+    res->also = matrix_from(a->aux, L, "ablate");
+    double num = 0, den = 0;
+    for (int i = 0; i < L * NM; i++) {
+        num += fabs(a->sum[i] - a->aux[i]);
+        den += fabs(a->aux[i]);
+    }
+    res->ig_gap = den > 0 ? num / den : 0.0;
+    return res->m && res->also ? LM_OK : lm_nomem(err, sizeof(double) * (size_t)L * NM, "result matrix");
+}
+
+/* wanda from the column energies: sum_ij |W_ij| sqrt(colsq_j) (rows summed in order) */
 static int wanda_matrix(acc *a, double *out, lm_err *err) {
     for (int l = 0; l < a->L; l++)
         for (int m = 0; m < NM; m++) {
@@ -456,62 +509,178 @@ static int wanda_matrix(acc *a, double *out, lm_err *err) {
             if (rc) return rc;
             int rows = lm_eng_module_out(a->e, m), in = lm_eng_module_in(a->e, m);
             const double *col = a->vec + a->vec_off[l * NM + m];
-            double s = 0.0;
-#pragma omp parallel for reduction(+ : s) schedule(static)
+            double *part = a->red;
+#pragma omp parallel for schedule(static)
             for (int r = 0; r < rows; r++) {
                 double rs = 0.0;
                 for (int j = 0; j < in; j++) rs += fabs((double)W[(long)r * in + j]) * sqrt(col[j]);
-                s += rs;
+                part[r] = rs;
             }
+            double s = 0.0;
+            for (int r = 0; r < rows; r++) s += part[r];
             out[l * NM + m] = s;
         }
     return LM_OK;
 }
 
-static int finish(acc *a, lm_attr_result *res, lm_err *err) {
+/* act-sq / wanda: both matrices (the method's own first) and block influence. */
+static int finish_act_stats(acc *a, lm_attr_result *res, lm_err *err) {
     int L = a->L;
-    lm_method meth = a->method;
-    double *wanda = NULL;
-    if (meth == LM_METHOD_ACT_SQ || meth == LM_METHOD_WANDA) {
-        wanda = lm_malloc(sizeof(double) * (size_t)L * NM);
-        res->block_influence = lm_malloc(sizeof(double) * (size_t)L);
-        if (!wanda || !res->block_influence) {
-            lm_free(wanda);
-            return lm_nomem(err, sizeof(double) * (size_t)L * NM, "wanda");
-        }
-        int rc = wanda_matrix(a, wanda, err);
-        if (rc) {
-            lm_free(wanda);
-            return rc;
-        }
-        for (int l = 0; l < L; l++) res->block_influence[l] = a->n_tokens ? a->bi[l] / (double)a->n_tokens : 0.0;
-        res->m = matrix_from(meth == LM_METHOD_WANDA ? wanda : a->sum, L, lm_method_names[meth]);
-        res->also = matrix_from(meth == LM_METHOD_WANDA ? a->sum : wanda, L,
-                                lm_method_names[meth == LM_METHOD_WANDA ? LM_METHOD_ACT_SQ : LM_METHOD_WANDA]);
+    int is_wanda = a->method == LM_METHOD_WANDA;
+    double *wanda = lm_malloc(sizeof(double) * (size_t)L * NM);
+    res->block_influence = lm_malloc(sizeof(double) * (size_t)L);
+    if (!wanda || !res->block_influence) {
         lm_free(wanda);
-        if (res->m && res->also) {
-            res->m->layer_extra = lm_malloc(sizeof(double) * (size_t)L);
-            if (res->m->layer_extra) {
-                memcpy(res->m->layer_extra, res->block_influence, sizeof(double) * (size_t)L);
-                snprintf(res->m->layer_extra_name, sizeof res->m->layer_extra_name, "block-influence");
-            }
-        }
-    } else {
-        res->m = matrix_from(a->sum, L, lm_method_names[meth]);
-        if (meth == LM_METHOD_IG) {
-            res->also = matrix_from(a->aux, L, "ablate");
-            double num = 0, den = 0;
-            for (int i = 0; i < L * NM; i++) {
-                num += fabs(a->sum[i] - a->aux[i]);
-                den += fabs(a->aux[i]);
-            }
-            res->ig_gap = den > 0 ? num / den : 0.0;
-        }
+        return lm_nomem(err, sizeof(double) * (size_t)L * NM, "wanda");
     }
-    if (!res->m || ((meth == LM_METHOD_IG || meth == LM_METHOD_ACT_SQ || meth == LM_METHOD_WANDA) && !res->also))
-        return lm_nomem(err, sizeof(double) * (size_t)L * NM, "result matrix");
+    int rc = wanda_matrix(a, wanda, err);
+    if (rc) {
+        lm_free(wanda);
+        return rc;
+    }
+    for (int l = 0; l < L; l++) res->block_influence[l] = a->n_tokens ? a->bi[l] / (double)a->n_tokens : 0.0;
+    res->m = matrix_from(is_wanda ? wanda : a->sum, L, lm_method_names[a->method]);
+    res->also = matrix_from(is_wanda ? a->sum : wanda, L,
+                            lm_method_names[is_wanda ? LM_METHOD_ACT_SQ : LM_METHOD_WANDA]);
+    lm_free(wanda);
+    if (!res->m || !res->also) return lm_nomem(err, sizeof(double) * (size_t)L * NM, "result matrix");
+    res->m->layer_extra = lm_malloc(sizeof(double) * (size_t)L);
+    if (res->m->layer_extra) {
+        memcpy(res->m->layer_extra, res->block_influence, sizeof(double) * (size_t)L);
+        snprintf(res->m->layer_extra_name, sizeof res->m->layer_extra_name, "block-influence");
+    }
     return LM_OK;
 }
+
+/* Indexed by lm_method. */
+static const method_def method_defs[LM_METHOD_COUNT] = {
+    [LM_METHOD_GRAD_WEIGHT] = {.backward = 1, .grad_sums = GR_ABS, .from_grad = from_abs, .phases = 1,
+                               .finish = finish_sum},
+    [LM_METHOD_GRAD_WEIGHT_SIGNED] = {.backward = 1, .grad_sums = GR_SIGNED, .from_grad = from_signed,
+                                      .phases = 1, .finish = finish_sum},
+    [LM_METHOD_FISHER] = {.backward = 1, .grad_sums = GR_SQ, .from_grad = from_sq, .phases = 1, .finish = finish_sum},
+    [LM_METHOD_GRAD_NORM] = {.backward = 1, .grad_sums = GR_SQ, .from_grad = from_norm, .phases = 1,
+                             .finish = finish_sum},
+    [LM_METHOD_ACT_GRAD] = {.backward = 1, .bwd = bwd_act_grad, .phases = 1, .finish = finish_sum},
+    [LM_METHOD_IG] = {.own_pass = 1, .phases = 1, .own_batch = own_ig, .finish = finish_ig},
+    [LM_METHOD_ABLATE] = {.own_pass = 1, .phases = 1, .own_batch = own_ablate, .finish = finish_sum},
+    [LM_METHOD_ABLATE_MEAN] = {.own_pass = 1, .vec_len = vec_out, .phases = 2, .own_batch = own_ablate,
+                               .finish = finish_sum},
+    [LM_METHOD_ACT_SQ] = {.fwd = fwd_act_stats, .block = block_influence, .vec_len = vec_in, .phases = 1,
+                          .finish = finish_act_stats},
+    [LM_METHOD_WANDA] = {.fwd = fwd_act_stats, .block = block_influence, .vec_len = vec_in, .phases = 1,
+                         .finish = finish_act_stats},
+};
+
+/* ------------------------------------------------------------------------ */
+/* Groups: the methods that one pass over the data serves                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct group {
+    lm_engine *e;
+    acc *mem[LM_METHOD_COUNT]; /* members; one for an own-pass method */
+    int n;
+    int own;                   /* an own-pass method */
+    int backward;              /* the shared pass runs the backward */
+    unsigned grad_sums;        /* union of the members' GR_* sums */
+    float *dW;                 /* (largest out*in) one weight gradient G at a time */
+    char label[128];           /* progress label: "grad-weight+fisher" */
+} group;
+
+/* Shared forward hook: every member that observes module outputs. */
+static int group_fwd(void *ctx, int l, int m, const float *Y, const float *X, int n) {
+    group *g = ctx;
+    for (int i = 0; i < g->n; i++)
+        if (g->mem[i]->def->fwd) {
+            int rc = g->mem[i]->def->fwd(g->mem[i], l, m, Y, X, n);
+            if (rc) return rc;
+        }
+    return 0;
+}
+
+static int group_block(void *ctx, int l, const float *h_in, const float *h_out, int n) {
+    group *g = ctx;
+    for (int i = 0; i < g->n; i++)
+        if (g->mem[i]->def->block) {
+            int rc = g->mem[i]->def->block(g->mem[i], l, h_in, h_out, n);
+            if (rc) return rc;
+        }
+    return 0;
+}
+
+/* Shared backward hook: G_s = dY_s^T X_s (out, in) for each sequence s of the
+ * pass, formed once, reduced with W (grad_reduce) for every member that reads
+ * it, never stored; then the members' own output-gradient hooks. */
+static int group_bwd(void *ctx, int l, int m, const float *dY, const float *Y, const float *X, const float *W,
+                     int n) {
+    group *g = ctx;
+    if (g->grad_sums) {
+        int out = lm_eng_module_out(g->e, m), in = lm_eng_module_in(g->e, m);
+        const int *off;
+        int nseg = lm_eng_segments(g->e, &off);
+        for (int sg = 0; sg < nseg; sg++) {
+            lm_backend_cpu()->gemm_tn(out, in, off[sg + 1] - off[sg], dY + (long)off[sg] * out, out,
+                                      X + (long)off[sg] * in, in, 0.0f, g->dW, in);
+            double gs[GR_COUNT];
+            grad_reduce(gs, W, g->dW, (long)out * in, g->grad_sums);
+            for (int i = 0; i < g->n; i++)
+                if (g->mem[i]->def->from_grad) g->mem[i]->sum[l * NM + m] += g->mem[i]->def->from_grad(gs);
+        }
+    }
+    for (int i = 0; i < g->n; i++)
+        if (g->mem[i]->def->bwd) {
+            int rc = g->mem[i]->def->bwd(g->mem[i], l, m, dY, Y, n);
+            if (rc) return rc;
+        }
+    return 0;
+}
+
+static void group_free(group *g) {
+    lm_free(g->dW);
+    memset(g, 0, sizeof *g);
+}
+
+/* After g->mem[0..n) are set: the union of what the members need. */
+static int group_init(group *g, lm_engine *e, lm_err *err) {
+    g->e = e;
+    g->own = g->mem[0]->def->own_pass;
+    size_t used = 0;
+    for (int i = 0; i < g->n; i++) {
+        const method_def *d = g->mem[i]->def;
+        g->backward |= d->backward;
+        g->grad_sums |= d->grad_sums;
+        int w = snprintf(g->label + used, sizeof g->label - used, "%s%s", i ? "+" : "",
+                         lm_method_names[g->mem[i]->method]);
+        if (w > 0 && used + (size_t)w < sizeof g->label) used += (size_t)w;
+    }
+    if (g->grad_sums) {
+        size_t maxw = 0;
+        for (int m = 0; m < NM; m++) {
+            size_t w = (size_t)lm_eng_module_out(e, m) * (size_t)lm_eng_module_in(e, m);
+            if (w > maxw) maxw = w;
+        }
+        g->dW = lm_malloc(maxw * sizeof(float));
+        if (!g->dW) return lm_nomem(err, maxw * sizeof(float), "weight gradient");
+    }
+    return LM_OK;
+}
+
+/* One pass of the group over nb sequences packed together (sums per sequence). */
+static int group_batch(group *g, const lm_seq *s, int nb, const lm_attr_opts *o, lm_err *err) {
+    if (g->own) return g->mem[0]->def->own_batch(g->mem[0], s, nb, o, err);
+    lm_hooks hk = {.ctx = g, .fwd = group_fwd, .bwd = group_bwd, .block = group_block};
+    lm_hooks fwd_hk = {.ctx = g, .fwd = group_fwd, .block = group_block};
+    double clean = 0.0;
+    int rc = lm_eng_forward_batch(g->e, s, nb, 1, NULL, &fwd_hk, g->backward, &clean, NULL, 0, err);
+    if (rc == LM_OK && g->backward) rc = lm_eng_backward(g->e, 0, NULL, &hk, err);
+    if (rc) return rc;
+    for (int i = 0; i < g->n; i++) acc_count(g->mem[i], s, nb, clean);
+    return LM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Driver                                                                    */
+/* ------------------------------------------------------------------------ */
 
 void lm_attr_result_free(lm_attr_result *r) {
     if (!r) return;
@@ -523,87 +692,147 @@ void lm_attr_result_free(lm_attr_result *r) {
 
 int lm_attribute(lm_engine *e, const lm_dataset *d, lm_method method, const lm_attr_opts *opts,
                  lm_attr_result *res, lm_err *err) {
-    memset(res, 0, sizeof *res);
+    return lm_attribute_many(e, d, &method, 1, opts, res, err);
+}
+
+/* Checks of the arguments; o gets the defaults filled in. */
+static int check_args(lm_engine *e, const lm_dataset *d, const lm_method *methods, int n, lm_attr_opts *o,
+                      lm_err *err) {
+    if (n < 1 || n > LM_METHOD_COUNT || !methods)
+        return lm_fail(err, LM_EARG, "%d methods in one attribution call (1..%d)", n, LM_METHOD_COUNT);
+    for (int i = 0; i < n; i++) {
+        if ((int)methods[i] < 0 || methods[i] >= LM_METHOD_COUNT)
+            return lm_fail(err, LM_EARG, "unknown method %d", (int)methods[i]);
+        for (int j = 0; j < i; j++)
+            if (methods[j] == methods[i])
+                return lm_fail(err, LM_EARG, "method %s given twice", lm_method_names[methods[i]]);
+    }
+    if (o->ig_steps <= 0) o->ig_steps = 32;
+    if (o->batch <= 0) o->batch = 1;
+    if (o->batch > lm_eng_max_batch(e))
+        return lm_fail(err, LM_EARG, "batch of %d sequences, but the engine was made for %d", o->batch,
+                       lm_eng_max_batch(e));
+    if (!d || d->n_seq <= 0) return lm_fail(err, LM_EARG, "no data to attribute");
+    return LM_OK;
+}
+
+/* Tokens of finished phases and sequences of group g (for progress). */
+static double group_done_tokens(const group *g, const lm_dataset *d) {
+    const acc *a = g->mem[0];
+    double t = (double)d->n_tokens * a->phase;
+    for (int s = 0; s < a->next_seq; s++) t += d->seqs[s].n;
+    return t;
+}
+
+int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *methods, int n,
+                      const lm_attr_opts *opts, lm_attr_result *res, lm_err *err) {
+    if (res && n > 0 && n <= LM_METHOD_COUNT) memset(res, 0, sizeof *res * (size_t)n);
     lm_attr_opts o;
     if (opts)
         o = *opts;
     else
         lm_attr_opts_default(&o);
-    if (o.ig_steps <= 0) o.ig_steps = 32;
-    if (o.batch <= 0) o.batch = 1;
-    if (o.batch > lm_eng_max_batch(e))
-        return lm_fail(err, LM_EARG, "batch of %d sequences, but the engine was made for %d", o.batch,
-                       lm_eng_max_batch(e));
-    if ((int)method < 0 || method >= LM_METHOD_COUNT) return lm_fail(err, LM_EARG, "unknown method %d", (int)method);
-    if (!d || d->n_seq <= 0) return lm_fail(err, LM_EARG, "no data to attribute");
-    double t0 = lm_now();
-    acc a;
-    int rc = acc_init(&a, e, method, err);
+    int rc = check_args(e, d, methods, n, &o, err);
     if (rc) return rc;
-    if (o.checkpoint_path && o.resume) {
-        rc = ckpt_load(&a, d, &o, err);
-        if (rc == -1) rc = LM_OK; /* nothing to resume: start fresh */
-        if (rc) {
-            acc_free(&a);
-            return rc;
+    double t0 = lm_now();
+    acc accs[LM_METHOD_COUNT];
+    group groups[LM_METHOD_COUNT];
+    memset(accs, 0, sizeof accs);
+    memset(groups, 0, sizeof groups);
+    int n_acc = 0, n_groups = 0;
+    for (; n_acc < n; n_acc++)
+        if ((rc = acc_init(&accs[n_acc], e, methods[n_acc], err))) goto out;
+    /* the shared pass first, then each own-pass method */
+    for (int i = 0; i < n; i++)
+        if (!accs[i].def->own_pass) groups[0].mem[groups[0].n++] = &accs[i];
+    if (groups[0].n) n_groups = 1;
+    for (int i = 0; i < n; i++)
+        if (accs[i].def->own_pass) {
+            groups[n_groups].mem[0] = &accs[i];
+            groups[n_groups++].n = 1;
         }
+    for (int gi = 0; gi < n_groups; gi++)
+        if ((rc = group_init(&groups[gi], e, err))) goto out;
+    if (o.checkpoint_path && o.resume) {
+        rc = ckpt_load(accs, n, d, &o, err);
+        if (rc == -1) rc = LM_OK; /* nothing to resume: start fresh */
+        if (rc) goto out;
+        for (int gi = 0; gi < n_groups; gi++)
+            for (int i = 1; i < groups[gi].n; i++)
+                if (groups[gi].mem[i]->next_seq != groups[gi].mem[0]->next_seq) {
+                    rc = LM_CORRUPT(err, "%s: checkpoint's methods of one pass stand at different sequences",
+                                    o.checkpoint_path);
+                    goto out;
+                }
     }
-    int phases = method == LM_METHOD_ABLATE_MEAN ? 2 : 1;
+    double total = 0.0, done_tok = 0.0;
+    for (int gi = 0; gi < n_groups; gi++) {
+        total += (double)d->n_tokens * groups[gi].mem[0]->def->phases;
+        done_tok += group_done_tokens(&groups[gi], d);
+    }
     double last_save = lm_now();
     int done_this_call = 0, stopped = 0, canceled = 0;
-    /* progress: tokens over all phases */
-    double total = (double)d->n_tokens * phases;
-    double done_tok = (double)d->n_tokens * a.phase; /* tokens of finished phases and sequences */
-    for (int s = 0; s < a.next_seq; s++) done_tok += d->seqs[s].n;
-    for (; a.phase < phases && !stopped; a.phase++) {
-        while (a.next_seq < d->n_seq) {
-            if (o.max_seqs > 0 && done_this_call >= o.max_seqs) {
-                stopped = 1;
-                break;
-            }
-            if (o.cancel && *o.cancel) { /* cancel (minimal; see lm_attribute_many) */
-                stopped = canceled = 1;
-                break;
-            }
-            int nb = d->n_seq - a.next_seq < o.batch ? d->n_seq - a.next_seq : o.batch;
-            rc = run_batch(&a, &d->seqs[a.next_seq], nb, &o, err);
-            if (rc) goto out;
-            a.next_seq += nb;
-            done_this_call += nb;
-            for (int s = a.next_seq - nb; s < a.next_seq; s++) done_tok += d->seqs[s].n;
-            if (o.progress) o.progress(o.progress_ctx, done_tok, total, lm_method_names[method]);
-            if (o.checkpoint_path && lm_now() - last_save >= o.checkpoint_secs) {
-                rc = ckpt_save(&a, d, &o, err);
+    for (int gi = 0; gi < n_groups && !stopped && !canceled; gi++) {
+        group *g = &groups[gi];
+        acc *a0 = g->mem[0];
+        int phases = a0->def->phases;
+        for (;;) {
+            while (a0->next_seq < d->n_seq) {
+                if (o.max_seqs > 0 && done_this_call >= o.max_seqs) {
+                    stopped = 1;
+                    break;
+                }
+                if (o.cancel && *o.cancel) {
+                    canceled = 1;
+                    break;
+                }
+                int first = a0->next_seq;
+                int nb = d->n_seq - first < o.batch ? d->n_seq - first : o.batch;
+                rc = group_batch(g, &d->seqs[first], nb, &o, err);
                 if (rc) goto out;
-                last_save = lm_now();
+                for (int i = 0; i < g->n; i++) g->mem[i]->next_seq += nb;
+                done_this_call += nb;
+                for (int s = first; s < first + nb; s++) done_tok += d->seqs[s].n;
+                if (o.progress) o.progress(o.progress_ctx, done_tok, total, g->label);
+                if (o.checkpoint_path && lm_now() - last_save >= o.checkpoint_secs) {
+                    rc = ckpt_save(accs, n, d, &o, err);
+                    if (rc) goto out;
+                    last_save = lm_now();
+                }
+            }
+            if (stopped || canceled || a0->phase + 1 >= phases) break;
+            for (int i = 0; i < g->n; i++) {
+                g->mem[i]->phase++;
+                g->mem[i]->next_seq = 0;
             }
         }
-        if (stopped) break;
-        if (a.phase + 1 < phases) a.next_seq = 0;
     }
-    if (stopped) {
-        if (o.checkpoint_path) rc = ckpt_save(&a, d, &o, err);
-        res->complete = 0;
-        if (!rc && canceled) /* cancel (minimal; see lm_attribute_many) */
-            rc = lm_fail(err, LM_ECANCELED, "canceled after %d of %d sequences%s", a.next_seq, d->n_seq,
-                         o.checkpoint_path ? " (checkpoint saved)" : "");
-    } else {
-        a.phase = phases - 1;
-        rc = finish(&a, res, err);
-        res->complete = 1;
-        if (rc == LM_OK && o.checkpoint_path) {
-            a.phase = phases - 1;
-            a.next_seq = d->n_seq;
-            rc = ckpt_save(&a, d, &o, err);
+    if (stopped || canceled) {
+        if (o.checkpoint_path) rc = ckpt_save(accs, n, d, &o, err);
+        if (rc == LM_OK && canceled) {
+            if (o.checkpoint_path)
+                rc = lm_fail(err, LM_ECANCELED, "attribute: canceled; the sums so far are in %s (--resume continues)",
+                             o.checkpoint_path);
+            else
+                rc = lm_fail(err, LM_ECANCELED, "attribute: canceled");
         }
+    } else {
+        for (int i = 0; rc == LM_OK && i < n; i++) {
+            rc = accs[i].def->finish(&accs[i], &res[i], err);
+            res[i].complete = 1;
+        }
+        if (rc == LM_OK && o.checkpoint_path) rc = ckpt_save(accs, n, d, &o, err);
     }
 out:
-    res->loss_sum = a.loss_sum;
-    res->n_targets = a.n_targets;
-    res->n_tokens = a.n_tokens;
-    res->n_seq_done = a.next_seq;
-    res->seconds = lm_now() - t0;
-    acc_free(&a);
-    if (rc) lm_attr_result_free(res);
+    for (int i = 0; i < n; i++) {
+        res[i].loss_sum = accs[i].loss_sum;
+        res[i].n_targets = accs[i].n_targets;
+        res[i].n_tokens = accs[i].n_tokens;
+        res[i].n_seq_done = accs[i].next_seq;
+        res[i].seconds = lm_now() - t0;
+        if (rc) lm_attr_result_free(&res[i]);
+    }
+    for (int gi = 0; gi < n_groups; gi++) group_free(&groups[gi]);
+    for (int i = 0; i < n_acc; i++) acc_free(&accs[i]);
     return rc;
 }

@@ -448,38 +448,36 @@ static void json_value(FILE *f, double v) {
     }
 }
 
-/* See layermap.h: one row of values per line, for people reading the file. */
-int lm_matrix_write_json(const lm_matrix *m, const char *path, lm_err *err) {
-    if (!m || !path) return lm_fail(err, LM_EARG, "write json: no matrix or path");
-    lm_atomic a;
-    int rc = lm_atomic_open(&a, path, err);
-    if (rc) return rc;
-    FILE *f = a.f;
-    fputs("{\n  \"model\": ", f);
+/* One matrix as a JSON object, each line after the first indented by ind. */
+static void json_matrix(FILE *f, const lm_matrix *m, const char *ind) {
+    fprintf(f, "{\n%s  \"model\": ", ind);
     json_string(f, m->model);
-    fputs(",\n  \"method\": ", f);
+    fprintf(f, ",\n%s  \"method\": ", ind);
     json_string(f, m->method);
-    fputs(",\n  \"norm\": ", f);
+    fprintf(f, ",\n%s  \"norm\": ", ind);
     json_string(f, m->norm[0] ? m->norm : "none");
-    fputs(",\n  \"note\": ", f);
+    fprintf(f, ",\n%s  \"note\": ", ind);
     json_string(f, m->note);
-    fputs(",\n  \"modules\": [", f);
+    fprintf(f, ",\n%s  \"modules\": [", ind);
     for (int c = 0; c < LM_N_MODULES; c++) {
         if (c) fputs(", ", f);
         json_string(f, lm_module_names[c]);
     }
-    fprintf(f, "],\n  \"layers\": %d,\n  \"values\": [", m->n_layer);
+    fprintf(f, "],\n%s  \"layers\": %d,\n%s  \"values\": [", ind, m->n_layer, ind);
     for (int l = 0; l < m->n_layer; l++) {
-        fputs(l ? ",\n    [" : "\n    [", f);
+        fprintf(f, "%s%s    [", l ? ",\n" : "\n", ind);
         for (int c = 0; c < LM_N_MODULES; c++) {
             if (c) fputs(", ", f);
             json_value(f, m->v[(size_t)l * LM_N_MODULES + (size_t)c]);
         }
         fputc(']', f);
     }
-    fputs(m->n_layer ? "\n  ]" : "]", f);
+    if (m->n_layer)
+        fprintf(f, "\n%s  ]", ind);
+    else
+        fputs("]", f);
     if (m->layer_extra) {
-        fputs(",\n  \"layer_extra\": {\"name\": ", f);
+        fprintf(f, ",\n%s  \"layer_extra\": {\"name\": ", ind);
         json_string(f, m->layer_extra_name);
         fputs(", \"values\": [", f);
         for (int l = 0; l < m->n_layer; l++) {
@@ -489,15 +487,42 @@ int lm_matrix_write_json(const lm_matrix *m, const char *path, lm_err *err) {
         fputs("]}", f);
     }
     if (m->layer_index) {
-        fputs(",\n  \"layer_index\": [", f);
+        fprintf(f, ",\n%s  \"layer_index\": [", ind);
         for (int l = 0; l < m->n_layer; l++) fprintf(f, "%s%d", l ? ", " : "", m->layer_index[l]);
         fputc(']', f);
     }
     if (m->meta) {
-        fputs(",\n  \"meta\": ", f);
+        fprintf(f, ",\n%s  \"meta\": ", ind);
         fputs(m->meta, f);
     }
-    fputs("\n}\n", f);
+    fprintf(f, "\n%s}", ind);
+}
+
+/* See layermap.h: one row of values per line, for people reading the file. */
+int lm_matrix_write_json(const lm_matrix *m, const char *path, lm_err *err) {
+    if (!m || !path) return lm_fail(err, LM_EARG, "write json: no matrix or path");
+    lm_atomic a;
+    int rc = lm_atomic_open(&a, path, err);
+    if (rc) return rc;
+    json_matrix(a.f, m, "");
+    fputc('\n', a.f);
+    return lm_atomic_commit(&a, err);
+}
+
+/* See layermap.h: {"matrices": [ <one object as lm_matrix_write_json writes>, ... ]} */
+int lm_matrix_write_json_many(const lm_matrix *const *ms, int n, const char *path, lm_err *err) {
+    if (!ms || n < 1 || !path) return lm_fail(err, LM_EARG, "write json: no matrices or path");
+    for (int i = 0; i < n; i++)
+        if (!ms[i]) return lm_fail(err, LM_EARG, "write json: matrix %d missing", i);
+    lm_atomic a;
+    int rc = lm_atomic_open(&a, path, err);
+    if (rc) return rc;
+    fputs("{\n  \"matrices\": [\n    ", a.f);
+    for (int i = 0; i < n; i++) {
+        if (i) fputs(",\n    ", a.f);
+        json_matrix(a.f, ms[i], "    ");
+    }
+    fputs("\n  ]\n}\n", a.f);
     return lm_atomic_commit(&a, err);
 }
 
@@ -536,32 +561,14 @@ static int json_opt_string(const cJSON *root, const char *key, const char **out,
     return LM_OK;
 }
 
-/* See layermap.h. "layers" and "values" are required; "modules", when there,
- * must list the seven modules in order; "norm" must be a known name. */
-int lm_matrix_read_json(lm_matrix **out, const char *path, lm_err *err) {
-    *out = NULL;
-    char *text;
-    size_t len;
-    int rc = lm_file_read_all(path, &text, &len, err);
-    if (rc) return rc;
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+/* One matrix from a JSON object. path is the name messages give (the file,
+ * or "file, matrix 2" inside a "matrices" list). "layers" and "values" are
+ * required; "modules", when there, must list the seven modules in order;
+ * "norm" must be a known name. */
+static int json_to_matrix(const cJSON *root, const char *path, lm_matrix **out, lm_err *err) {
+    int rc = LM_OK;
     lm_matrix *m = NULL;
-    if (!root) {
-        size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-        rc = LM_CORRUPT(err, "%s: line %d: not valid JSON", path, line_of(text, off));
-        goto done;
-    }
-    for (const char *q = end; q && q < text + len; q++) {
-        if (!isspace((unsigned char)*q)) {
-            rc = LM_CORRUPT(err, "%s: line %d: text after the JSON object", path, line_of(text, (size_t)(q - text)));
-            goto done;
-        }
-    }
-    if (!cJSON_IsObject(root)) {
-        rc = LM_CORRUPT(err, "%s: not a JSON object", path);
-        goto done;
-    }
+    if (!cJSON_IsObject(root)) return LM_CORRUPT(err, "%s: not a JSON object", path);
     const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "layers");
     if (!cJSON_IsNumber(layers)) {
         rc = LM_CORRUPT(err, "%s: missing \"layers\" (a number)", path);
@@ -679,8 +686,99 @@ int lm_matrix_read_json(lm_matrix **out, const char *path, lm_err *err) {
     m = NULL;
 done:
     lm_matrix_free(m);
-    cJSON_Delete(root);
+    return rc;
+}
+
+
+/* Parse path into *root (the caller frees it with cJSON_Delete). */
+static int json_parse_file(const char *path, cJSON **root, lm_err *err) {
+    *root = NULL;
+    char *text;
+    size_t len;
+    int rc = lm_file_read_all(path, &text, &len, err);
+    if (rc) return rc;
+    const char *end = NULL;
+    cJSON *r = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!r) {
+        size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+        rc = LM_CORRUPT(err, "%s: line %d: not valid JSON", path, line_of(text, off));
+    }
+    for (const char *q = end; r && q && q < text + len; q++) {
+        if (!isspace((unsigned char)*q)) {
+            rc = LM_CORRUPT(err, "%s: line %d: text after the JSON object", path, line_of(text, (size_t)(q - text)));
+            break;
+        }
+    }
     lm_free(text);
+    if (rc) {
+        cJSON_Delete(r);
+        return rc;
+    }
+    if (!cJSON_IsObject(r)) {
+        cJSON_Delete(r);
+        return LM_CORRUPT(err, "%s: not a JSON object", path);
+    }
+    *root = r;
+    return LM_OK;
+}
+
+/* See layermap.h. */
+int lm_matrix_read_json_many(lm_matrix ***out, int *n, const char *path, lm_err *err) {
+    *out = NULL;
+    *n = 0;
+    cJSON *root;
+    int rc = json_parse_file(path, &root, err);
+    if (rc) return rc;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "matrices");
+    int k = list ? cJSON_GetArraySize(list) : 1;
+    lm_matrix **ms = NULL;
+    if (list && (!cJSON_IsArray(list) || k < 1)) {
+        rc = LM_CORRUPT(err, "%s: \"matrices\" is not a non-empty array", path);
+        goto done;
+    }
+    ms = lm_calloc((size_t)k, sizeof *ms);
+    if (!ms) {
+        rc = lm_nomem(err, (size_t)k * sizeof *ms, "matrix list");
+        goto done;
+    }
+    if (!list) {
+        rc = json_to_matrix(root, path, &ms[0], err);
+    } else {
+        int i = 0;
+        for (const cJSON *x = list->child; x && rc == LM_OK; x = x->next, i++) {
+            char where[4200];
+            snprintf(where, sizeof where, "%s, matrix %d", path, i + 1);
+            rc = json_to_matrix(x, where, &ms[i], err);
+        }
+    }
+    if (rc == LM_OK) {
+        *out = ms;
+        *n = k;
+        ms = NULL;
+    }
+done:
+    if (ms)
+        for (int i = 0; i < k; i++) lm_matrix_free(ms[i]);
+    lm_free(ms);
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* See layermap.h. */
+int lm_matrix_read_json(lm_matrix **out, const char *path, lm_err *err) {
+    *out = NULL;
+    lm_matrix **ms;
+    int n;
+    int rc = lm_matrix_read_json_many(&ms, &n, path, err);
+    if (rc) return rc;
+    if (n == 1) {
+        *out = ms[0];
+    } else {
+        for (int i = 0; i < n; i++) lm_matrix_free(ms[i]);
+        rc = lm_fail(err, LM_EARG, "%s: holds %d matrices (\"matrices\"); read it with lm_matrix_read_json_many or `layermap plot`",
+                     path, n);
+    }
+    lm_free(ms);
     return rc;
 }
 
@@ -756,4 +854,10 @@ void lm_matrix_print(const lm_matrix *m, FILE *f, int color) {
         }
         fprintf(f, " %.3g  (white = %.3g)\n", sc.vmax, sc.center);
     }
+}
+
+void lm_matrix_list_free(lm_matrix **ms, int n) {
+    if (!ms) return;
+    for (int i = 0; i < n; i++) lm_matrix_free(ms[i]);
+    lm_free(ms);
 }

@@ -126,6 +126,26 @@ int main(void) {
              model, p2);
     CHECK(rc != 0 && strstr(out, "a.ckpt"), "foreign checkpoint: %s", out);
 
+    /* several methods from one pass: {method} names each file, one .json holds
+     * every matrix (plot reads each back), each equal to its own run */
+    rc = run(out, sizeof out,
+             "%s attribute %s --data data/calib.txt --seq-len 64 --max-tokens 512 --batch 3 -m grad-weight,fisher "
+             "--csv %s/m-{method}.csv --json %s/m.json -q", bin(), model, dir, dir);
+    snprintf(p1, sizeof p1, "%s/m-fisher.csv", dir);
+    snprintf(p2, sizeof p2, "%s/m-grad-weight.csv", dir);
+    CHECK(rc == 0 && file_exists(p2) && read_file(p1) && !strcmp(read_file(p1), csv1),
+          "-m grad-weight,fisher: fisher's file equals the fisher run: %s", out);
+    rc = run(out, sizeof out, "%s plot %s/m.json -o %s/mp.png -q", bin(), dir, dir);
+    snprintf(p1, sizeof p1, "%s/mp-m-fisher.png", dir);
+    snprintf(p2, sizeof p2, "%s/mp-m-grad-weight.png", dir);
+    CHECK(rc == 0 && file_exists(p1) && file_exists(p2), "plot of a several-matrix .json: %s", out);
+    rc = run(out, sizeof out, "%s attribute %s --data data/calib.txt -m grad-weight,fisher -o %s/n.png", bin(), model, dir);
+    CHECK(rc == 2 && strstr(out, "{method}") && strstr(out, "n.png"), "several methods, one image: %s", out);
+    rc = run(out, sizeof out, "%s attribute %s --data data/calib.txt -m grad-weight -m fisher", bin(), model);
+    CHECK(rc == 2 && strstr(out, "-m given twice"), "-m twice: %s", out);
+    rc = run(out, sizeof out, "%s attribute %s --data data/calib.txt -m fisher,fisher", bin(), model);
+    CHECK(rc == 2 && strstr(out, "twice"), "a method twice in the list: %s", out);
+
     /* act-stats writes both matrices */
     rc = run(out, sizeof out, "%s attribute %s --data data/calib.txt --seq-len 64 --max-tokens 256 -m act-stats --csv %s/s.csv -q", bin(),
              model, dir);

@@ -164,7 +164,7 @@ static void test_long_runs(void) {
              "while kill -0 $p 2>/dev/null && ! grep -q tok/s %s/log; do sleep 0.1; done; kill -INT $p; wait $p; echo \"exit=$?\"; cat %s/log",
              bin(), model, data, args, cut, ck, dir, dir, dir);
     CHECK(strstr(out, "exit=130") && exists(ck) && !exists(cut), "SIGINT: exit 130, checkpoint, no csv: %s", out);
-    CHECK(strstr(out, "interrupted") && strstr(out, "--resume") && strstr(out, "checkpoint saved"),
+    CHECK(strstr(out, "interrupted") && strstr(out, "--resume") && strstr(out, "the sums so far are in"),
           "SIGINT says how to resume: %s", out);
     /* resume: says where it starts, reports this run's rate, ends identical */
     rc = run(out, sizeof out, "%s attribute %s --data %s %s --csv %s --checkpoint %s --resume --progress 0", bin(),
