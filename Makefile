@@ -40,6 +40,8 @@ FUZZSRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZNAME := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZSRC))
 FUZZREPLAYOBJ := $(FUZZNAME:%=$(BUILD)/tests/fuzz/%.o)
 TESTBIN += $(BUILD)/tests/test_fuzz_replay
+# write failures of the CLI's outputs (a shell test: file-size limit, full and read-only tmpfs)
+TESTBIN += $(BUILD)/tests/test_write_fail
 BIN     := $(BUILD)/layermap
 
 .PHONY: all test asan check demo deps clean fuzz fuzz-bins
@@ -77,6 +79,10 @@ $(BUILD)/tests/fuzz/%.o: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h include/layermap.
 $(BUILD)/tests/test_fuzz_replay: tests/fuzz/replay.c tests/test.h $(FUZZREPLAYOBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(FUZZREPLAYOBJ) $(LIB) $(LDLIBS)
+
+$(BUILD)/tests/test_write_fail: tests/cli/test_write_fail.sh
+	@mkdir -p $(dir $@)
+	cp $< $@ && chmod +x $@
 
 # libFuzzer: the library and the harnesses built again by clang with the fuzzer's
 # coverage instrumentation and ASan + UBSan, in build/fuzz/ (binaries build/fuzz/fuzz_NAME)

@@ -10,6 +10,7 @@
 #include "compute/backend.h"
 #include "compute/engine.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,13 +177,15 @@ static int ckpt_save(const acc *a, const lm_dataset *d, const lm_attr_opts *o, l
     h.loss_sum = a->loss_sum;
     h.vec_len = a->vec_off[a->L * NM];
     size_t LM7 = (size_t)a->L * NM;
+    errno = 0;
     int ok = fwrite(&h, sizeof h, 1, f.f) == 1 && fwrite(a->sum, sizeof(double), LM7, f.f) == LM7 &&
              fwrite(a->aux, sizeof(double), LM7, f.f) == LM7 &&
              fwrite(a->bi, sizeof(double), (size_t)a->L, f.f) == (size_t)a->L &&
              (h.vec_len == 0 || fwrite(a->vec, sizeof(double), h.vec_len, f.f) == h.vec_len);
     if (!ok) {
+        int e = errno ? errno : EIO;
         lm_atomic_abort(&f);
-        return lm_fail(err, LM_EIO, "%s: cannot write checkpoint", o->checkpoint_path);
+        return lm_fail(err, LM_EIO, "%s: cannot write checkpoint: %s", o->checkpoint_path, strerror(e));
     }
     return lm_atomic_commit(&f, err);
 }
