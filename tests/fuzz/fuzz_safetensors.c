@@ -2,8 +2,9 @@
  * fuzz_safetensors.c -- one .safetensors file: the u64 header length, the
  * JSON header, dtypes, shapes, data offsets (lm_st_open, then up to 64 rows
  * of every tensor), then the file as the CLI opens it: lm_model_open on a
- * directory holding it as model.safetensors beside tiny-llama-untied's
- * config.json (tensors bound to that configuration). See fuzz.h.
+ * directory holding it as model.safetensors beside the config.json of a
+ * micro llama (tests/fuzz/fixtures/micro-llama/: 1 layer, dim 8, vocab 16),
+ * the tensors bound to that configuration. See fuzz.h.
  */
 #include "fuzz.h"
 #include "format/safetensors.h"
@@ -15,7 +16,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argv;
     char cfg[4096];
     fz_subdir(dir, sizeof dir, "st");
-    fz_link("st/config.json", fz_data(cfg, sizeof cfg, "tiny-llama-untied/config.json"));
+    const char *root = getenv("LM_ROOT");
+    snprintf(cfg, sizeof cfg, "%s/tests/fuzz/fixtures/micro-llama/config.json", root && *root ? root : ".");
+    fz_link("st/config.json", cfg);
     return fz_setup_error[0] ? -1 : 0;
 }
 

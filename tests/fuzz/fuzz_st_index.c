@@ -1,7 +1,8 @@
 /*
  * fuzz_st_index.c -- the sharded checkpoint index: the input is
  * model.safetensors.index.json in a directory that also holds the two shards
- * of tiny-llama-untied (tests/fuzz/fixtures/st_index/) and its config.json.
+ * of a micro llama (tests/fuzz/fixtures/st_index/) and its config.json
+ * (tests/fuzz/fixtures/micro-llama/).
  * Opened as the CLI opens a model directory (lm_model_open), after
  * lm_st_set_open on its own. See fuzz.h.
  */
@@ -17,7 +18,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     root = root && *root ? root : ".";
     char p[4096];
     fz_subdir(dir, sizeof dir, "idx");
-    fz_link("idx/config.json", fz_data(p, sizeof p, "tiny-llama-untied/config.json"));
+    snprintf(p, sizeof p, "%s/tests/fuzz/fixtures/micro-llama/config.json", root);
+    fz_link("idx/config.json", p);
     static const char *shards[] = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"};
     for (int i = 0; i < 2; i++) {
         char rel[256];

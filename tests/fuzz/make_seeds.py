@@ -5,7 +5,8 @@ tests/fuzz/corpus/NAME/ (what is committed and replayed).
 
 Usage: tests/fuzz/make_seeds.py OUTDIR [MODELS]
   OUTDIR/NAME/*                 raw seeds, one directory per harness
-  tests/fuzz/fixtures/st_index/ the two shards of tiny-llama-untied (committed)
+  tests/fuzz/fixtures/micro-llama/config.json  a 1-layer, dim-8 llama (committed)
+  tests/fuzz/fixtures/st_index/                 its two shards (committed)
 Sources: tests/data (tiny models, the GGUF mutation corpus, tokenizers,
 matrices) and the shared models (stories260K: GGUF metadata, tokenizer.json).
 Only the standard library is used (struct, json): no gguf-py needed.
@@ -194,12 +195,57 @@ def st_write(tensors, meta=None):
     return struct.pack("<Q", len(hb)) + hb + b"".join(t[3] for t in tensors)
 
 
+GGML_BLOCK = {  # ggml type: (elements, bytes) per block, every type layermap decodes
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 10: (256, 84),
+    11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 20: (32, 18), 23: (256, 136), 30: (1, 2)}
+
+
+def dtype_gguf():
+    """One 2-row tensor of every type layermap decodes (pseudo-random blocks)."""
+    ts = []
+    for gt, (be, bb) in sorted(GGML_BLOCK.items()):
+        ne0 = 256 if be == 1 else be
+        nb = 2 * (ne0 // be) * bb
+        raw = bytes(((i * 131 + gt * 17) * 2654435761 >> 13) & 0xff for i in range(nb))
+        if gt in (1, 30):  # keep F16/BF16 finite: small exponents
+            raw = bytes(b & 0x3f if i % 2 else b for i, b in enumerate(raw))
+        ts.append(("t%d.weight" % gt, [ne0, 2], gt, raw))
+    return gguf_write([("general.architecture", 8, "llama")], ts)
+
+
+MICRO_CFG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 8,
+             "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+             "head_dim": 4, "vocab_size": 16, "max_position_embeddings": 32, "rms_norm_eps": 1e-5,
+             "rope_theta": 10000.0, "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2}
+
+
+def micro_tensors():
+    """HF tensors of the micro llama (MICRO_CFG), some BF16."""
+    d, f, v = 8, 16, 16
+    bf16 = lambda n, seed: b"".join(struct.pack("<f", x)[2:] for x in struct.unpack("<%df" % n, f32(n, seed)))
+    ts = [("model.embed_tokens.weight", "F32", [v, d], f32(v * d, 1)), ("model.norm.weight", "F32", [d], f32(d, 2)),
+          ("lm_head.weight", "BF16", [v, d], bf16(v * d, 3))]
+    p = "model.layers.0."
+    ts += [(p + "input_layernorm.weight", "F32", [d], f32(d, 4)),
+           (p + "post_attention_layernorm.weight", "F32", [d], f32(d, 5)),
+           (p + "self_attn.q_proj.weight", "F32", [8, d], f32(8 * d, 6)),
+           (p + "self_attn.k_proj.weight", "F16", [4, d], f16(4 * d, 7)),
+           (p + "self_attn.v_proj.weight", "F16", [4, d], f16(4 * d, 8)),
+           (p + "self_attn.o_proj.weight", "BF16", [d, 8], bf16(8 * d, 9)),
+           (p + "mlp.gate_proj.weight", "F32", [f, d], f32(f * d, 10)),
+           (p + "mlp.up_proj.weight", "F32", [f, d], f32(f * d, 11)),
+           (p + "mlp.down_proj.weight", "F32", [d, f], f32(f * d, 12))]
+    return ts
+
+
 def main():
     out = sys.argv[1]
     models = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "..", "shared", "models")
     stories = read(os.path.join(models, "stories260K.gguf"))
     st_kvs = gguf_read_kvs(stories)
     spm_tok = [kv for kv in st_kvs if kv[0].startswith("tokenizer.")]
+    # the first 40 entries (control tokens and bytes first): small whole-model files
+    spm40 = [(k, t, (v[0], v[1][:40]) if t == 9 else v) for k, t, v in spm_tok]
     llama3 = read(os.path.join(DATA, "tok", "tiny-llama3.json"))
     gpt2_tok = gpt2_tok_kvs(llama3)
 
@@ -207,13 +253,13 @@ def main():
     gdir = os.path.join(DATA, "fuzz", "gguf")
     for f in sorted(os.listdir(gdir)):
         put(out, "gguf", f, read(os.path.join(gdir, f)))
-    put(out, "gguf", "types.gguf", read(os.path.join(DATA, "dequant", "types.gguf")))
-    put(out, "gguf", "tiny-llama.gguf", tiny_llama_gguf(spm_tok))
-    put(out, "gguf", "tiny-llama-f16-gqa.gguf", tiny_llama_gguf(spm_tok, f16_layers=True, layers=2))
-    put(out, "gguf", "tiny-mistral.gguf", tiny_llama_gguf(spm_tok, arch="mistral"))
+    put(out, "gguf", "types.gguf", dtype_gguf())
+    put(out, "gguf", "tiny-llama.gguf", tiny_llama_gguf(spm40))
+    put(out, "gguf", "tiny-llama-f16-gqa.gguf", tiny_llama_gguf(spm40, f16_layers=True, layers=2))
+    put(out, "gguf", "tiny-mistral.gguf", tiny_llama_gguf(spm40, arch="mistral"))
     put(out, "gguf", "tiny-qwen2.gguf", tiny_llama_gguf(gpt2_tok, arch="qwen2"))
     put(out, "gguf", "tiny-qwen3.gguf", tiny_llama_gguf(gpt2_tok, arch="qwen3", extra=[("qwen3.attention.key_length", 4, 4)]))
-    put(out, "gguf", "tiny-gemma3.gguf", tiny_llama_gguf(spm_tok, arch="gemma3", layers=2, extra=[
+    put(out, "gguf", "tiny-gemma3.gguf", tiny_llama_gguf(spm40, arch="gemma3", layers=2, extra=[
         ("gemma3.attention.sliding_window", 4, 4), ("gemma3.rope.scaling.type", 8, "linear"),
         ("gemma3.rope.scaling.factor", 6, 8.0), ("gemma3.attention.key_length", 4, 4)]))
     put(out, "gguf", "tiny-llama3-rope.gguf", tiny_llama_gguf(gpt2_tok, extra=[
@@ -226,14 +272,17 @@ def main():
     for pre in ("default", "gpt-2", "smollm", "qwen2", "llama3"):
         kv = [(k, t, pre if k == "tokenizer.ggml.pre" else v) for k, t, v in gpt2_tok]
         put(out, "gguf_tok", "gpt2-pre-%s.gguf" % pre, gguf_write(kv, []))
-    small = [(k, t, (v[0], v[1][:40]) if t == 9 and k != "tokenizer.ggml.merges" else v) for k, t, v in spm_tok]
-    put(out, "gguf_tok", "spm-40.gguf", gguf_write(small, []))
+    put(out, "gguf_tok", "spm-40.gguf", gguf_write(spm40, []))
     nobyte = [(k, t, v) for k, t, v in spm_tok if k != "tokenizer.ggml.token_type"]
     put(out, "gguf_tok", "spm-no-types.gguf", gguf_write(nobyte, []))
 
-    # safetensors: one whole tiny model, small files of every dtype
-    tl = read(os.path.join(DATA, "tiny-llama-untied", "model.safetensors"))
-    put(out, "safetensors", "tiny-llama-untied.safetensors", tl)
+    # safetensors: the micro model (fixtures/micro-llama/config.json), small files of every dtype
+    fx = os.path.join(ROOT, "tests", "fuzz", "fixtures", "micro-llama")
+    os.makedirs(fx, exist_ok=True)
+    with open(os.path.join(fx, "config.json"), "w") as f:
+        json.dump(MICRO_CFG, f, indent=1)
+    micro = st_write(micro_tensors(), {"format": "pt"})
+    put(out, "safetensors", "micro-llama.safetensors", micro)
     put(out, "safetensors", "f32.safetensors", st_write([("a", "F32", [2, 3], f32(6, 1)), ("b", "F32", [4], f32(4, 2))],
                                                         {"format": "pt"}))
     put(out, "safetensors", "f16-bf16.safetensors", st_write([("h", "F16", [2, 2], f16(4, 1)),
@@ -242,8 +291,8 @@ def main():
     put(out, "safetensors", "scalar.safetensors", st_write([("s", "F32", [], f32(1, 3)), ("x", "I64", [1], b"\0" * 8)]))
     put(out, "safetensors", "empty.safetensors", st_write([]))
 
-    # st_index: the fixture shards and indexes over them
-    hdr, blob = st_read(tl)
+    # st_index: the fixture shards of the micro model and indexes over them
+    hdr, blob = st_read(micro)
     names = sorted(k for k in hdr if k != "__metadata__")
     half = len(names) // 2
     fx = os.path.join(ROOT, "tests", "fuzz", "fixtures", "st_index")
