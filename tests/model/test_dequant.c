@@ -17,10 +17,10 @@
 #include <ctype.h>
 #include <stdint.h>
 
-/* tests/data/<rel>, found next to this source file (tests run from the root). */
+/* tests/data/<rel>, found from this source file (tests/LAYER/; tests run from the root). */
 static const char *data_path(char *buf, size_t n, const char *rel) {
     const char *f = __FILE__, *slash = strrchr(f, '/');
-    snprintf(buf, n, "%.*s/data/%s", slash ? (int)(slash - f) : 1, slash ? f : ".", rel);
+    snprintf(buf, n, "%.*s/../data/%s", slash ? (int)(slash - f) : 1, slash ? f : ".", rel);
     return buf;
 }
 
