@@ -8,6 +8,8 @@
 # A campaign runs libFuzzer in fork mode with one worker (-fork=1), so that a
 # crash, timeout or out-of-memory input is saved and counted and the campaign
 # goes on: limits -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 (s per input).
+# A dictionary tests/fuzz/dict/NAME.dict (the reader's own string literals,
+# written by make_seeds.py) is used when present.
 # It starts from the committed corpus (copied to build/fuzz/work/NAME, where new
 # inputs go), saves failing inputs in build/fuzz/artifacts/NAME/ and prints a
 # table: harness, seconds, executions, coverage (edges: libFuzzer's cov:),
@@ -63,8 +65,10 @@ for n in $names; do
     mkdir -p "$work" "$art"
     cp tests/fuzz/corpus/"$n"/* "$work"/ 2>/dev/null
     before=$(ls "$work" | wc -l)
+    dict=""
+    [ -f tests/fuzz/dict/"$n".dict ] && dict=-dict=tests/fuzz/dict/$n.dict
     t0=$(date +%s)
-    "$bin" -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 -max_total_time="$secs" \
+    "$bin" $dict -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 -max_total_time="$secs" \
         -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 -artifact_prefix="$art/" "$work" >"$log" 2>&1
     t1=$(date +%s)
     sweep

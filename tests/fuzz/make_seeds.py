@@ -238,7 +238,42 @@ def micro_tensors():
     return ts
 
 
+DICT_SOURCES = {  # harness: the sources whose string literals (keys, names, values) make its dictionary
+    "gguf": ["src/format/gguf.c", "src/model/config.c", "src/model/model.c"],
+    "safetensors": ["src/format/safetensors.c", "src/model/model.c"],
+    "st_index": ["src/format/safetensors.c"],
+    "config": ["src/model/config.c"],
+    "tok_json": ["src/text/tok_load.c", "src/text/tokenizer.c"],
+    "tok_encode": ["src/text/tokenizer.c"],
+    "gguf_tok": ["src/text/tok_load.c", "src/format/gguf.c"],
+    "jsonl": ["src/text/data.c"],
+    "matrix": ["src/output/matrix.c"],
+}
+
+
+def write_dicts():
+    """tests/fuzz/dict/NAME.dict: libFuzzer dictionaries of the readers' own words."""
+    import re
+    d = os.path.join(ROOT, "tests", "fuzz", "dict")
+    os.makedirs(d, exist_ok=True)
+    for name, srcs in DICT_SOURCES.items():
+        words = set()
+        for src in srcs:
+            text = read(os.path.join(ROOT, src)).decode()
+            for m in re.finditer(r'"((?:[^"\\\n]|\\.)*)"', text):
+                w = m.group(1)
+                if 2 <= len(w) <= 40 and "%" not in w and not w.startswith(" ") and "\\" not in w:
+                    words.add(w)
+        with open(os.path.join(d, name + ".dict"), "w") as f:
+            f.write("# libFuzzer dictionary: string literals of %s (tests/fuzz/make_seeds.py)\n" % ", ".join(srcs))
+            for w in sorted(words):
+                f.write('"%s"\n' % w)
+                if name in ("config", "tok_json", "st_index", "jsonl", "matrix", "safetensors"):
+                    f.write('"\\"%s\\""\n' % w)  # as a JSON string too
+
+
 def main():
+    write_dicts()
     out = sys.argv[1]
     models = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "..", "shared", "models")
     stories = read(os.path.join(models, "stories260K.gguf"))
