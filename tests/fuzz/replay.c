@@ -116,9 +116,9 @@ int main(int argc, char **argv) {
             fprintf(stderr, "unknown harness '%s'\n", argv[1]);
             return 2;
         }
-        if (!setup(h, &argc, &argv)) return TEST_END();
+        if (!setup(h, &argc, &argv)) return test_end_("test_fuzz_replay.c");
         for (int i = 2; i < argc; i++) replay_file(h, argv[i]);
-        return TEST_END();
+        return test_end_("test_fuzz_replay.c");
     }
     for (int i = 0; i < N_HARNESS; i++) {
         if (setup(&harnesses[i], &argc, &argv)) replay_corpus(&harnesses[i], root);
@@ -132,5 +132,5 @@ int main(int argc, char **argv) {
             if (e->d_name[0] != '.') CHECK(find(e->d_name) != NULL, "corpus %s/%s has a harness", root, e->d_name);
         closedir(d);
     }
-    return TEST_END();
+    return test_end_("test_fuzz_replay.c");
 }
