@@ -12,8 +12,10 @@
 # written by make_seeds.py) is used when present.
 # It starts from the committed corpus (copied to build/fuzz/work/NAME, where new
 # inputs go), saves failing inputs in build/fuzz/artifacts/NAME/ and prints a
-# table: harness, seconds, executions, coverage (edges: libFuzzer's cov:),
-# new corpus entries, crashes, timeouts, OOMs. Exit 1 if any input failed.
+# table: harness, seconds (wall), executions, coverage (edges: libFuzzer's cov:),
+# new corpus entries, crashes, timeouts, OOMs, and cpu_s, the CPU seconds (user +
+# system) the campaign's processes used: on a shared machine the CPU time, not
+# the wall time, is what was spent fuzzing. Exit 1 if any input failed.
 # On a shared machine run it under nice (nice -n 15 tests/fuzz/fuzz.sh 60).
 # Run from the repository root; the shared models are $LM_MODELS or ../shared/models.
 set -u
@@ -24,6 +26,14 @@ export LM_ROOT="$PWD"
 export OMP_WAIT_POLICY=passive OMP_NUM_THREADS=1
 all="gguf safetensors st_index config tok_json tok_encode gguf_tok jsonl matrix ckpt"
 fz=build/fuzz
+
+# CPU seconds (user + system) of this shell's finished children so far, into
+# $cpu ("times" must run in this shell, not in a $(...) subshell).
+cpu_children() {
+    times >"$fz/times.$$"
+    cpu=$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] } printf "%d", t }' "$fz/times.$$")
+    rm -f "$fz/times.$$"
+}
 
 # Harness scratch directories of processes that died (crashed or killed inputs).
 sweep() {
@@ -57,7 +67,7 @@ secs=${1:?usage: fuzz.sh SECONDS [NAME...] | --merge [NAME...]}
 shift
 names=${*:-$all}
 bad=0
-printf '%-12s %7s %11s %9s %8s %8s %9s %5s\n' harness seconds executions cov:edges new_corp crashes timeouts ooms
+printf '%-12s %7s %11s %9s %8s %8s %9s %5s %6s\n' harness seconds executions cov:edges new_corp crashes timeouts ooms cpu_s
 for n in $names; do
     bin=$fz/fuzz_$n
     [ -x "$bin" ] || { echo "fuzz.sh: $bin missing (make fuzz)" >&2; exit 2; }
@@ -67,10 +77,10 @@ for n in $names; do
     before=$(ls "$work" | wc -l)
     dict=""
     [ -f tests/fuzz/dict/"$n".dict ] && dict=-dict=tests/fuzz/dict/$n.dict
-    t0=$(date +%s)
+    cpu_children; t0=$(date +%s) c0=$cpu
     "$bin" $dict -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 -max_total_time="$secs" \
         -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 -artifact_prefix="$art/" "$work" >"$log" 2>&1
-    t1=$(date +%s)
+    cpu_children; t1=$(date +%s) c1=$cpu
     sweep
     after=$(ls "$work" | wc -l)
     # fork mode's status lines: "#EXECS: cov: C ft: F corp: N exec/s E oom/timeout/crash: O/T/C time: S ..."
@@ -80,7 +90,8 @@ for n in $names; do
     otc=$(printf '%s' "$last" | sed -n 's/.*oom\/timeout\/crash: \([0-9]*\/[0-9]*\/[0-9]*\).*/\1/p')
     ooms=${otc%%/*}; rest=${otc#*/}; tmo=${rest%%/*}; crs=${rest#*/}
     [ -n "$execs" ] || { execs=?; cov=?; ooms=?; tmo=?; crs=?; bad=1; echo "$n: no status line (see $log)" >&2; }
-    printf '%-12s %7s %11s %9s %8s %8s %9s %5s\n' "$n" "$((t1 - t0))" "$execs" "$cov" "$((after - before))" "$crs" "$tmo" "$ooms"
+    printf '%-12s %7s %11s %9s %8s %8s %9s %5s %6s\n' "$n" "$((t1 - t0))" "$execs" "$cov" "$((after - before))" "$crs" "$tmo" \
+        "$ooms" "$((c1 - c0))"
     [ "$crs$tmo$ooms" = 000 ] || bad=1
 done
 [ "$bad" -eq 0 ] || echo "failing inputs: $fz/artifacts/*/ (replay: build/tests/test_fuzz_replay NAME FILE)" >&2
