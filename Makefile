@@ -4,6 +4,7 @@
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-cores the numeric tests under every OpenBLAS core this CPU can run
 #   make check      deps + test + test-cores + asan (what CI runs)
+#   make fuzz       libFuzzer harnesses of every reader in build/fuzz/ (clang; tests/fuzz/fuzz.sh runs them)
 #   make demo       fetch SmolLM2-135M, attribute data/calib.txt (heatmap demo-attribute.png),
 #                   and diff base vs fine-tuned stories260K (demo-diff.png)
 CC      ?= cc
@@ -34,9 +35,17 @@ CLIOBJ  := $(CLI:cli/%.c=$(BUILD)/cli/%.o)
 TESTSRC := $(wildcard tests/*/test_*.c)
 TESTBIN := $(addprefix $(BUILD)/tests/,$(notdir $(TESTSRC:.c=)))
 LIB     := $(BUILD)/liblayermap.a
+# tests/fuzz/fuzz_NAME.c: one libFuzzer harness per reader (make fuzz); test_fuzz_replay
+# runs each on its corpus tests/fuzz/corpus/NAME/ in every test run (no libFuzzer needed)
+FUZZSRC  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZNAME := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZSRC))
+FUZZREPLAYOBJ := $(FUZZNAME:%=$(BUILD)/tests/fuzz/%.o)
+TESTBIN += $(BUILD)/tests/test_fuzz_replay
+# write failures of the CLI's outputs (a shell test: file-size limit, full and read-only tmpfs)
+TESTBIN += $(BUILD)/tests/test_write_fail
 BIN     := $(BUILD)/layermap
 
-.PHONY: all test test-cores asan check demo deps clean
+.PHONY: all test test-cores asan check demo deps clean fuzz fuzz-bins
 all: $(BIN)
 
 deps:
@@ -62,6 +71,31 @@ vpath test_%.c $(sort $(dir $(TESTSRC)))
 $(BUILD)/tests/%: %.c tests/test.h tests/fault.h tests/ref_file.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDLIBS)
+
+# the harnesses for the replay: entry points renamed NAME_init / NAME_one (tests/fuzz/replay.c)
+$(BUILD)/tests/fuzz/%.o: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h include/layermap.h $(wildcard src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -DLLVMFuzzerInitialize=$*_init -DLLVMFuzzerTestOneInput=$*_one -c $< -o $@
+
+$(BUILD)/tests/test_fuzz_replay: tests/fuzz/replay.c tests/test.h $(FUZZREPLAYOBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(FUZZREPLAYOBJ) $(LIB) $(LDLIBS)
+
+$(BUILD)/tests/test_write_fail: tests/cli/test_write_fail.sh
+	@mkdir -p $(dir $@)
+	cp $< $@ && chmod +x $@
+
+# libFuzzer: the library and the harnesses built again by clang with the fuzzer's
+# coverage instrumentation and ASan + UBSan, in build/fuzz/ (binaries build/fuzz/fuzz_NAME)
+FUZZ_OPT := -O1 -Wno-pass-failed -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+fuzz:
+	@scripts/deps.sh fuzz
+	$(MAKE) CC=clang BUILD=build/fuzz OPT="$(FUZZ_OPT)" fuzz-bins
+
+fuzz-bins: $(FUZZNAME:%=$(BUILD)/fuzz_%)
+
+$(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(LIB)
+	$(CC) $(CFLAGS) -Itests -fsanitize=fuzzer -o $@ $< $(LIB) $(LDLIBS)
 
 test: $(BIN) $(TESTBIN)
 	@scripts/check_layers.sh

@@ -3,6 +3,7 @@
  */
 #include "cli.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,10 @@ static void fix_runtime_env(char **argv) {
 }
 
 int main(int argc, char **argv) {
+    /* Past a file-size limit (ulimit -f) the kernel sends SIGXFSZ, whose default
+     * kills us mid-write and leaves the temp file behind; ignored, write()
+     * fails with EFBIG and the writer reports it and removes its temp file. */
+    signal(SIGXFSZ, SIG_IGN);
     fix_runtime_env(argv);
     if (argc >= 2 && cli_prepare_args(&argc, &argv)) return 2;
     if (argc < 2) {

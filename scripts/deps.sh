@@ -2,6 +2,23 @@
 # Install layermap's build dependencies from Debian when they are missing.
 # Idempotent: does nothing when every library is already there.
 set -e
+# `deps.sh fuzz` (make fuzz): clang with libFuzzer's runtime (Debian libclang-rt-14-dev), only
+if [ "$1" = fuzz ]; then
+    probe='int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }'
+    if printf '%s\n' "$probe" | clang -x c - -fsanitize=fuzzer,address,undefined -o /dev/null 2>/dev/null; then exit 0; fi
+    echo "deps: clang cannot link -fsanitize=fuzzer -- installing Debian clang libclang-rt-14-dev" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clang libclang-rt-14-dev libomp-dev >/dev/null; }; then
+        echo "deps: make fuzz needs clang and libFuzzer's runtime: apt-get install clang libclang-rt-14-dev libomp-dev" >&2
+        exit 1
+    fi
+    printf '%s\n' "$probe" | clang -x c - -fsanitize=fuzzer,address,undefined -o /dev/null || {
+        echo "deps: clang still cannot link -fsanitize=fuzzer (libclang-rt for this clang version missing?)" >&2
+        exit 1
+    }
+    exit 0
+fi
 pkgs="cairo libcjson libpcre2-8 libutf8proc openblas"
 missing=""
 for p in $pkgs; do pkg-config --exists "$p" 2>/dev/null || missing="$missing $p"; done

@@ -57,8 +57,11 @@ static void atomic_done(lm_atomic *a) {
 
 int lm_atomic_commit(lm_atomic *a, lm_err *err) {
     int rc = LM_OK;
+    /* stdio keeps what a failed write() could not take and tries it again
+     * here, so errno names the error (EFBIG past ulimit -f, ENOSPC, EIO) */
+    errno = 0;
     int bad = fflush(a->f) != 0 || ferror(a->f);
-    int e = errno;
+    int e = errno ? errno : EIO;
     if (!bad && fsync(fileno(a->f)) != 0 && errno != EINVAL) {
         bad = 1;
         e = errno;

@@ -11,6 +11,7 @@
 #include "compute/engine.h"
 #include "compute/kernels.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -243,11 +244,13 @@ static int ckpt_save(const acc *accs, int n, const lm_dataset *d, const lm_attr_
     fh.n_methods = n;
     for (int i = 0; i < n; i++) fh.methods[i] = accs[i].method;
     uint64_t hash = data_hash(d);
+    errno = 0;
     int ok = fwrite(&fh, sizeof fh, 1, f.f) == 1;
     for (int i = 0; ok && i < n; i++) ok = ckpt_write_one(f.f, &accs[i], d, o, hash);
     if (!ok) {
+        int e = errno ? errno : EIO;
         lm_atomic_abort(&f);
-        return lm_fail(err, LM_EIO, "%s: cannot write checkpoint", o->checkpoint_path);
+        return lm_fail(err, LM_EIO, "%s: cannot write checkpoint: %s", o->checkpoint_path, strerror(e));
     }
     return lm_atomic_commit(&f, err);
 }

@@ -350,6 +350,14 @@ int lm_model_open(lm_model **out, const char *path, lm_err *err) {
         rc = open_gguf(m, err);
     }
     if (rc) goto fail;
+    /* every layer has tensors of its own: a layer count above the number of
+     * tensors is corrupt, and its table would be an allocation the file does
+     * not justify (fuzz: num_hidden_layers 2e9 asked for 320 GB) */
+    if (m->cfg.n_layer > m->n_tensors) {
+        rc = LM_CORRUPT(err, "%s: the configuration says %d layers, but the model has only %d tensors", path,
+                        m->cfg.n_layer, m->n_tensors);
+        goto fail;
+    }
     m->layers = lm_calloc((size_t)m->cfg.n_layer, sizeof *m->layers);
     if (!m->layers) {
         rc = lm_nomem(err, (size_t)m->cfg.n_layer * sizeof *m->layers, "layer table");

@@ -28,6 +28,7 @@
 
 #include <cairo.h>
 #include <cairo-pdf.h>
+#include <errno.h>
 #include <math.h>
 #include <string.h>
 #include <strings.h>
@@ -868,13 +869,18 @@ static void render(canvas *cv, figure *fg) {
 typedef struct sink {
     FILE *f;
     int failed;
+    int errnum; /* errno of the first failed write */
 } sink;
 
-/* cairo stream callback: append to the atomic temp file. */
+/* cairo stream callback: append to the atomic temp file. A failure makes
+ * cairo stop writing and report CAIRO_STATUS_WRITE_ERROR. */
 static cairo_status_t sink_write(void *closure, const unsigned char *data, unsigned int length) {
     sink *s = closure;
+    if (s->failed) return CAIRO_STATUS_WRITE_ERROR;
+    errno = 0;
     if (fwrite(data, 1, length, s->f) != length) {
         s->failed = 1;
+        s->errnum = errno ? errno : EIO;
         return CAIRO_STATUS_WRITE_ERROR;
     }
     return CAIRO_STATUS_SUCCESS;
@@ -1131,7 +1137,7 @@ int lm_plot_write(const lm_matrix *const *ms, int n, const lm_plot_opts *o, cons
     if (st != CAIRO_STATUS_SUCCESS || sk.failed) {
         lm_atomic_abort(&a);
         if (sk.failed || st == CAIRO_STATUS_WRITE_ERROR)
-            rc = lm_fail(err, LM_EIO, "%s: write failed", path);
+            rc = lm_fail(err, LM_EIO, "%s: write failed: %s", path, strerror(sk.failed ? sk.errnum : EIO));
         else
             rc = cairo_fail(err, path, st);
         goto done;
