@@ -31,7 +31,7 @@ static void usage(FILE *f) {
             "                        the layer count and each module's in/out dims\n"
             "  --budget-params N     most LoRA parameters in total (an integer, or 2e6, 150k, 3M)\n"
             "  --rank R              first rung and PEFT's default r (default 8)\n"
-            "  --max-rank M          top of the ladder (default 64)\n"
+            "  --max-rank M          top of the ladder (default 64; never above min(in, out))\n"
             "  --per-param           score / (in * out) (the default)\n"
             "  --no-per-param        the raw score\n"
             "  --alpha-ratio A       lora_alpha = A * r for every module (default 2)\n"

@@ -513,7 +513,7 @@ int lm_compare_write(const char *const *names, int n_names, const lm_compare_sta
 /* LoRA placement (lora.c). Each cell (layer, module) of a score matrix may get
  * an adapter of rank r from the ladder R, 2R, 4R, ... <= max_rank (R = rank);
  * it costs r * (in + out) parameters. The value of a cell with score v at rank
- * r is v * log2(1 + r / R): adding a module at R is worth v, each doubling of its
+ * r is v * log2(1 + r / R) (and no rank exceeds min(in, out)): adding a module at R is worth v, each doubling of its
  * rank less (0.58 v, 0.74 v for twice the cost, ...). Greedy: repeatedly take
  * the next ladder step (0 -> R, or r -> 2r) with the largest value gained per
  * parameter that still fits in the budget (ties: lower cell index, then lower

@@ -92,7 +92,8 @@ int lm_lora_select(const lm_matrix *scores, const int64_t *in_dim, const int64_t
         for (size_t i = 0; i < n; i++) {
             if (!open[i]) continue;
             int r = plan->rank[i], r2 = r ? 2 * r : R;
-            if (r2 > o->max_rank) {
+            int64_t full = plan->in[i] < plan->out[i] ? plan->in[i] : plan->out[i];
+            if (r2 > o->max_rank || r2 > full) { /* a rank above min(in, out) adds nothing */
                 open[i] = 0;
                 continue;
             }

@@ -124,15 +124,15 @@ static void test_hand(void) {
     CHECK(lm_lora_write_json(&p, &o, path, &err) == LM_EARG && strstr(err.msg, "63"), "empty plan: %s", err.msg);
     lm_lora_plan_free(&p);
 
-    /* a huge budget: every positive cell at max rank, nothing else */
+    /* a huge budget: every positive cell at max rank capped by min(in, out) = 8, nothing else */
     o.budget_params = 1000000;
     CHECK_OK(lm_lora_select(m, in, out, &o, &p, &err), &err);
     for (int i = 0; i < 14; i++) {
         double v = m->v[i];
-        int w = isfinite(v) && v > 0 ? 16 : 0;
+        int w = isfinite(v) && v > 0 ? 8 : 0;
         CHECK(p.rank[i] == w, "huge budget: cell %d rank %d want %d", i, p.rank[i], w);
     }
-    CHECK(p.params == 5 * 16 * 16, "huge budget params %lld", (long long)p.params);
+    CHECK(p.params == 5 * 8 * 16, "huge budget params %lld", (long long)p.params);
     lm_lora_plan_free(&p);
 
     /* options */
@@ -168,16 +168,16 @@ static void test_hand(void) {
 
 /* Per-parameter scores change the choice. Cell A (layer 0 q): score 100,
  * 100 x 100 (v = 0.01 per weight; rank 4 costs 800); cell B (layer 0 k): score
- * 1, 4 x 4 (v = 0.0625; rank 4 costs 32). Budget 800.
- *   per-param: B first (0.0625/32 > 0.01/800), then A no longer fits; B
- *   doubles to 8 and 16 (max): 128 parameters.
- *   raw: A (100/800) before B (1/32): A at 4, 800 parameters, then nothing. */
+ * 1, 16 x 16 (v = 1/256; rank 4 costs 128). Budget 800.
+ *   per-param: B first (3.05e-5 > 1.25e-5 per LoRA parameter), then A no longer
+ *   fits (800 > 672); B doubles to 8 and 16 (max): 128 + 128 + 256 = 512.
+ *   raw: A (100/800) before B (1/128): A at 4, 800 parameters, then nothing. */
 static void test_per_param(void) {
     lm_matrix *m = lm_matrix_new(1);
     for (int c = 0; c < 7; c++) m->v[c] = NAN;
     m->v[LM_MOD_Q] = 100;
     m->v[LM_MOD_K] = 1;
-    int64_t in[7] = {100, 4, 1, 1, 1, 1, 1}, out[7] = {100, 4, 1, 1, 1, 1, 1};
+    int64_t in[7] = {100, 16, 1, 1, 1, 1, 1}, out[7] = {100, 16, 1, 1, 1, 1, 1};
     lm_lora_opts o;
     lm_lora_opts_default(&o);
     o.budget_params = 800;
@@ -186,7 +186,7 @@ static void test_per_param(void) {
     lm_lora_plan p;
     lm_err err = {0};
     CHECK_OK(lm_lora_select(m, in, out, &o, &p, &err), &err);
-    CHECK(p.rank[LM_MOD_Q] == 0 && p.rank[LM_MOD_K] == 16 && p.params == 128, "per-param: q %d k %d params %lld",
+    CHECK(p.rank[LM_MOD_Q] == 0 && p.rank[LM_MOD_K] == 16 && p.params == 512, "per-param: q %d k %d params %lld",
           p.rank[LM_MOD_Q], p.rank[LM_MOD_K], (long long)p.params);
     lm_lora_plan_free(&p);
     o.per_param = 0;
@@ -234,7 +234,8 @@ static void test_random(void) {
               (long long)p.params, (long long)sum, (long long)o.budget_params);
         for (int i = 0; i < L * 7; i++) {
             int r = p.rank[i], next = r ? 2 * r : o.rank;
-            if (m->v[i] > 0 && next <= o.max_rank && (int64_t)(next - r) * (in[i] + out[i]) <= o.budget_params - sum)
+            if (m->v[i] > 0 && next <= o.max_rank && next <= in[i] && next <= out[i] &&
+                (int64_t)(next - r) * (in[i] + out[i]) <= o.budget_params - sum)
                 ok_stop = 0;
         }
         CHECK(ok_ladder, "trial %d: ranks on the ladder, only positive cells", trial);
