@@ -3,7 +3,9 @@
 #   make test       unit, reference and corrupt-file tests (no Python needed)
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-cores the numeric tests under every OpenBLAS core this CPU can run
-#   make check      deps + test + test-cores + asan (what CI runs)
+#   make check      deps + test + test-cores + asan + test-report (what CI runs)
+#   make test-report  `layermap report` rendered by headless Chromium (skips without chromium)
+#   make test-peft  `layermap lora`'s JSON applied by PEFT to stories260K (venv in build/venv-peft)
 #   make demo       fetch SmolLM2-135M, attribute data/calib.txt (heatmap demo-attribute.png),
 #                   and diff base vs fine-tuned stories260K (demo-diff.png)
 CC      ?= cc
@@ -36,7 +38,7 @@ TESTBIN := $(addprefix $(BUILD)/tests/,$(notdir $(TESTSRC:.c=)))
 LIB     := $(BUILD)/liblayermap.a
 BIN     := $(BUILD)/layermap
 
-.PHONY: all test test-cores asan check demo deps clean
+.PHONY: all test test-cores test-report test-peft asan check demo deps clean
 all: $(BIN)
 
 deps:
@@ -71,6 +73,15 @@ test: $(BIN) $(TESTBIN)
 test-cores: $(BIN) $(TESTBIN)
 	@tests/cores.sh $(BUILD)
 
+# report.html rendered in headless Chromium: not blank, every figure, no console error
+test-report: $(BIN)
+	@LM_BIN=$(BIN) tests/output/report_test.sh
+
+# lora.json loaded by peft.LoraConfig and applied with get_peft_model (PyPI venv,
+# created once: about 6 GB and 15 min for torch; the test itself about 80 s)
+test-peft: $(BIN)
+	@LM_BIN=$(BIN) tests/method/peft_test.sh
+
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
@@ -79,6 +90,7 @@ check: deps
 	LM_REQUIRE_REAL=1 $(MAKE) test
 	LM_REQUIRE_REAL=1 $(MAKE) test-cores
 	LM_REQUIRE_REAL=1 $(MAKE) asan
+	$(MAKE) test-report
 
 demo: deps $(BIN)
 	scripts/fetch_models.sh
