@@ -77,7 +77,7 @@ static void svg_heatmap(FILE *f, const lm_matrix *m, const lm_scale *s, int fig)
     const int cw = 64, ch = L <= 16 ? 20 : L <= 40 ? 12 : 8;
     const int left = 44, top = 30, barw = 16, gap = 24;
     const int W = left + LM_N_MODULES * cw + gap + barw + 90, H = top + (L ? L : 1) * ch + 20;
-    fprintf(f, "<svg class=\"heatmap\" id=\"fig%d\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+    fprintf(f, "<svg class=\"heatmap\" id=\"fig%d\" width=\"%d\" height=\"%d\" "
                "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"11\">\n",
             fig, W, H, W, H);
     for (int c = 0; c < LM_N_MODULES; c++)
@@ -126,6 +126,22 @@ static void kv(FILE *f, const char *k, const char *v) {
     fputs("</td></tr>\n", f);
 }
 
+/* One row per key of a JSON object: strings as they are, other values as
+ * compact JSON. LM_ENOMEM when printing a value fails. */
+static int object_rows(FILE *f, const cJSON *obj, lm_err *err) {
+    for (const cJSON *x = obj->child; x; x = x->next) {
+        if (cJSON_IsString(x)) {
+            kv(f, x->string ? x->string : "", x->valuestring);
+            continue;
+        }
+        char *txt = cJSON_PrintUnformatted(x);
+        if (!txt) return lm_nomem(err, 0, "report metadata");
+        kv(f, x->string ? x->string : "", txt);
+        cJSON_free(txt);
+    }
+    return LM_OK;
+}
+
 /* The run metadata: model, method, norm, note, and every key under "meta".
  * LM_ENOMEM when printing a JSON value fails. */
 static int meta_table(FILE *f, const input *in, lm_err *err) {
@@ -139,18 +155,16 @@ static int meta_table(FILE *f, const input *in, lm_err *err) {
     char n[32];
     snprintf(n, sizeof n, "%d", m->n_layer);
     kv(f, "layers", n);
+    /* "note" as an object (its keys, like "meta"), then "meta" */
+    const cJSON *note = in->doc ? cJSON_GetObjectItemCaseSensitive(in->doc, "note") : NULL;
+    if (cJSON_IsObject(note)) {
+        int rc = object_rows(f, note, err);
+        if (rc) return rc;
+    }
     const cJSON *meta = in->doc ? cJSON_GetObjectItemCaseSensitive(in->doc, "meta") : NULL;
     if (cJSON_IsObject(meta)) {
-        for (const cJSON *x = meta->child; x; x = x->next) {
-            if (cJSON_IsString(x)) {
-                kv(f, x->string ? x->string : "", x->valuestring);
-                continue;
-            }
-            char *txt = cJSON_PrintUnformatted(x);
-            if (!txt) return lm_nomem(err, 0, "report metadata");
-            kv(f, x->string ? x->string : "", txt);
-            cJSON_free(txt);
-        }
+        int rc = object_rows(f, meta, err);
+        if (rc) return rc;
     } else if (meta) {
         char *txt = cJSON_PrintUnformatted(meta);
         if (!txt) return lm_nomem(err, 0, "report metadata");
