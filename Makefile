@@ -3,8 +3,10 @@
 #   make test       unit, reference and corrupt-file tests (no Python needed)
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-cores the numeric tests under every OpenBLAS core this CPU can run
-#   make check      deps + test + test-cores + asan (what CI runs)
+#   make check      deps + test + test-cores + asan + test-report (what CI runs)
 #   make fuzz       libFuzzer harnesses of every reader in build/fuzz/ (clang; tests/fuzz/fuzz.sh runs them)
+#   make test-report  `layermap report` rendered by headless Chromium (skips without chromium)
+#   make test-peft  `layermap lora`'s JSON applied by PEFT to stories260K (venv in build/venv-peft)
 #   make demo       fetch SmolLM2-135M, attribute data/calib.txt (heatmap demo-attribute.png),
 #                   and diff base vs fine-tuned stories260K (demo-diff.png)
 CC      ?= cc
@@ -45,7 +47,7 @@ TESTBIN += $(BUILD)/tests/test_fuzz_replay
 TESTBIN += $(BUILD)/tests/test_write_fail
 BIN     := $(BUILD)/layermap
 
-.PHONY: all test test-cores asan check demo deps clean fuzz fuzz-bins
+.PHONY: all test test-cores test-report test-peft asan check demo deps clean fuzz fuzz-bins
 all: $(BIN)
 
 deps:
@@ -105,6 +107,15 @@ test: $(BIN) $(TESTBIN)
 test-cores: $(BIN) $(TESTBIN)
 	@tests/cores.sh $(BUILD)
 
+# report.html rendered in headless Chromium: not blank, every figure, no console error
+test-report: $(BIN)
+	@LM_BIN=$(BIN) tests/output/report_test.sh
+
+# lora.json loaded by peft.LoraConfig and applied with get_peft_model (PyPI venv,
+# created once: about 6 GB and 15 min for torch; the test itself about 80 s)
+test-peft: $(BIN)
+	@LM_BIN=$(BIN) tests/method/peft_test.sh
+
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
@@ -113,6 +124,7 @@ check: deps
 	LM_REQUIRE_REAL=1 $(MAKE) test
 	LM_REQUIRE_REAL=1 LM_CORES_SKIP=$$($(BIN) --version | sed -n 's/.*, core \([A-Za-z0-9]*\).*/\1/p') $(MAKE) test-cores
 	LM_REQUIRE_REAL=1 $(MAKE) asan
+	$(MAKE) test-report
 
 demo: deps $(BIN)
 	scripts/fetch_models.sh

@@ -24,6 +24,9 @@ static const command commands[] = {
     {"ppl", cmd_ppl, "perplexity of a model on a text"},
     {"tokenize", cmd_tokenize, "print token ids and pieces of a text"},
     {"generate", cmd_generate, "greedy continuation of a prompt"},
+    {"compare", cmd_compare, "rank agreement (Spearman, Kendall, top-k) of saved matrices"},
+    {"lora", cmd_lora, "PEFT LoraConfig JSON: which modules get adapters, at which rank"},
+    {"report", cmd_report, "one self-contained HTML report of saved matrices"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 

@@ -530,6 +530,96 @@ void lm_attr_result_free(lm_attr_result *r);
 int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *methods, int n,
                       const lm_attr_opts *o, lm_attr_result *res, lm_err *err);
 
+/* ------------------------------------------------------------------------ */
+/* Acting on a matrix: compare, LoRA targets, report                        */
+/* ------------------------------------------------------------------------ */
+
+/* Rank agreement of two matrices with the same number of layers (compare.c).
+ * Cells where either value is NaN are left out (pairwise); n counts the rest.
+ *   spearman  Pearson correlation of the average ranks (ties share a rank);
+ *   kendall   tau-b: (C - D) / sqrt((n0 - T_a)(n0 - T_b)), n0 = n(n-1)/2,
+ *             T_a / T_b = pairs tied in a / in b (what scipy.stats.kendalltau gives);
+ *   topk      |top-k(a) & top-k(b)| / k over the n cells, k = min(k asked, n);
+ *             the k largest of each, ties at the cut broken by the lower cell
+ *             index (layer * 7 + module) first.
+ * A correlation is NaN when n < 2 or one side is constant; topk is NaN when n == 0. */
+typedef struct lm_compare_stats {
+    int n;          /* cells finite in both (NaN excluded pairwise; +-Inf rank as extremes) */
+    int k;          /* k used for topk */
+    double spearman, kendall, topk;
+} lm_compare_stats;
+
+/* LM_ESHAPE when the layer counts differ, LM_EARG for k < 1, LM_ENOMEM. */
+int lm_compare(const lm_matrix *a, const lm_matrix *b, int k, lm_compare_stats *out, lm_err *err);
+/* Write the pairwise table (pairs in the order (0,1), (0,2), ..., (1,2), ...:
+ * n_names*(n_names-1)/2 entries of st) as CSV ("a,b,n,k,spearman,kendall,topk")
+ * or JSON ({"pairs": [{"a":..,"b":..,"n":..,"k":..,"spearman":..,...}]}, NaN as
+ * null), by the extension of path (.csv or .json, else LM_EARG). Atomic. */
+int lm_compare_write(const char *const *names, int n_names, const lm_compare_stats *st,
+                     const char *path, lm_err *err);
+
+/* LoRA placement (lora.c). Each cell (layer, module) of a score matrix may get
+ * an adapter of rank r from the ladder R, 2R, 4R, ... <= max_rank (R = rank);
+ * it costs r * (in + out) parameters. The value of a cell with score v at rank
+ * r is v * log2(1 + r / R) (and no rank exceeds min(in, out)): adding a module at R is worth v, each doubling of its
+ * rank less (0.58 v, 0.74 v for twice the cost, ...). Greedy: repeatedly take
+ * the next ladder step (0 -> R, or r -> 2r) with the largest value gained per
+ * parameter that still fits in the budget (ties: lower cell index, then lower
+ * rank); a cell whose next step does not fit gets no further step. Because
+ * every cell's gains per parameter decrease along its ladder, this is the
+ * greedy of a concave separable knapsack. v is score / (in * out) (per_param,
+ * the default) or the score itself; cells whose v is NaN, Inf or <= 0 never get
+ * an adapter. */
+typedef struct lm_lora_opts {
+    int64_t budget_params; /* total LoRA parameters allowed, >= 0 */
+    int rank;              /* R: the first rung and PEFT's default r (default 8) */
+    int max_rank;          /* top of the ladder (default 64; >= rank) */
+    int per_param;         /* 1 (default): score / (in * out) */
+    double alpha_ratio;    /* lora_alpha = alpha_ratio * r for every module (default 2) */
+} lm_lora_opts;
+
+void lm_lora_opts_default(lm_lora_opts *o);
+
+typedef struct lm_lora_plan {
+    int n_layer;
+    int *rank;           /* [n_layer * LM_N_MODULES]; 0 = no adapter */
+    int64_t *in, *out;   /* [n_layer * LM_N_MODULES] the module dims used */
+    int64_t params;      /* sum of rank * (in + out): <= budget_params */
+    double value;        /* sum of v * log2(1 + rank / R) over the cells */
+    int default_rank;    /* R */
+    double alpha_ratio;
+} lm_lora_plan;
+
+/* in_dim/out_dim: [n_layer * LM_N_MODULES] columns and rows of each module's
+ * weight (>= 1). LM_EARG for bad options, LM_ENOMEM. Free with lm_lora_plan_free. */
+int lm_lora_select(const lm_matrix *scores, const int64_t *in_dim, const int64_t *out_dim,
+                   const lm_lora_opts *o, lm_lora_plan *plan, lm_err *err);
+/* The same with the dims of a model; LM_ESHAPE (naming the model) when its
+ * layer count differs from the matrix's. */
+int lm_lora_select_model(const lm_matrix *scores, const lm_model *m, const lm_lora_opts *o,
+                         lm_lora_plan *plan, lm_err *err);
+void lm_lora_plan_free(lm_lora_plan *plan);
+/* HF module name of a module: "self_attn.q_proj", ..., "mlp.gate_proj". */
+const char *lm_lora_hf_name(int module);
+/* Write a PEFT LoraConfig JSON (peft.LoraConfig(**json) accepts it):
+ * target_modules (short names: "q_proj", ...), layers_to_transform,
+ * layers_pattern "layers", exclude_modules (every "layers.L.<hf name>" of that
+ * layers x modules product without an adapter), r = R, lora_alpha = alpha_ratio * R,
+ * rank_pattern / alpha_pattern {"layers.L.<hf name>": r} for the modules whose
+ * rank is not R (PEFT matches a key k against a module name by the regex
+ * (.*\.)?(k)$), task_type "CAUSAL_LM"; nothing else, so that LoraConfig takes it
+ * as it is. A plan with no adapter is LM_EARG (PEFT needs targets). Atomic. */
+int lm_lora_write_json(const lm_lora_plan *p, const lm_lora_opts *o, const char *path, lm_err *err);
+
+/* One self-contained HTML file (report.c): for every matrix file (.json or
+ * .csv) an inline SVG heatmap (rects and text, the diverging scale of the
+ * plots, centred at the median), its values as a table and its run metadata
+ * (model, method, norm, note, and every key under "meta" of a JSON file); the
+ * compare statistics of every pair with equal layer counts (top-k with k =
+ * topk); and the text of recipe_path when not NULL. No external URL. Atomic. */
+int lm_report_write(const char *const *inputs, int n, const char *recipe_path, int topk,
+                    const char *path, lm_err *err);
+
 #ifdef __cplusplus
 }
 #endif
