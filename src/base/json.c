@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdio.h>
 
 
 static pthread_once_t json_once = PTHREAD_ONCE_INIT;
@@ -55,10 +56,17 @@ int lm_json_parse(cJSON **out, const char *text, size_t len, size_t base, const 
     for (size_t i = at; i < len && k + 1 < sizeof near; i++)
         near[k++] = (text[i] >= 0x20 && text[i] < 0x7f && text[i] != '\'') ? text[i] : '?';
     near[k] = 0;
+    /* the line too, when the text is the whole file (base 0) */
+    char where[48] = "";
+    if (base == 0) {
+        int line = 1;
+        for (size_t i = 0; i < at && i < len; i++) line += text[i] == '\n';
+        snprintf(where, sizeof where, "line %d, ", line);
+    }
     if (j)
-        return LM_CORRUPT(err, "%s: unexpected bytes after the JSON value at byte %zu (near '%s')", path, base + at,
-                          near);
-    return LM_CORRUPT(err, "%s: invalid JSON at byte %zu (near '%s')", path, base + at, near);
+        return LM_CORRUPT(err, "%s: unexpected bytes after the JSON value at byte %zu (%snear '%s')", path, base + at,
+                          where, near);
+    return LM_CORRUPT(err, "%s: invalid JSON at byte %zu (%snear '%s')", path, base + at, where, near);
 }
 
 int lm_json_read_file(cJSON **out, const char *path, lm_err *err) {

@@ -22,6 +22,7 @@
  *         object, kept as it is: the run metadata the CLI records). null is NaN; infinities are
  *         written as 1e999 / -1e999, which JSON parsers read back as inf.
  */
+#include "base/json.h"
 #include "output/scale.h"
 
 #include <cJSON.h>
@@ -526,12 +527,6 @@ int lm_matrix_write_json_many(const lm_matrix *const *ms, int n, const char *pat
     return lm_atomic_commit(&a, err);
 }
 
-/* 1-based line of byte offset off in text. */
-static int line_of(const char *text, size_t off) {
-    int line = 1;
-    for (size_t i = 0; i < off && text[i]; i++) line += text[i] == '\n';
-    return line;
-}
 
 /* Read an array of exactly n numbers/nulls into out. 0 or LM_ECORRUPT. */
 static int json_numbers(const cJSON *arr, int n, double *out, const char *path, const char *what, lm_err *err) {
@@ -690,30 +685,14 @@ done:
 }
 
 
-/* Parse path into *root (the caller frees it with cJSON_Delete). */
+/* Parse path into *root (the caller frees it with cJSON_Delete): the
+ * library's one JSON reader (base/json.h: allocation failures are LM_ENOMEM,
+ * bad text names the byte), and the root must be an object. */
 static int json_parse_file(const char *path, cJSON **root, lm_err *err) {
     *root = NULL;
-    char *text;
-    size_t len;
-    int rc = lm_file_read_all(path, &text, &len, err);
+    cJSON *r = NULL;
+    int rc = lm_json_read_file(&r, path, err);
     if (rc) return rc;
-    const char *end = NULL;
-    cJSON *r = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!r) {
-        size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-        rc = LM_CORRUPT(err, "%s: line %d: not valid JSON", path, line_of(text, off));
-    }
-    for (const char *q = end; r && q && q < text + len; q++) {
-        if (!isspace((unsigned char)*q)) {
-            rc = LM_CORRUPT(err, "%s: line %d: text after the JSON object", path, line_of(text, (size_t)(q - text)));
-            break;
-        }
-    }
-    lm_free(text);
-    if (rc) {
-        cJSON_Delete(r);
-        return rc;
-    }
     if (!cJSON_IsObject(r)) {
         cJSON_Delete(r);
         return LM_CORRUPT(err, "%s: not a JSON object", path);
