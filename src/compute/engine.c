@@ -2,16 +2,24 @@
  * engine.c -- forward and backward passes of a Llama-family model on the CPU.
  *
  * One readable path from tokens to loss and back (docs/METHODS.md is the
- * definition). Memory is bounded by design:
- *   - weights are dequantized to F32 one layer at a time and cached while the
- *     cache budget allows (all layers of a small model; a sliding few of a 7B);
- *   - a forward stores only each layer's input residual (L+1, n, dim);
- *   - the backward recomputes one layer's intermediates from its stored input,
- *     then backpropagates through it (activation checkpointing per layer);
- *   - weight gradients are never formed here: hooks receive dL/dY, Y, X and W
- *     per module and reduce what their method needs.
- * The output head runs over chunks of tokens so n x vocab logits never exist
- * at once unless the caller asks for them.
+ * definition). The engine's state is split by lifetime (engine.h):
+ *   eng_weights  the dequantized-layer cache: F32 layers made resident on
+ *                demand, evicted least-recently-used, file pages released
+ *                while streaming; the F32 output head;
+ *   eng_rope     RoPE tables, fixed for the engine's life;
+ *   eng_pass     what one pass leaves for the next call: the packed
+ *                sequences, each layer's stored input residual (L+1, S, D),
+ *                and the layer intermediates kept (or recomputed) for the
+ *                backward;
+ *   eng_scratch  buffers overwritten within one call, each named for what
+ *                it holds.
+ * Every float buffer is declared once in an X-macro table with its shape;
+ * sizes and pointers are both derived from it. Memory is bounded by design:
+ * a forward stores only each layer's input; the backward recomputes a
+ * layer's intermediates from it unless they were kept; weight gradients are
+ * never formed here (hooks receive dL/dY, Y, X and W per module). The output
+ * head runs over chunks of tokens so n x vocab logits never exist at once
+ * unless the caller asks for them.
  */
 #include "compute/backend.h"
 #include "compute/engine.h"
@@ -31,7 +39,145 @@ static int head_chunk(int vocab) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* Structures                                                                */
+/* Shapes and buffer tables                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* The sizes every buffer's shape is written in. */
+typedef struct eng_dims {
+    size_t S;    /* row capacity of a pass: max_seq * max_batch */
+    size_t MS;   /* longest sequence */
+    size_t MB;   /* sequences packed into one pass */
+    size_t L, D, F, H, KV, QD, KD, V;
+    size_t HALF; /* head_dim / 2 */
+    size_t HC;   /* tokens per output-head chunk */
+    size_t ATT;  /* floats of attention-backward scratch */
+    size_t CX;   /* widest product input: max(D, QD, F) */
+} eng_dims;
+
+/* One layer's intermediates for one pass: X(name, rows, cols). */
+#define ACT_BUFFERS(X)                                                          \
+    X(x, S, D)            /* attn-normed input */                               \
+    X(rstd1, S, 1)                                                              \
+    X(q, S, QD)           /* module outputs */                                  \
+    X(k, S, KD)                                                                 \
+    X(v, S, KD)                                                                 \
+    X(qr, S, QD)          /* q, k after qk-norm and rope */                     \
+    X(kr, S, KD)                                                                \
+    X(q_rstd, S, H)       /* qk-norm */                                         \
+    X(k_rstd, S, KV)                                                            \
+    X(P, H * MB, MS * MS) /* per sequence s: (H, n_s, n_s) softmax, one after another */ \
+    X(att, S, QD)         /* attention output = o's input */                    \
+    X(o, S, D)            /* o output (before post-norm) */                     \
+    X(o_rstd, S, 1)                                                             \
+    X(hmid, S, D)         /* residual after attention */                        \
+    X(x2, S, D)           /* ffn-normed */                                      \
+    X(rstd2, S, 1)                                                              \
+    X(g, S, F)            /* gate, up outputs; a = act(g) * u */                \
+    X(u, S, F)                                                                  \
+    X(a, S, F)                                                                  \
+    X(d, S, D)            /* down output (before post-norm) */                  \
+    X(d_rstd, S, 1)
+
+/* Stored layer inputs of a pass. */
+#define PASS_BUFFERS(X)                                                         \
+    X(hs_clean, (L + 1) * S, D) /* layer inputs of the last full forward */     \
+    X(hs_work, (L + 1) * S, D)  /* layer inputs of forward_from runs */
+
+/* RoPE tables of positions 0..MS-1. */
+#define ROPE_BUFFERS(X)                                                         \
+    X(cos_g, MS, HALF) /* global-attention layers */                           \
+    X(sin_g, MS, HALF)                                                          \
+    X(cos_l, MS, HALF) /* sliding-window layers */                             \
+    X(sin_l, MS, HALF)
+
+/* Scratch of one call, named for what each holds ("dX" = dL/dX). */
+#define SCRATCH_BUFFERS(X)                                                      \
+    X(xn, S, D)           /* final-normed residual (the head's input) */       \
+    X(rstd_f, S, 1)                                                             \
+    X(logit_chunk, HC, V) /* one chunk of logits, then their gradient */       \
+    X(d_xn, S, D)                                                               \
+    X(dh, S, D)           /* d residual, carried down the layers */            \
+    X(d_d, S, D)          /* d down output */                                  \
+    X(d_a, S, F)                                                                \
+    X(d_g, S, F)                                                                \
+    X(d_u, S, F)                                                                \
+    X(d_x2, S, D)                                                               \
+    X(d_o, S, D)          /* d o output */                                     \
+    X(d_att, S, QD)                                                             \
+    X(d_qr, S, QD)        /* d q, k after rope; d v */                         \
+    X(d_kr, S, KD)                                                              \
+    X(d_v, S, KD)                                                               \
+    X(d_q, S, QD)         /* d q, k outputs, through qk-norm */                \
+    X(d_k, S, KD)                                                               \
+    X(d_x, S, D)                                                                \
+    X(attn_scratch, ATT, 1) /* attention backward (attention_scratch_floats) */ \
+    X(h_redo, S, D)       /* a recomputed layer's output (unused: the next input is stored) */ \
+    X(compat_x, S, CX)    /* ggml_compat: a product's input rounded as ggml does */
+
+#define DECLARE_PTR(name, rows, cols) float *name;
+#define COUNT_ONE(name, rows, cols) +1
+#define SIZE_OF(name, rows, cols) (size_t)(rows) * (size_t)(cols),
+#define PTR_OF(name, rows, cols) &b->name,
+#define NAME_OF(name, rows, cols) #name,
+
+/* Local names for the dims, so tables read as shapes. */
+#define DIMS_LOCALS(dm)                                                                                       \
+    const size_t S = (dm)->S, MS = (dm)->MS, MB = (dm)->MB, L = (dm)->L, D = (dm)->D, F = (dm)->F,            \
+                 H = (dm)->H, KV = (dm)->KV, QD = (dm)->QD, KD = (dm)->KD, V = (dm)->V, HALF = (dm)->HALF,    \
+                 HC = (dm)->HC, ATT = (dm)->ATT, CX = (dm)->CX;                                               \
+    (void)S, (void)MS, (void)MB, (void)L, (void)D, (void)F, (void)H, (void)KV, (void)QD, (void)KD, (void)V,   \
+        (void)HALF, (void)HC, (void)ATT, (void)CX
+
+/* A family of buffers in one allocation: block is carved into the named
+ * pointers of the table, each 16-float aligned. TABLE_STRUCT declares the
+ * struct; TABLE_FUNCS its size, carve and free from the same table. */
+#define TABLE_STRUCT(type, TABLE)                                                      \
+    typedef struct type {                                                              \
+        float *block; /* the allocation */                                             \
+        TABLE(DECLARE_PTR)                                                             \
+    } type;                                                                            \
+    enum { type##_count = 0 TABLE(COUNT_ONE) };                                        \
+    _Static_assert(sizeof(type) == (type##_count + 1) * sizeof(float *), #type " has a field outside its table")
+
+#define TABLE_FUNCS(type, TABLE)                                                       \
+    static size_t type##_floats(const eng_dims *dm) {                                  \
+        DIMS_LOCALS(dm);                                                               \
+        size_t sz[] = {TABLE(SIZE_OF)}, t = 0;                                         \
+        for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) t += (sz[i] + 15) & ~(size_t)15; \
+        return t;                                                                      \
+    }                                                                                  \
+    /* Allocate and carve; LM_ENOMEM leaves b empty. */                                \
+    static int type##_alloc(type *b, const eng_dims *dm) {                             \
+        DIMS_LOCALS(dm);                                                               \
+        size_t sz[] = {TABLE(SIZE_OF)};                                                \
+        float **ptr[] = {TABLE(PTR_OF)};                                               \
+        _Static_assert(sizeof sz / sizeof sz[0] == sizeof ptr / sizeof ptr[0], #type); \
+        memset(b, 0, sizeof *b);                                                       \
+        b->block = lm_calloc(type##_floats(dm), sizeof(float));                        \
+        if (!b->block) return LM_ENOMEM;                                               \
+        float *cur = b->block;                                                         \
+        for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) {                        \
+            *ptr[i] = cur;                                                             \
+            cur += (sz[i] + 15) & ~(size_t)15;                                         \
+        }                                                                              \
+        return LM_OK;                                                                  \
+    }                                                                                  \
+    static void type##_release(type *b) {                                              \
+        lm_free(b->block);                                                             \
+        memset(b, 0, sizeof *b);                                                       \
+    }
+
+TABLE_STRUCT(layer_acts, ACT_BUFFERS);
+TABLE_STRUCT(pass_bufs, PASS_BUFFERS);
+TABLE_STRUCT(eng_rope, ROPE_BUFFERS);
+TABLE_STRUCT(eng_scratch, SCRATCH_BUFFERS);
+TABLE_FUNCS(layer_acts, ACT_BUFFERS)
+TABLE_FUNCS(pass_bufs, PASS_BUFFERS)
+TABLE_FUNCS(eng_rope, ROPE_BUFFERS)
+TABLE_FUNCS(eng_scratch, SCRATCH_BUFFERS)
+
+/* ------------------------------------------------------------------------ */
+/* Weights: the dequantized-layer cache                                      */
 /* ------------------------------------------------------------------------ */
 
 /* One layer's weights in F32 (one allocation, split into named pointers). */
@@ -46,105 +192,17 @@ typedef struct layer_f32 {
     float *post_attn_norm, *post_ffn_norm; /* (dim) or NULL */
 } layer_f32;
 
-/* One layer's intermediates for one sequence (recomputed in the backward). */
-typedef struct layer_acts {
-    float *block;    /* the allocation all below point into */
-    float *x;        /* (n, D)  attn-normed input */
-    float *rstd1;    /* (n) */
-    float *q, *k, *v;     /* (n, QD), (n, KD), (n, KD) module outputs */
-    float *qr, *kr;       /* (n, QD), (n, KD) after qk-norm and rope */
-    float *q_rstd, *k_rstd; /* (n, H), (n, KV) qk-norm */
-    float *P;        /* per sequence s: (H, n_s, n_s) attention probabilities, one after another */
-    float *att;      /* (n, QD) attention output = o's input */
-    float *o;        /* (n, D) o output (before post-norm) */
-    float *o_rstd;   /* (n) */
-    float *hmid;     /* (n, D) residual after attention */
-    float *x2;       /* (n, D) ffn-normed */
-    float *rstd2;    /* (n) */
-    float *g, *u, *a;     /* (n, F) */
-    float *d;        /* (n, D) down output (before post-norm) */
-    float *d_rstd;   /* (n) */
-} layer_acts;
-
-struct lm_engine {
+typedef struct eng_weights {
     const lm_model *m;
-    lm_config c;
-    const lm_backend *be;
-    int threads;
-    int max_seq;         /* longest sequence */
-    int max_batch;       /* sequences packed into one pass */
-    int rows;            /* row capacity: max_seq * max_batch */
-    int nseg;            /* sequences in the current pass */
-    int *seg;            /* (max_batch + 1) row offsets of the sequences */
-    int QD, KD;          /* n_head * head_dim, n_kv_head * head_dim */
-
-    /* weights */
+    int n_layer;
     layer_f32 *lw;       /* [n_layer] */
-    size_t cache_budget; /* bytes of F32 layer weights kept */
-    size_t cache_used;
+    size_t budget;       /* bytes of F32 layer weights kept */
+    size_t used;
     long use_clock;
-    int streaming;       /* not every layer fits the cache: layers are dequantized per pass */
+    int streaming;       /* not every layer fits: layers are dequantized per pass, file pages dropped */
     float *out_w;        /* (V, D) output head, F32 */
     float *out_norm;     /* (D) */
-
-    /* rope tables (max_seq, hd/2) */
-    float *cos_g, *sin_g, *cos_l, *sin_l;
-
-    /* per-sequence state */
-    int n;               /* length of the last forward */
-    int32_t *tok;        /* (rows) */
-    int *target;         /* (rows) */
-    uint8_t *mask;       /* (rows) */
-    float *hs_clean;     /* (L+1, rows, D) layer inputs of the last full forward */
-    float *hs_work;      /* (L+1, rows, D) layer inputs of forward_from runs */
-    float *hs_cur;       /* which one the backward uses */
-    int grad_ready;
-    int ggml_compat;     /* round activations as llama.cpp does (agreement checks) */
-    float *compat_x;     /* (rows, max(D, QD, F)) */
-
-    /* layer intermediates: layers 0..n_store-1 keep their own set (the
-     * backward uses it as is); the others share acts[n_store], and the
-     * backward recomputes them unless the shared set still holds that layer */
-    layer_acts *acts;
-    int n_store;
-    int shared_layer;    /* layer whose intermediates the shared set holds, -1 none */
-    float *xn;           /* (rows, D) final-normed */
-    float *rstd_f;       /* (rows) */
-    float *logit_chunk;  /* (head_chunk(V), V) */
-    float *dh;           /* (rows, D) */
-    float *dtmp;         /* (rows, D) */
-    float *dD2;          /* (rows, max(D, QD)) */
-    float *dF1, *dF2, *dF3; /* (rows, F) */
-    float *dq, *dk, *dv; /* (rows, QD/KD) */
-    float *dq2, *dk2;    /* (rows, QD/KD) through qk-norm */
-    float *dnn;          /* attention backward scratch (attention_scratch_floats) */
-    void *arena;         /* one allocation for all of the above */
-};
-
-/* ------------------------------------------------------------------------ */
-/* Weights                                                                   */
-/* ------------------------------------------------------------------------ */
-
-int lm_eng_module_out(const lm_engine *e, int m) {
-    switch (m) {
-    case LM_MOD_Q: return e->QD;
-    case LM_MOD_K: case LM_MOD_V: return e->KD;
-    case LM_MOD_O: case LM_MOD_DOWN: return e->c.dim;
-    default: return e->c.ffn_dim;
-    }
-}
-
-int lm_eng_module_in(const lm_engine *e, int m) {
-    switch (m) {
-    case LM_MOD_O: return e->QD;
-    case LM_MOD_DOWN: return e->c.ffn_dim;
-    default: return e->c.dim;
-    }
-}
-
-const lm_config *lm_eng_config(const lm_engine *e) { return &e->c; }
-int lm_eng_threads(const lm_engine *e) { return e->threads; }
-int lm_eng_max_batch(const lm_engine *e) { return e->max_batch; }
+} eng_weights;
 
 /* Dequantize a whole tensor into dst (rows x cols F32), rows split over threads. */
 static int read_tensor(const lm_tensor *t, float *dst, lm_err *err) {
@@ -185,43 +243,43 @@ static size_t layer_bytes(const lm_model *m, int l) {
     return n * sizeof(float);
 }
 
-static void layer_unload(lm_engine *e, int l) {
-    layer_f32 *w = &e->lw[l];
+static void layer_unload(eng_weights *ws, int l) {
+    layer_f32 *w = &ws->lw[l];
     if (!w->block) return;
     lm_free(w->block);
-    e->cache_used -= w->bytes;
+    ws->used -= w->bytes;
     memset(w, 0, sizeof *w);
 }
 
 /* Make layer l's F32 weights resident, evicting least-recently-used layers
  * when over budget (at least one layer is always allowed). */
-static int layer_get(lm_engine *e, int l, layer_f32 **out, lm_err *err) {
-    layer_f32 *w = &e->lw[l];
-    w->last_use = ++e->use_clock;
+static int weights_layer(eng_weights *ws, int l, layer_f32 **out, lm_err *err) {
+    layer_f32 *w = &ws->lw[l];
+    w->last_use = ++ws->use_clock;
     if (w->block) {
         *out = w;
         return LM_OK;
     }
-    size_t bytes = layer_bytes(e->m, l);
+    size_t bytes = layer_bytes(ws->m, l);
     float *p = NULL; /* an evicted layer's buffer, reused: a fresh one faults in and zeroes every page */
     size_t alloc = bytes;
-    while (e->cache_used > 0 && e->cache_used + bytes > e->cache_budget) {
+    while (ws->used > 0 && ws->used + bytes > ws->budget) {
         int victim = -1;
-        for (int i = 0; i < e->c.n_layer; i++)
-            if (e->lw[i].block && i != l && (victim < 0 || e->lw[i].last_use < e->lw[victim].last_use)) victim = i;
+        for (int i = 0; i < ws->n_layer; i++)
+            if (ws->lw[i].block && i != l && (victim < 0 || ws->lw[i].last_use < ws->lw[victim].last_use)) victim = i;
         if (victim < 0) break;
-        if (!p && e->lw[victim].bytes >= bytes) {
-            p = e->lw[victim].block;
-            alloc = e->lw[victim].bytes;
-            e->cache_used -= e->lw[victim].bytes;
-            memset(&e->lw[victim], 0, sizeof e->lw[victim]);
+        if (!p && ws->lw[victim].bytes >= bytes) {
+            p = ws->lw[victim].block;
+            alloc = ws->lw[victim].bytes;
+            ws->used -= ws->lw[victim].bytes;
+            memset(&ws->lw[victim], 0, sizeof ws->lw[victim]);
         } else {
-            layer_unload(e, victim);
+            layer_unload(ws, victim);
         }
     }
     if (!p) p = lm_malloc(bytes);
     if (!p) return lm_nomem(err, bytes, "layer weights");
-    const lm_layer_weights *L = &e->m->layers[l];
+    const lm_layer_weights *L = &ws->m->layers[l];
     float *cur = p;
     int rc = LM_OK;
 #define TAKE(dst, t)                                              \
@@ -248,67 +306,184 @@ static int layer_get(lm_engine *e, int l, layer_f32 **out, lm_err *err) {
         memset(w, 0, sizeof *w);
         return rc;
     }
-    if (e->streaming) { /* the F32 copy will be evicted: drop the file pages from our RSS too */
+    if (ws->streaming) { /* the F32 copy will be evicted: drop the file pages from our RSS too */
         for (int i = 0; i < LM_N_MODULES; i++) lm_release_pages(L->w[i]->data, L->w[i]->nbytes);
     }
     w->block = p;
     w->bytes = alloc;
-    w->last_use = e->use_clock;
-    e->cache_used += alloc;
+    w->last_use = ws->use_clock;
+    ws->used += alloc;
     *out = w;
     return LM_OK;
 }
 
+static void weights_free(eng_weights *ws) {
+    if (!ws) return;
+    if (ws->lw)
+        for (int l = 0; l < ws->n_layer; l++) layer_unload(ws, l);
+    lm_free(ws->lw);
+    lm_free(ws->out_w);
+    lm_free(ws->out_norm);
+    lm_free(ws);
+}
+
+/* The cache for m with a budget of F32 bytes; the output head is read now,
+ * and every layer too when all of them fit. */
+static int weights_new(eng_weights **out, const lm_model *m, size_t budget, lm_err *err) {
+    *out = NULL;
+    const lm_config *c = &m->cfg;
+    eng_weights *ws = lm_calloc(1, sizeof *ws);
+    if (!ws) return lm_nomem(err, sizeof *ws, "weight cache");
+    ws->m = m;
+    ws->n_layer = c->n_layer;
+    ws->budget = budget;
+    size_t total_w = 0;
+    for (int l = 0; l < c->n_layer; l++) total_w += layer_bytes(m, l);
+    ws->streaming = total_w > budget;
+    size_t vw = (size_t)c->vocab * (size_t)c->dim;
+    ws->lw = lm_calloc((size_t)c->n_layer, sizeof *ws->lw);
+    ws->out_w = lm_malloc(vw * sizeof(float));
+    ws->out_norm = lm_malloc((size_t)c->dim * sizeof(float));
+    if (!ws->lw || !ws->out_w || !ws->out_norm) {
+        weights_free(ws);
+        return lm_nomem(err, vw * sizeof(float), "output head");
+    }
+    int rc = read_tensor(m->output, ws->out_w, err);
+    if (rc == LM_OK) rc = read_tensor(m->out_norm, ws->out_norm, err);
+    /* a model whose F32 weights fit the cache is dequantized now, once */
+    for (int l = 0; rc == LM_OK && total_w <= budget && l < c->n_layer; l++) {
+        layer_f32 *lw;
+        rc = weights_layer(ws, l, &lw, err);
+    }
+    if (rc != LM_OK) {
+        weights_free(ws);
+        return rc;
+    }
+    *out = ws;
+    return LM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Pass state: the packed sequences, stored inputs, kept intermediates       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct eng_pass {
+    int n;               /* rows of the last forward */
+    int nseg;            /* sequences in it */
+    int *seg;            /* (MB + 1) row offsets of the sequences */
+    int32_t *tok;        /* (S) */
+    int *target;         /* (S) next token of each row */
+    uint8_t *mask;       /* (S) loss positions */
+    pass_bufs hs;        /* stored layer inputs */
+    float *hs_cur;       /* hs.hs_clean or hs.hs_work: which one the backward uses */
+    int grad_ready;      /* the last forward prepared dL/dh for a backward */
+    /* layer intermediates: layers 0..n_store-1 keep their own set (the
+     * backward uses it as is); the others share acts[n_store], and the
+     * backward recomputes them unless the shared set still holds that layer */
+    layer_acts *acts;    /* [n_sets] */
+    int n_sets, n_store;
+    int shared_layer;    /* layer whose intermediates the shared set holds, -1 none */
+} eng_pass;
+
+static void pass_free(eng_pass *ps) {
+    if (!ps) return;
+    for (int i = 0; ps->acts && i < ps->n_sets; i++) layer_acts_release(&ps->acts[i]);
+    lm_free(ps->acts);
+    pass_bufs_release(&ps->hs);
+    lm_free(ps->seg);
+    lm_free(ps->tok);
+    lm_free(ps->target);
+    lm_free(ps->mask);
+    lm_free(ps);
+}
+
+/* act_budget: bytes of layer intermediates kept (as many layers as fit keep
+ * theirs; at least one shared set). */
+static int pass_new(eng_pass **out, const eng_dims *dm, size_t act_budget, lm_err *err) {
+    *out = NULL;
+    eng_pass *ps = lm_calloc(1, sizeof *ps);
+    if (!ps) return lm_nomem(err, sizeof *ps, "pass state");
+    ps->shared_layer = -1;
+    size_t per_layer = layer_acts_floats(dm) * sizeof(float), fit = act_budget / per_layer, L = dm->L;
+    ps->n_store = fit >= L ? (int)L : fit > 1 ? (int)fit - 1 : 0;
+    ps->n_sets = ps->n_store == (int)L ? (int)L : ps->n_store + 1;
+    int rc = LM_OK;
+    if (pass_bufs_alloc(&ps->hs, dm) != LM_OK)
+        rc = lm_nomem(err, pass_bufs_floats(dm) * sizeof(float), "stored layer inputs (lower --seq-len)");
+    ps->acts = rc ? NULL : lm_calloc((size_t)ps->n_sets, sizeof *ps->acts);
+    if (!rc && !ps->acts) rc = lm_nomem(err, sizeof *ps->acts, "activation table");
+    for (int i = 0; rc == LM_OK && i < ps->n_sets; i++)
+        if (layer_acts_alloc(&ps->acts[i], dm) != LM_OK)
+            rc = lm_nomem(err, per_layer, "layer activations (lower --seq-len)");
+    if (rc == LM_OK) {
+        ps->tok = lm_calloc(dm->S, sizeof *ps->tok);
+        ps->target = lm_calloc(dm->S, sizeof *ps->target);
+        ps->mask = lm_calloc(dm->S, 1);
+        ps->seg = lm_calloc(dm->MB + 1, sizeof *ps->seg);
+        if (!ps->tok || !ps->target || !ps->mask || !ps->seg) rc = lm_nomem(err, dm->S * 9, "token buffers");
+    }
+    if (rc) {
+        pass_free(ps);
+        return rc;
+    }
+    *out = ps;
+    return LM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The engine                                                                */
+/* ------------------------------------------------------------------------ */
+
+struct lm_engine {
+    const lm_model *m;
+    lm_config c;
+    const lm_backend *be;
+    int threads;
+    int max_seq;         /* longest sequence */
+    int max_batch;       /* sequences packed into one pass */
+    int QD, KD;          /* n_head * head_dim, n_kv_head * head_dim */
+    int ggml_compat;     /* round activations as llama.cpp does (agreement checks) */
+    eng_dims dm;
+    eng_weights *w;      /* lifetime: the engine's; contents: the cache's policy */
+    eng_rope rope;       /* the engine's */
+    eng_pass *ps;        /* one pass to the next call */
+    eng_scratch sc;      /* within one call */
+};
+
+int lm_eng_module_out(const lm_engine *e, int m) {
+    switch (m) {
+    case LM_MOD_Q: return e->QD;
+    case LM_MOD_K: case LM_MOD_V: return e->KD;
+    case LM_MOD_O: case LM_MOD_DOWN: return e->c.dim;
+    default: return e->c.ffn_dim;
+    }
+}
+
+int lm_eng_module_in(const lm_engine *e, int m) {
+    switch (m) {
+    case LM_MOD_O: return e->QD;
+    case LM_MOD_DOWN: return e->c.ffn_dim;
+    default: return e->c.dim;
+    }
+}
+
+const lm_config *lm_eng_config(const lm_engine *e) { return &e->c; }
+int lm_eng_threads(const lm_engine *e) { return e->threads; }
+int lm_eng_max_batch(const lm_engine *e) { return e->max_batch; }
+const lm_backend *lm_eng_backend(const lm_engine *e) { return e->be; }
+void lm_eng_set_backend(lm_engine *e, const lm_backend *be) { e->be = be ? be : lm_backend_cpu(); }
+
 int lm_eng_weight(lm_engine *e, int l, int m, const float **w, lm_err *err) {
     layer_f32 *lw;
-    int rc = layer_get(e, l, &lw, err);
+    int rc = weights_layer(e->w, l, &lw, err);
     if (rc) return rc;
     *w = lw->w[m];
     return LM_OK;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Construction                                                              */
-/* ------------------------------------------------------------------------ */
-
 static size_t mem_total_bytes(void) {
     long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGE_SIZE);
     return pages > 0 && psize > 0 ? (size_t)pages * (size_t)psize : (size_t)8 << 30;
-}
-
-/* Sizes of one layer's intermediates (floats each), in layer_acts order. */
-static int acts_sizes(const lm_engine *e, size_t *sz) {
-    size_t S = (size_t)e->rows, D = (size_t)e->c.dim, F = (size_t)e->c.ffn_dim, MS = (size_t)e->max_seq;
-    size_t H = (size_t)e->c.n_head, KV = (size_t)e->c.n_kv_head, QD = (size_t)e->QD, KD = (size_t)e->KD;
-    size_t v[] = {S * D, S, S * QD, S * KD, S * KD, S * QD, S * KD, S * H, S * KV,
-                  H * MS * MS * (size_t)e->max_batch, S * QD, S * D, S,
-                  S * D, S * D, S, S * F, S * F, S * F, S * D, S};
-    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) sz[i] = v[i];
-    return (int)(sizeof v / sizeof v[0]);
-}
-
-static size_t acts_floats(const lm_engine *e) {
-    size_t sz[32], total = 0;
-    int n = acts_sizes(e, sz);
-    for (int i = 0; i < n; i++) total += (sz[i] + 15) & ~(size_t)15;
-    return total;
-}
-
-/* One allocation for a layer's intermediates, carved into named pointers. */
-static int acts_alloc(lm_engine *e, layer_acts *a) {
-    size_t sz[32];
-    int n = acts_sizes(e, sz);
-    a->block = lm_calloc(acts_floats(e), sizeof(float));
-    if (!a->block) return LM_ENOMEM;
-    float **ptrs[] = {&a->x, &a->rstd1, &a->q, &a->k, &a->v, &a->qr, &a->kr, &a->q_rstd, &a->k_rstd,
-                      &a->P, &a->att, &a->o, &a->o_rstd, &a->hmid, &a->x2, &a->rstd2, &a->g, &a->u,
-                      &a->a, &a->d, &a->d_rstd};
-    float *cur = a->block;
-    for (int i = 0; i < n; i++) {
-        *ptrs[i] = cur;
-        cur += (sz[i] + 15) & ~(size_t)15;
-    }
-    return LM_OK;
 }
 
 int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, lm_err *err) {
@@ -326,136 +501,65 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
     e->threads = lm_num_threads(o ? o->threads : 0);
     e->max_seq = o && o->max_seq > 0 ? o->max_seq : 512;
     e->max_batch = o && o->max_batch > 0 ? o->max_batch : 1;
-    e->rows = e->max_seq * e->max_batch;
     e->ggml_compat = o ? o->ggml_compat : 0;
     e->QD = c->n_head * c->head_dim;
     e->KD = c->n_kv_head * c->head_dim;
     omp_set_num_threads(e->threads);
     lm_blas_set_threads(e->threads);
 
-    size_t total_w = 0;
-    for (int l = 0; l < c->n_layer; l++) total_w += layer_bytes(m, l);
+    eng_dims *dm = &e->dm;
+    dm->MS = (size_t)e->max_seq;
+    dm->MB = (size_t)e->max_batch;
+    dm->S = dm->MS * dm->MB;
+    dm->L = (size_t)c->n_layer;
+    dm->D = (size_t)c->dim;
+    dm->F = (size_t)c->ffn_dim;
+    dm->H = (size_t)c->n_head;
+    dm->KV = (size_t)c->n_kv_head;
+    dm->QD = (size_t)e->QD;
+    dm->KD = (size_t)e->KD;
+    dm->V = (size_t)c->vocab;
+    dm->HALF = (size_t)c->head_dim / 2;
+    dm->HC = (size_t)head_chunk(c->vocab);
+    dm->ATT = attention_scratch_floats(e->max_seq, c->n_head, c->head_dim, e->threads);
+    dm->CX = dm->D > dm->QD ? dm->D : dm->QD;
+    if (dm->F > dm->CX) dm->CX = dm->F;
+
     /* F32 weights: a long pass does ~2n flops per weight, so dequantizing a
      * layer again for each pass costs little and a few layers are cached; short
      * passes (generation, ablations of short texts) reuse weights many times
      * and cache up to a third of RAM */
     size_t budget = o && o->weight_cache_bytes ? o->weight_cache_bytes
-                    : (size_t)e->max_seq * (size_t)e->max_batch >= 256 ? 3 * layer_bytes(m, 0)
-                                                                         : mem_total_bytes() / 3;
-    e->cache_budget = budget;
-    e->streaming = total_w > budget;
-
-    e->lw = lm_calloc((size_t)c->n_layer, sizeof *e->lw);
-    if (!e->lw) {
-        lm_free(e);
-        return lm_nomem(err, sizeof *e->lw * (size_t)c->n_layer, "layer table");
-    }
-
-    /* scratch arena */
-    size_t S = (size_t)e->rows, MS = (size_t)e->max_seq, D = (size_t)c->dim, F = (size_t)c->ffn_dim;
-    size_t V = (size_t)c->vocab;
-    size_t QD = (size_t)e->QD, KD = (size_t)e->KD;
-    size_t half = (size_t)c->head_dim / 2, L = (size_t)c->n_layer;
-    size_t DQ = D > QD ? D : QD;
-    size_t sizes[] = {
-        /* rope */ MS * half, MS * half, MS * half, MS * half,
-        /* seq */ (L + 1) * S * D, (L + 1) * S * D,
-        /* head */ S * D, S, (size_t)head_chunk(c->vocab) * V,
-        /* backward */ S * D, S * D, S * DQ, S * F, S * F, S * F, S * QD, S * KD, S * KD, attention_scratch_floats((int)MS, c->n_head, c->head_dim, e->threads), S * QD, S * KD,
-        /* compat */ S * (DQ > F ? DQ : F),
-    };
-    size_t nsz = sizeof sizes / sizeof sizes[0], total = 0;
-    for (size_t i = 0; i < nsz; i++) total += (sizes[i] + 15) & ~(size_t)15;
-    float *arena = lm_calloc(total, sizeof(float));
-    if (!arena) {
-        lm_free(e->lw);
-        lm_free(e);
-        return lm_nomem(err, total * sizeof(float), "activations (lower --seq-len)");
-    }
-    e->arena = arena;
-    float **ptrs[] = {
-        &e->cos_g, &e->sin_g, &e->cos_l, &e->sin_l,
-        &e->hs_clean, &e->hs_work,
-        &e->xn, &e->rstd_f, &e->logit_chunk,
-        &e->dh, &e->dtmp, &e->dD2, &e->dF1, &e->dF2, &e->dF3, &e->dq, &e->dk, &e->dv, &e->dnn, &e->dq2, &e->dk2,
-        &e->compat_x,
-    };
-    float *cur = arena;
-    for (size_t i = 0; i < nsz; i++) {
-        *ptrs[i] = cur;
-        cur += (sizes[i] + 15) & ~(size_t)15;
-    }
-    /* layer intermediates: as many layers as the budget holds keep theirs */
+                    : dm->S >= 256                ? 3 * layer_bytes(m, 0)
+                                                  : mem_total_bytes() / 3;
     size_t act_budget = o && o->act_cache_bytes ? o->act_cache_bytes : (size_t)256 << 20;
-    size_t per_layer = acts_floats(e) * sizeof(float);
-    size_t fit = act_budget / per_layer;
-    e->n_store = fit >= L ? (int)L : fit > 1 ? (int)fit - 1 : 0;
-    e->shared_layer = -1;
-    int n_sets = e->n_store == (int)L ? (int)L : e->n_store + 1;
-    e->acts = lm_calloc((size_t)n_sets, sizeof *e->acts);
-    if (!e->acts) {
-        lm_engine_free(e);
-        return lm_nomem(err, sizeof *e->acts, "activation table");
-    }
-    for (int i = 0; i < n_sets; i++)
-        if (acts_alloc(e, &e->acts[i]) != LM_OK) {
-            lm_engine_free(e);
-            return lm_nomem(err, per_layer, "layer activations (lower --seq-len)");
-        }
-    e->tok = lm_calloc(S, sizeof *e->tok);
-    e->target = lm_calloc(S, sizeof *e->target);
-    e->mask = lm_calloc(S, 1);
-    e->seg = lm_calloc((size_t)e->max_batch + 1, sizeof *e->seg);
-    if (!e->tok || !e->target || !e->mask || !e->seg) {
-        lm_engine_free(e);
-        return lm_nomem(err, S * 9, "token buffers");
-    }
-    rope_tables(e->cos_g, e->sin_g, e->max_seq, c->head_dim, c->rope_theta, c->rope_type, c->rope_factor,
-                c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_orig_max_pos);
-    rope_tables(e->cos_l, e->sin_l, e->max_seq, c->head_dim,
-                c->rope_theta_local > 0 ? c->rope_theta_local : c->rope_theta, 0, 1, 0, 0, 0);
-
-    /* output head and final norm in F32 */
-    size_t vw = V * D;
-    e->out_w = lm_malloc(vw * sizeof(float));
-    e->out_norm = lm_malloc(D * sizeof(float));
-    if (!e->out_w || !e->out_norm) {
-        lm_engine_free(e);
-        return lm_nomem(err, vw * sizeof(float), "output head");
-    }
-    int rc = read_tensor(m->output, e->out_w, err);
-    if (rc == LM_OK) rc = read_tensor(m->out_norm, e->out_norm, err);
-    /* a model whose F32 weights fit the cache is dequantized now, once */
-    for (int l = 0; rc == LM_OK && total_w <= budget && l < c->n_layer; l++) {
-        layer_f32 *lw;
-        rc = layer_get(e, l, &lw, err);
-    }
+    int rc = LM_OK;
+    if (eng_scratch_alloc(&e->sc, dm) != LM_OK)
+        rc = lm_nomem(err, eng_scratch_floats(dm) * sizeof(float), "activations (lower --seq-len)");
+    else if (eng_rope_alloc(&e->rope, dm) != LM_OK)
+        rc = lm_nomem(err, eng_rope_floats(dm) * sizeof(float), "rope tables");
+    if (rc == LM_OK) rc = pass_new(&e->ps, dm, act_budget, err);
+    if (rc == LM_OK) rc = weights_new(&e->w, m, budget, err);
     if (rc != LM_OK) {
         lm_engine_free(e);
         return rc;
     }
+    rope_tables(e->rope.cos_g, e->rope.sin_g, e->max_seq, c->head_dim, c->rope_theta, c->rope_type, c->rope_factor,
+                c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_orig_max_pos);
+    rope_tables(e->rope.cos_l, e->rope.sin_l, e->max_seq, c->head_dim,
+                c->rope_theta_local > 0 ? c->rope_theta_local : c->rope_theta, 0, 1, 0, 0, 0);
     *out = e;
     return LM_OK;
 }
 
 void lm_engine_free(lm_engine *e) {
     if (!e) return;
-    if (e->lw)
-        for (int l = 0; l < e->c.n_layer; l++) layer_unload(e, l);
-    lm_free(e->lw);
-    if (e->acts)
-        for (int i = 0; i <= e->n_store && i < e->c.n_layer; i++) lm_free(e->acts[i].block);
-    lm_free(e->acts);
-    lm_free(e->arena);
-    lm_free(e->tok);
-    lm_free(e->target);
-    lm_free(e->mask);
-    lm_free(e->seg);
-    lm_free(e->out_w);
-    lm_free(e->out_norm);
+    weights_free(e->w);
+    pass_free(e->ps);
+    eng_rope_release(&e->rope);
+    eng_scratch_release(&e->sc);
     lm_free(e);
 }
-
 /* ------------------------------------------------------------------------ */
 /* One layer, forward                                                        */
 /* ------------------------------------------------------------------------ */
@@ -464,7 +568,7 @@ void lm_engine_free(lm_engine *e) {
 static long seg_p_off(const lm_engine *e, int s) {
     long off = 0;
     for (int i = 0; i < s; i++) {
-        long ns = e->seg[i + 1] - e->seg[i];
+        long ns = e->ps->seg[i + 1] - e->ps->seg[i];
         off += ns * ns;
     }
     return off * e->c.n_head;
@@ -484,9 +588,9 @@ static void linear_forward(lm_engine *e, float *y, const float *x, const layer_f
     if (e->ggml_compat) { /* the input as ggml rounds it for this weight's type */
         int kind = ggml_act_kind(e->m->layers[l].w[m]->dtype);
         if (kind) {
-            memcpy(e->compat_x, x, sizeof(float) * (size_t)n * in);
-            ggml_act_round(e->compat_x, n, in, kind);
-            x = e->compat_x;
+            memcpy(e->sc.compat_x, x, sizeof(float) * (size_t)n * in);
+            ggml_act_round(e->sc.compat_x, n, in, kind);
+            x = e->sc.compat_x;
         }
     }
     e->be->gemm_nt(n, out, in, x, in, w->w[m], in, 0.0f, y, out);
@@ -513,18 +617,19 @@ static void linear_forward(lm_engine *e, float *y, const float *x, const layer_f
     } while (0)
 
 /* Forward of layer l: h_out (n, D) from h_in (n, D); every intermediate is
- * left in e->a for the backward. */
+ * left in the layer's set of e->ps->acts for the backward. */
 static int layer_forward(lm_engine *e, int l, const float *h_in, float *h_out, int n,
                          const lm_interv *iv, const lm_hooks *hk, lm_err *err) {
     const lm_config *c = &e->c;
     layer_f32 *w;
-    int rc = layer_get(e, l, &w, err);
+    int rc = weights_layer(e->w, l, &w, err);
     if (rc) return rc;
-    layer_acts *a = &e->acts[l < e->n_store ? l : e->n_store];
+    eng_pass *ps = e->ps;
+    layer_acts *a = &ps->acts[l < ps->n_store ? l : ps->n_store];
     int D = c->dim, F = c->ffn_dim, H = c->n_head, KV = c->n_kv_head, hd = c->head_dim;
     int win = layer_window(c, l);
-    const float *cs = win ? e->cos_l : e->cos_g, *sn = win ? e->sin_l : e->sin_g;
-    if (l >= e->n_store) e->shared_layer = l;
+    const float *cs = win ? e->rope.cos_l : e->rope.cos_g, *sn = win ? e->rope.sin_l : e->rope.sin_g;
+    if (l >= ps->n_store) ps->shared_layer = l;
 
     /* attention */
     rmsnorm_forward(a->x, a->rstd1, h_in, w->attn_norm, n, D, c->norm_eps, c->norm_add_one);
@@ -544,8 +649,8 @@ static int layer_forward(lm_engine *e, int l, const float *h_in, float *h_out, i
         memcpy(a->kr, a->k, sizeof(float) * (size_t)n * e->KD);
     }
     /* each packed sequence: positions from 0, attention within itself */
-    for (int s = 0; s < e->nseg; s++) {
-        int r0 = e->seg[s], ns = e->seg[s + 1] - r0;
+    for (int s = 0; s < ps->nseg; s++) {
+        int r0 = ps->seg[s], ns = ps->seg[s + 1] - r0;
         rope_forward(a->qr + (long)r0 * e->QD, cs, sn, ns, H, hd);
         rope_forward(a->kr + (long)r0 * e->KD, cs, sn, ns, KV, hd);
         if (e->ggml_compat) { /* F16 KV cache; q meets K in F16 */
@@ -619,30 +724,33 @@ static void post_norm_backward(float *dy, const float *dh, const float *y, const
     }
 }
 
-/* Backward of layer l, whose forward intermediates are in e->a (recomputed
- * by the caller). On entry e->dh (n, D) = dL/dh_out; on exit dL/dh_in.
+/* Backward of layer l, whose forward intermediates are in its set of
+ * e->ps->acts (recomputed by the caller). On entry e->sc.dh (n, D) =
+ * dL/dh_out; on exit dL/dh_in.
  * need_dx = 0 skips the input gradient (lowest layer of a partial backward). */
 static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const lm_interv *iv,
                           const lm_hooks *hk, int need_dx, lm_err *err) {
     const lm_config *c = &e->c;
     layer_f32 *w;
-    int rc = layer_get(e, l, &w, err);
+    int rc = weights_layer(e->w, l, &w, err);
     if (rc) return rc;
-    layer_acts *a = &e->acts[l < e->n_store ? l : e->n_store];
+    eng_pass *ps = e->ps;
+    layer_acts *a = &ps->acts[l < ps->n_store ? l : ps->n_store];
     int D = c->dim, F = c->ffn_dim, H = c->n_head, KV = c->n_kv_head, hd = c->head_dim;
     int QD = e->QD, KD = e->KD;
     int win = layer_window(c, l);
-    const float *cs = win ? e->cos_l : e->cos_g, *sn = win ? e->sin_l : e->sin_g;
+    const float *cs = win ? e->rope.cos_l : e->rope.cos_g, *sn = win ? e->rope.sin_l : e->rope.sin_g;
     long nD = (long)n * D, nF = (long)n * F;
-    float *dh = e->dh;
+    eng_scratch *sc = &e->sc;
+    float *dh = sc->dh;
     int gelu = c->act == LM_ACT_GELU_TANH;
 
     /* ---- MLP branch: h_out = hmid + post(d) ---- */
-    float *dd = e->dtmp; /* dL/dd */
+    float *dd = sc->d_d;
     post_norm_backward(dd, dh, a->d, c->has_post_norms ? w->post_ffn_norm : NULL, a->d_rstd, n, D, c->norm_add_one);
     if (hk && hk->bwd) HOOK(hk->bwd(hk->ctx, l, LM_MOD_DOWN, dd, a->d, a->a, w->w[LM_MOD_DOWN], n));
     scale_buf(dd, nD, iv_factor(iv, l, LM_MOD_DOWN));
-    float *da = e->dF1, *dg = e->dF2, *du = e->dF3;
+    float *da = sc->d_a, *dg = sc->d_g, *du = sc->d_u;
     e->be->gemm_nn(n, F, D, dd, D, w->w[LM_MOD_DOWN], F, 0.0f, da, F);
     glu_backward(dg, du, da, a->g, a->u, nF, gelu);
     if (hk && hk->bwd) {
@@ -651,31 +759,31 @@ static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const l
     }
     scale_buf(du, nF, iv_factor(iv, l, LM_MOD_UP));
     scale_buf(dg, nF, iv_factor(iv, l, LM_MOD_GATE));
-    float *dx2 = e->dD2;
+    float *dx2 = sc->d_x2;
     e->be->gemm_nn(n, D, F, du, F, w->w[LM_MOD_UP], D, 0.0f, dx2, D);
     e->be->gemm_nn(n, D, F, dg, F, w->w[LM_MOD_GATE], D, 1.0f, dx2, D);
     rmsnorm_backward(dh, dx2, a->hmid, w->ffn_norm, a->rstd2, n, D, c->norm_add_one); /* dh = dL/dhmid */
 
     /* ---- attention branch: hmid = h_in + post(o) ---- */
-    float *dO = e->dtmp;
+    float *dO = sc->d_o;
     post_norm_backward(dO, dh, a->o, c->has_post_norms ? w->post_attn_norm : NULL, a->o_rstd, n, D, c->norm_add_one);
     if (hk && hk->bwd) HOOK(hk->bwd(hk->ctx, l, LM_MOD_O, dO, a->o, a->att, w->w[LM_MOD_O], n));
     scale_buf(dO, nD, iv_factor(iv, l, LM_MOD_O));
-    float *datt = e->dD2; /* (n, QD) */
+    float *datt = sc->d_att;
     e->be->gemm_nn(n, QD, D, dO, D, w->w[LM_MOD_O], QD, 0.0f, datt, QD);
-    float *dqr = e->dq, *dkr = e->dk, *dv = e->dv;
-    for (int s = 0; s < e->nseg; s++) {
-        int r0 = e->seg[s], ns = e->seg[s + 1] - r0;
+    float *dqr = sc->d_qr, *dkr = sc->d_kr, *dv = sc->d_v;
+    for (int s = 0; s < ps->nseg; s++) {
+        int r0 = ps->seg[s], ns = ps->seg[s + 1] - r0;
         long oq = (long)r0 * QD, ok = (long)r0 * KD;
         attention_backward(e->be, dqr + oq, dkr + ok, dv + ok, datt + oq, a->P + seg_p_off(e, s), a->qr + oq,
-                           a->kr + ok, a->v + ok, e->dnn, e->threads, ns, H, KV, hd, c->attn_scale, win);
+                           a->kr + ok, a->v + ok, sc->attn_scratch, e->threads, ns, H, KV, hd, c->attn_scale, win);
         rope_backward(dqr + oq, cs, sn, ns, H, hd);
         rope_backward(dkr + ok, cs, sn, ns, KV, hd);
     }
     float *dq = dqr, *dk = dkr;
     if (c->has_qk_norm) { /* through the per-head norms */
-        dq = e->dq2;
-        dk = e->dk2;
+        dq = sc->d_q;
+        dk = sc->d_k;
         memset(dq, 0, sizeof(float) * (size_t)n * QD);
         memset(dk, 0, sizeof(float) * (size_t)n * KD);
         rmsnorm_backward(dq, dqr, a->q, w->q_norm, a->q_rstd, n * H, hd, c->norm_add_one);
@@ -690,7 +798,7 @@ static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const l
     scale_buf(dq, (long)n * QD, iv_factor(iv, l, LM_MOD_Q));
     scale_buf(dk, (long)n * KD, iv_factor(iv, l, LM_MOD_K));
     scale_buf(dv, (long)n * KD, iv_factor(iv, l, LM_MOD_V));
-    float *dx = e->dtmp;
+    float *dx = sc->d_x;
     e->be->gemm_nn(n, D, QD, dq, QD, w->w[LM_MOD_Q], D, 0.0f, dx, D);
     e->be->gemm_nn(n, D, KD, dk, KD, w->w[LM_MOD_K], D, 1.0f, dx, D);
     e->be->gemm_nn(n, D, KD, dv, KD, w->w[LM_MOD_V], D, 1.0f, dx, D);
@@ -716,12 +824,15 @@ static int embed_forward(lm_engine *e, float *h, const int32_t *tok, int n, lm_e
 }
 
 /* Final norm, logits over chunks of tokens, loss on masked positions and, with
- * grad, e->dh = dL/dh_final. logits (n - logits_from, V) or NULL. */
+ * grad, e->sc.dh = dL/dh_final. logits (n - logits_from, V) or NULL. */
 static double head_forward(lm_engine *e, const float *h, int n, int use_loss, int grad, float *logits,
                            int logits_from) {
     int D = e->c.dim, V = e->c.vocab;
-    rmsnorm_forward(e->xn, e->rstd_f, h, e->out_norm, n, D, e->c.norm_eps, e->c.norm_add_one);
-    float *dxn = e->dtmp;
+    eng_scratch *sc = &e->sc;
+    const eng_weights *ws = e->w;
+    const eng_pass *ps = e->ps;
+    rmsnorm_forward(sc->xn, sc->rstd_f, h, ws->out_norm, n, D, e->c.norm_eps, e->c.norm_add_one);
+    float *dxn = sc->d_xn;
     if (grad) memset(dxn, 0, sizeof(float) * (size_t)n * D);
     double loss = 0.0;
     int start = 0;
@@ -731,30 +842,30 @@ static double head_forward(lm_engine *e, const float *h, int n, int use_loss, in
         int cs = n - c0 < hc ? n - c0 : hc;
         int any = 0;
         if (use_loss)
-            for (int i = 0; i < cs; i++) any |= e->mask[c0 + i];
+            for (int i = 0; i < cs; i++) any |= ps->mask[c0 + i];
         int want_logits = logits && c0 + cs > logits_from;
         if (!any && !want_logits) continue;
-        const float *xin = e->xn + (long)c0 * D;
+        const float *xin = sc->xn + (long)c0 * D;
         if (e->ggml_compat && ggml_act_kind(e->m->output->dtype)) {
-            memcpy(e->compat_x, xin, sizeof(float) * (size_t)cs * D);
-            ggml_act_round(e->compat_x, cs, D, ggml_act_kind(e->m->output->dtype));
-            xin = e->compat_x;
+            memcpy(sc->compat_x, xin, sizeof(float) * (size_t)cs * D);
+            ggml_act_round(sc->compat_x, cs, D, ggml_act_kind(e->m->output->dtype));
+            xin = sc->compat_x;
         }
-        e->be->gemm_nt(cs, V, D, xin, D, e->out_w, D, 0.0f, e->logit_chunk, V);
+        e->be->gemm_nt(cs, V, D, xin, D, ws->out_w, D, 0.0f, sc->logit_chunk, V);
         if (want_logits) {
             for (int i = 0; i < cs; i++)
                 if (c0 + i >= logits_from)
-                    memcpy(logits + (long)(c0 + i - logits_from) * V, e->logit_chunk + (long)i * V,
+                    memcpy(logits + (long)(c0 + i - logits_from) * V, sc->logit_chunk + (long)i * V,
                            sizeof(float) * (size_t)V);
         }
         if (use_loss && any) {
-            loss += cross_entropy_forward_backward(e->logit_chunk, e->target + c0, e->mask + c0, cs, V, grad);
-            if (grad) e->be->gemm_nn(cs, D, V, e->logit_chunk, V, e->out_w, D, 0.0f, dxn + (long)c0 * D, D);
+            loss += cross_entropy_forward_backward(sc->logit_chunk, ps->target + c0, ps->mask + c0, cs, V, grad);
+            if (grad) e->be->gemm_nn(cs, D, V, sc->logit_chunk, V, ws->out_w, D, 0.0f, dxn + (long)c0 * D, D);
         }
     }
     if (grad) {
-        memset(e->dh, 0, sizeof(float) * (size_t)n * D);
-        rmsnorm_backward(e->dh, dxn, h, e->out_norm, e->rstd_f, n, D, e->c.norm_add_one);
+        memset(sc->dh, 0, sizeof(float) * (size_t)n * D);
+        rmsnorm_backward(sc->dh, dxn, h, ws->out_norm, sc->rstd_f, n, D, e->c.norm_add_one);
     }
     return loss;
 }
@@ -763,31 +874,32 @@ static double head_forward(lm_engine *e, const float *h, int n, int use_loss, in
 /* Whole passes                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Layers from..L-1 over hs (L+1, max_seq, D), then the head. */
+/* Layers from..L-1 over hs (L+1, S, D), then the head. */
 static int run_layers(lm_engine *e, float *hs, int from, const lm_interv *iv, const lm_hooks *hk,
                       int use_loss, int grad, double *loss, float *logits, int logits_from, lm_err *err) {
-    int n = e->n, L = e->c.n_layer;
-    size_t stride = (size_t)e->rows * e->c.dim;
+    eng_pass *ps = e->ps;
+    int n = ps->n, L = e->c.n_layer;
+    size_t stride = e->dm.S * e->dm.D;
     for (int l = from; l < L; l++) {
         int rc = layer_forward(e, l, hs + l * stride, hs + (l + 1) * stride, n, iv, hk, err);
         if (rc) return rc;
     }
     double ls = head_forward(e, hs + L * stride, n, use_loss, grad, logits, logits_from);
     if (loss) *loss = ls;
-    e->hs_cur = hs;
-    e->grad_ready = grad;
+    ps->hs_cur = hs;
+    ps->grad_ready = grad;
     return LM_OK;
 }
 
-int lm_eng_forward_batch(lm_engine *e, const lm_seq *seqs, int nseq, int use_loss, const lm_interv *iv,
-                         const lm_hooks *hk, int grad, double *loss, float *logits, int logits_from, lm_err *err) {
-    if (nseq <= 0 || nseq > e->max_batch)
-        return lm_fail(err, LM_EINTERNAL, "%d sequences in one pass (engine holds 1..%d)", nseq, e->max_batch);
-    if (grad && !use_loss) return lm_fail(err, LM_EINTERNAL, "backward requested without a loss");
+int lm_eng_forward(lm_engine *e, const lm_fwd_req *r, lm_err *err) {
+    eng_pass *ps = e->ps;
+    if (r->nseq <= 0 || r->nseq > e->max_batch)
+        return lm_fail(err, LM_EINTERNAL, "%d sequences in one pass (engine holds 1..%d)", r->nseq, e->max_batch);
+    if (r->grad && !r->use_loss) return lm_fail(err, LM_EINTERNAL, "backward requested without a loss");
     int n = 0;
-    e->seg[0] = 0;
-    for (int s = 0; s < nseq; s++) {
-        const lm_seq *q = &seqs[s];
+    ps->seg[0] = 0;
+    for (int s = 0; s < r->nseq; s++) {
+        const lm_seq *q = &r->seqs[s];
         if (q->n <= 0 || q->n > e->max_seq)
             return lm_fail(err, LM_EARG, "sequence of %d tokens (engine holds 1..%d; raise --seq-len)", q->n,
                            e->max_seq);
@@ -795,56 +907,53 @@ int lm_eng_forward_batch(lm_engine *e, const lm_seq *seqs, int nseq, int use_los
             if (q->tok[t] < 0 || q->tok[t] >= e->c.vocab)
                 return lm_fail(err, LM_EARG, "token id %d at position %d outside the vocabulary (%d)", q->tok[t], t,
                                e->c.vocab);
-            e->tok[n + t] = q->tok[t];
-            e->target[n + t] = t + 1 < q->n ? q->tok[t + 1] : 0;
-            e->mask[n + t] = use_loss && q->mask && t + 1 < q->n ? (q->mask[t] != 0) : 0;
+            ps->tok[n + t] = q->tok[t];
+            ps->target[n + t] = t + 1 < q->n ? q->tok[t + 1] : 0;
+            ps->mask[n + t] = r->use_loss && q->mask && t + 1 < q->n ? (q->mask[t] != 0) : 0;
         }
         n += q->n;
-        e->seg[s + 1] = n;
+        ps->seg[s + 1] = n;
     }
-    e->n = n;
-    e->nseg = nseq;
-    int rc = embed_forward(e, e->hs_clean, e->tok, n, err);
+    ps->n = n;
+    ps->nseg = r->nseq;
+    int rc = embed_forward(e, ps->hs.hs_clean, ps->tok, n, err);
     if (rc) return rc;
-    return run_layers(e, e->hs_clean, 0, iv, hk, use_loss, grad, loss, logits, logits_from, err);
-}
-
-int lm_eng_forward(lm_engine *e, const int32_t *tok, int n, const uint8_t *mask, const lm_interv *iv,
-                   const lm_hooks *hk, int grad, double *loss, float *logits, int logits_from, lm_err *err) {
-    lm_seq q = {(int32_t *)tok, (uint8_t *)mask, n};
-    return lm_eng_forward_batch(e, &q, 1, mask != NULL, iv, hk, grad, loss, logits, logits_from, err);
+    return run_layers(e, ps->hs.hs_clean, 0, r->iv, r->hk, r->use_loss, r->grad, r->loss, r->logits, r->logits_from,
+                      err);
 }
 
 int lm_eng_segments(const lm_engine *e, const int **off) {
-    *off = e->seg;
-    return e->nseg;
+    *off = e->ps->seg;
+    return e->ps->nseg;
 }
 
-int lm_eng_forward_from(lm_engine *e, int from, int use_loss, const lm_interv *iv,
-                        const lm_hooks *hk, int grad, double *loss, lm_err *err) {
-    if (from < 0 || from >= e->c.n_layer || e->n <= 0)
-        return lm_fail(err, LM_EINTERNAL, "forward_from layer %d without a stored forward", from);
-    size_t stride = (size_t)e->rows * e->c.dim;
-    memcpy(e->hs_work + from * stride, e->hs_clean + from * stride, sizeof(float) * (size_t)e->n * e->c.dim);
-    return run_layers(e, e->hs_work, from, iv, hk, use_loss, grad, loss, NULL, 0, err);
+int lm_eng_forward_from(lm_engine *e, const lm_from_req *r, lm_err *err) {
+    eng_pass *ps = e->ps;
+    if (r->from < 0 || r->from >= e->c.n_layer || ps->n <= 0)
+        return lm_fail(err, LM_EINTERNAL, "forward_from layer %d without a stored forward", r->from);
+    size_t stride = e->dm.S * e->dm.D;
+    memcpy(ps->hs.hs_work + r->from * stride, ps->hs.hs_clean + r->from * stride,
+           sizeof(float) * (size_t)ps->n * e->c.dim);
+    return run_layers(e, ps->hs.hs_work, r->from, r->iv, r->hk, r->use_loss, r->grad, r->loss, NULL, 0, err);
 }
 
-int lm_eng_backward(lm_engine *e, int to, const lm_interv *iv, const lm_hooks *hk, lm_err *err) {
-    if (!e->grad_ready) return lm_fail(err, LM_EINTERNAL, "backward without a forward that prepared gradients");
-    int n = e->n, L = e->c.n_layer;
-    size_t stride = (size_t)e->rows * e->c.dim;
-    float *hs = e->hs_cur;
-    for (int l = L - 1; l >= to; l--) {
-        /* recompute this layer's intermediates (its output goes to the free
-         * xn buffer: the stored input of layer l+1 is already known); hooks
-         * are not re-run */
+int lm_eng_backward(lm_engine *e, const lm_bwd_req *r, lm_err *err) {
+    eng_pass *ps = e->ps;
+    if (!ps->grad_ready) return lm_fail(err, LM_EINTERNAL, "backward without a forward that prepared gradients");
+    int n = ps->n, L = e->c.n_layer;
+    size_t stride = e->dm.S * e->dm.D;
+    float *hs = ps->hs_cur;
+    for (int l = L - 1; l >= r->to; l--) {
+        /* recompute this layer's intermediates (its output is not needed: the
+         * stored input of layer l+1 is already known); hooks are not re-run */
         int rc = LM_OK;
-        if (l >= e->n_store && e->shared_layer != l) rc = layer_forward(e, l, hs + l * stride, e->xn, n, iv, NULL, err);
+        if (l >= ps->n_store && ps->shared_layer != l)
+            rc = layer_forward(e, l, hs + l * stride, e->sc.h_redo, n, r->iv, NULL, err);
         if (rc) return rc;
-        rc = layer_backward(e, l, hs + l * stride, n, iv, hk, l > to, err);
+        rc = layer_backward(e, l, hs + l * stride, n, r->iv, r->hk, l > r->to, err);
         if (rc) return rc;
     }
-    e->grad_ready = 0;
+    ps->grad_ready = 0;
     return LM_OK;
 }
 
@@ -852,20 +961,26 @@ int lm_eng_backward(lm_engine *e, int to, const lm_interv *iv, const lm_hooks *h
 /* Public wrappers                                                           */
 /* ------------------------------------------------------------------------ */
 
+/* One sequence tok[0..n), no loss; logits (n - logits_from, V). */
+static int forward_one(lm_engine *e, const int32_t *tok, int n, float *logits, int logits_from, lm_err *err) {
+    lm_seq q = {(int32_t *)tok, NULL, n};
+    return lm_eng_forward(e, &(lm_fwd_req){.seqs = &q, .nseq = 1, .logits = logits, .logits_from = logits_from}, err);
+}
+
 int lm_engine_forward(lm_engine *e, const int32_t *tok, int n, float *logits, lm_err *err) {
-    return lm_eng_forward(e, tok, n, NULL, NULL, NULL, 0, NULL, logits, 0, err);
+    return forward_one(e, tok, n, logits, 0, err);
 }
 
 int lm_engine_forward_last(lm_engine *e, const int32_t *tok, int n, lm_err *err) {
     float *logits = lm_malloc(sizeof(float) * (size_t)e->c.vocab);
     if (!logits) return lm_nomem(err, sizeof(float) * (size_t)e->c.vocab, "logits");
-    int rc = lm_eng_forward(e, tok, n, NULL, NULL, NULL, 0, NULL, logits, n - 1, err);
+    int rc = forward_one(e, tok, n, logits, n - 1, err);
     lm_free(logits);
     return rc;
 }
 
 int lm_engine_loss(lm_engine *e, const lm_seq *s, double *loss, int64_t *count, lm_err *err) {
-    int rc = lm_eng_forward(e, s->tok, s->n, s->mask, NULL, NULL, 0, loss, NULL, 0, err);
+    int rc = lm_eng_forward(e, &(lm_fwd_req){.seqs = s, .nseq = 1, .use_loss = s->mask != NULL, .loss = loss}, err);
     if (rc) return rc;
     int64_t c = 0;
     for (int t = 0; t + 1 < s->n; t++) c += s->mask[t] != 0;
@@ -890,7 +1005,7 @@ int lm_generate_greedy(lm_engine *e, const int32_t *prompt, int n_prompt, int n_
     memcpy(seq, prompt, sizeof(int32_t) * (size_t)n_prompt);
     int n = n_prompt;
     while (n < cap) {
-        int rc = lm_eng_forward(e, seq, n, NULL, NULL, NULL, 0, NULL, logits, n - 1, err);
+        int rc = forward_one(e, seq, n, logits, n - 1, err);
         if (rc) {
             lm_free(seq);
             lm_free(logits);

@@ -1,19 +1,34 @@
 /*
- * engine_internal.h -- the engine's interface to the attribution methods.
+ * engine.h -- the engine's interface to the attribution methods.
  *
- * A pass over one sequence is a forward (which stores each layer's input
- * residual) and optionally a backward, which walks the layers top-down,
- * recomputing each layer's activations from its stored input, so activation
- * memory is O(layers * n * dim) + one layer's intermediates.
+ * Lifetimes. An lm_engine (lm_engine_new / lm_engine_free) owns four parts,
+ * each with its own new/free in engine.c:
+ *   weights  the F32 copy of the model's layers: dequantized on first use,
+ *            kept while the cache budget allows (all layers of a small model,
+ *            a sliding few of a 7B), evicted least-recently-used, the file's
+ *            pages released while streaming; the output head; lives as long
+ *            as the engine, its contents change with the cache policy;
+ *   rope     RoPE tables for positions 0..max_seq-1, fixed at creation;
+ *   pass     what one forward leaves for the calls that follow it: the packed
+ *            sequences, each layer's input residual (L+1, rows, D), and the
+ *            layer intermediates kept for the backward (as many layers as the
+ *            activation budget holds; the others are recomputed from the
+ *            stored input); valid until the next lm_eng_forward;
+ *   scratch  buffers overwritten within one call, each named for what it holds.
+ * Every buffer is declared once, with its shape, in a table in engine.c.
  *
- * Methods observe the pass through hooks (module outputs and inputs in the
- * forward, output gradients in the backward) and steer it with one
- * intervention on one module's output.
+ * A pass over sequences is a forward (lm_eng_forward) and optionally a
+ * backward (lm_eng_backward) that walks the layers top-down. Methods observe
+ * the pass through hooks (module outputs and inputs in the forward, output
+ * gradients in the backward) and steer it with one intervention on one
+ * module's output. Requests are structs with named fields:
+ *   lm_eng_forward(e, &(lm_fwd_req){.seqs = s, .nseq = 2, .use_loss = 1, .grad = 1, .loss = &l}, err);
  */
 #ifndef LM_ENGINE_INTERNAL_H
 #define LM_ENGINE_INTERNAL_H
 
 #include "base/base.h"
+#include "compute/backend.h"
 
 enum { LM_IV_NONE = 0, LM_IV_SCALE, LM_IV_REPLACE };
 
@@ -38,30 +53,48 @@ typedef struct lm_hooks {
     int (*block)(void *ctx, int l, const float *h_in, const float *h_out, int n);
 } lm_hooks;
 
-/* Full forward of tok[0..n) from the embeddings. Stores the layer inputs for
- * a later backward / forward_from. mask (n) selects the loss positions
- * (target tok[i+1]); NULL = no loss. grad: prepare dL/dh of the last residual
- * for lm_eng_backward. logits (n - logits_from, V) or NULL. */
-int lm_eng_forward(lm_engine *e, const int32_t *tok, int n, const uint8_t *mask,
-                   const lm_interv *iv, const lm_hooks *hk, int grad, double *loss,
-                   float *logits, int logits_from, lm_err *err);
-/* The same for nseq sequences packed into one pass (rows one after another,
- * attention within each sequence, RoPE positions from 0 in each): exactly
- * the sum of separate passes, with larger matrix products. use_loss: the
- * sequences' masks select the loss positions. logits (rows, V) or NULL. */
-int lm_eng_forward_batch(lm_engine *e, const lm_seq *seqs, int nseq, int use_loss, const lm_interv *iv,
-                         const lm_hooks *hk, int grad, double *loss, float *logits, int logits_from,
-                         lm_err *err);
-/* Row offsets of the sequences of the last pass: off[0..nseq]. Returns nseq. */
-int lm_eng_segments(const lm_engine *e, const int **off);
-/* Forward from the stored (clean) input of layer `from` of the last full
+/* A full forward from the embeddings of nseq sequences packed into one pass
+ * (rows one after another, attention within each sequence, RoPE positions
+ * from 0 in each): exactly the sum of separate passes, with larger matrix
+ * products. Stores the layer inputs for a later backward / forward_from. */
+typedef struct lm_fwd_req {
+    const lm_seq *seqs;     /* [nseq], 1 <= nseq <= the engine's max_batch */
+    int nseq;
+    int use_loss;           /* the sequences' masks select the loss positions (target tok[i+1]) */
+    const lm_interv *iv;    /* NULL: none */
+    const lm_hooks *hk;     /* forward hooks (fwd, block); NULL: none */
+    int grad;               /* prepare dL/dh of the last residual for lm_eng_backward (needs use_loss) */
+    double *loss;           /* out: summed loss over the loss positions, or NULL */
+    float *logits;          /* out: (rows - logits_from, V), or NULL */
+    int logits_from;
+} lm_fwd_req;
+
+/* A forward from the stored (clean) input of layer `from` of the last full
  * forward, with an intervention at or above that layer; the loss positions
  * are those of that forward. Does not disturb the stored clean inputs. */
-int lm_eng_forward_from(lm_engine *e, int from, int use_loss, const lm_interv *iv,
-                        const lm_hooks *hk, int grad, double *loss, lm_err *err);
-/* Backward of the last forward (which had grad = 1), from the top layer down
- * to layer `to` (0 = all), calling hk->bwd for every module on the way. */
-int lm_eng_backward(lm_engine *e, int to, const lm_interv *iv, const lm_hooks *hk, lm_err *err);
+typedef struct lm_from_req {
+    int from;
+    int use_loss;
+    const lm_interv *iv;
+    const lm_hooks *hk;
+    int grad;
+    double *loss;           /* out, or NULL */
+} lm_from_req;
+
+/* The backward of the last forward (which had grad = 1), from the top layer
+ * down to layer `to` (0 = all), calling hk->bwd for every module on the way;
+ * iv must be the forward's intervention. */
+typedef struct lm_bwd_req {
+    int to;
+    const lm_interv *iv;
+    const lm_hooks *hk;
+} lm_bwd_req;
+
+int lm_eng_forward(lm_engine *e, const lm_fwd_req *r, lm_err *err);
+int lm_eng_forward_from(lm_engine *e, const lm_from_req *r, lm_err *err);
+int lm_eng_backward(lm_engine *e, const lm_bwd_req *r, lm_err *err);
+/* Row offsets of the sequences of the last pass: off[0..nseq]. Returns nseq. */
+int lm_eng_segments(const lm_engine *e, const int **off);
 
 /* F32 weight of module m in layer l (dequantized, cached or streamed). */
 int lm_eng_weight(lm_engine *e, int l, int m, const float **w, lm_err *err);
@@ -70,5 +103,10 @@ int lm_eng_module_out(const lm_engine *e, int m); /* output features of module m
 int lm_eng_module_in(const lm_engine *e, int m);  /* input features of module m */
 int lm_eng_threads(const lm_engine *e);
 int lm_eng_max_batch(const lm_engine *e);
+/* The backend the engine computes through (methods reduce through it too):
+ * lm_backend_cpu() unless set; set it before the first pass (tests set a
+ * wrapping backend, tests/compute/test_backend_wrap.c). */
+const lm_backend *lm_eng_backend(const lm_engine *e);
+void lm_eng_set_backend(lm_engine *e, const lm_backend *be);
 
 #endif

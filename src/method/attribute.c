@@ -407,11 +407,11 @@ static int own_ablate(acc *a, const lm_seq *s, int nb, const lm_attr_opts *o, lm
     int rc;
     if (a->method == LM_METHOD_ABLATE_MEAN && a->phase == 0) {
         lm_hooks hk = {.ctx = a, .fwd = hook_mean};
-        rc = lm_eng_forward_batch(e, s, nb, 1, NULL, &hk, 0, &clean, NULL, 0, err);
+        rc = lm_eng_forward(e, &(lm_fwd_req){.seqs = s, .nseq = nb, .use_loss = 1, .hk = &hk, .loss = &clean}, err);
         for (int i = 0; rc == LM_OK && i < nb; i++) a->n_pos_mean += s[i].n;
         return rc; /* the loss is counted in phase 1 */
     }
-    rc = lm_eng_forward_batch(e, s, nb, 1, NULL, NULL, 0, &clean, NULL, 0, err);
+    rc = lm_eng_forward(e, &(lm_fwd_req){.seqs = s, .nseq = nb, .use_loss = 1, .loss = &clean}, err);
     for (int l = 0; l < a->L && rc == LM_OK; l++)
         for (int m = 0; m < NM && rc == LM_OK; m++) {
             lm_interv iv = {LM_IV_SCALE, l, m, 0.0f, NULL};
@@ -423,7 +423,7 @@ static int own_ablate(acc *a, const lm_seq *s, int nb, const lm_attr_opts *o, lm
                 iv.vec = a->mu;
             }
             double lab;
-            rc = lm_eng_forward_from(e, l, 1, &iv, NULL, 0, &lab, err);
+            rc = lm_eng_forward_from(e, &(lm_from_req){.from = l, .use_loss = 1, .iv = &iv, .loss = &lab}, err);
             if (rc == LM_OK) a->sum[l * NM + m] += lab - clean;
         }
     if (rc == LM_OK) acc_count(a, s, nb, clean);
@@ -445,14 +445,14 @@ static int hook_ig(void *ctx, int l, int m, const float *dY, const float *Y, con
 static int own_ig(acc *a, const lm_seq *s, int nb, const lm_attr_opts *o, lm_err *err) {
     lm_engine *e = a->e;
     double clean = 0.0;
-    int rc = lm_eng_forward_batch(e, s, nb, 1, NULL, NULL, 0, &clean, NULL, 0, err);
+    int rc = lm_eng_forward(e, &(lm_fwd_req){.seqs = s, .nseq = nb, .use_loss = 1, .loss = &clean}, err);
     lm_hooks hk = {.ctx = a, .bwd = hook_ig};
     int N = o->ig_steps > 0 ? o->ig_steps : 32;
     for (int l = 0; l < a->L && rc == LM_OK; l++)
         for (int m = 0; m < NM && rc == LM_OK; m++) {
             double integral = 0.0, l0;
             lm_interv iv = {LM_IV_SCALE, l, m, 0.0f, NULL};
-            rc = lm_eng_forward_from(e, l, 1, &iv, NULL, 0, &l0, err);
+            rc = lm_eng_forward_from(e, &(lm_from_req){.from = l, .use_loss = 1, .iv = &iv, .loss = &l0}, err);
             if (rc) break;
             a->aux[l * NM + m] += l0 - clean;
             a->target_l = l;
@@ -460,8 +460,8 @@ static int own_ig(acc *a, const lm_seq *s, int nb, const lm_attr_opts *o, lm_err
             for (int k = 0; k < N && rc == LM_OK; k++) {
                 iv.alpha = a->alpha = (float)((k + 0.5) / N);
                 a->ig_dot = 0.0;
-                rc = lm_eng_forward_from(e, l, 1, &iv, NULL, 1, NULL, err);
-                if (rc == LM_OK) rc = lm_eng_backward(e, l, &iv, &hk, err);
+                rc = lm_eng_forward_from(e, &(lm_from_req){.from = l, .use_loss = 1, .iv = &iv, .grad = 1}, err);
+                if (rc == LM_OK) rc = lm_eng_backward(e, &(lm_bwd_req){.to = l, .iv = &iv, .hk = &hk}, err);
                 integral += a->ig_dot;
             }
             a->sum[l * NM + m] -= integral / N;
@@ -622,7 +622,7 @@ static int group_bwd(void *ctx, int l, int m, const float *dY, const float *Y, c
         const int *off;
         int nseg = lm_eng_segments(g->e, &off);
         for (int sg = 0; sg < nseg; sg++) {
-            lm_backend_cpu()->gemm_tn(out, in, off[sg + 1] - off[sg], dY + (long)off[sg] * out, out,
+            lm_eng_backend(g->e)->gemm_tn(out, in, off[sg + 1] - off[sg], dY + (long)off[sg] * out, out,
                                       X + (long)off[sg] * in, in, 0.0f, g->dW, in);
             double gs[GR_COUNT];
             grad_reduce(gs, W, g->dW, (long)out * in, g->grad_sums);
@@ -674,8 +674,9 @@ static int group_batch(group *g, const lm_seq *s, int nb, const lm_attr_opts *o,
     lm_hooks hk = {.ctx = g, .fwd = group_fwd, .bwd = group_bwd, .block = group_block};
     lm_hooks fwd_hk = {.ctx = g, .fwd = group_fwd, .block = group_block};
     double clean = 0.0;
-    int rc = lm_eng_forward_batch(g->e, s, nb, 1, NULL, &fwd_hk, g->backward, &clean, NULL, 0, err);
-    if (rc == LM_OK && g->backward) rc = lm_eng_backward(g->e, 0, NULL, &hk, err);
+    lm_fwd_req fw = {.seqs = s, .nseq = nb, .use_loss = 1, .hk = &fwd_hk, .grad = g->backward, .loss = &clean};
+    int rc = lm_eng_forward(g->e, &fw, err);
+    if (rc == LM_OK && g->backward) rc = lm_eng_backward(g->e, &(lm_bwd_req){.to = 0, .hk = &hk}, err);
     if (rc) return rc;
     for (int i = 0; i < g->n; i++) acc_count(g->mem[i], s, nb, clean);
     return LM_OK;

@@ -205,7 +205,8 @@ static void check_llamacpp(const char *model_path_s, const char *ref_json, doubl
             int32_t *seq = malloc(sizeof(int32_t) * (size_t)(np + 8));
             memcpy(seq, prompt, sizeof(int32_t) * (size_t)np);
             for (int k = 0; k < 8 && k < nw && k < nmg; k++) {
-                int rc = lm_eng_forward(e, seq, np + k, NULL, NULL, NULL, 0, NULL, lg, np + k - 1, &err);
+                lm_seq q = {seq, NULL, np + k};
+                int rc = lm_eng_forward(e, &(lm_fwd_req){.seqs = &q, .nseq = 1, .logits = lg, .logits_from = np + k - 1}, &err);
                 CHECK_OK(rc, &err);
                 if (rc) break;
                 int best = 0;
@@ -324,14 +325,14 @@ static void check_smollm2_torch(const char *gguf_path) {
         /* loss and last logits of s0 */
         float *logits = malloc(sizeof(float) * (size_t)V);
         double loss;
-        CHECK_OK(lm_eng_forward(e, seqs[0].tok, seqs[0].n, seqs[0].mask, NULL, NULL, 1, &loss, NULL, 0, &err), &err);
+        CHECK_OK(lm_eng_forward(e, &(lm_fwd_req){.seqs = &seqs[0], .nseq = 1, .use_loss = 1, .grad = 1, .loss = &loss}, &err), &err);
         float *wl = sref_get("s0.loss", NULL);
         if (wl) CHECK_CLOSE(loss, wl[0], 1e-6, 1e-5, "SmolLM2 s0 loss vs PyTorch");
         /* gradients of s0 */
         static gstat g;
         g.e = e;
         lm_hooks hk = {&g, NULL, hook_gstat, NULL};
-        CHECK_OK(lm_eng_backward(e, 0, NULL, &hk, &err), &err);
+        CHECK_OK(lm_eng_backward(e, &(lm_bwd_req){.to = 0, .hk = &hk}, &err), &err);
         float *wn = sref_get("s0.gradnorm", NULL), *ws = sref_get("s0.gradsum", NULL);
         float *wq = sref_get("s0.grad.0.q.row0", NULL), *wd = sref_get("s0.grad.29.down.row0", NULL);
         double en = wn ? relerr(g.norm, wn, L * 7) : 1, eq = wq ? relerr(g.row_q0, wq, m->cfg.dim) : 1;
@@ -345,7 +346,8 @@ static void check_smollm2_torch(const char *gguf_path) {
                en, es, eq, ed);
         CHECK(en < 1e-4 && es < 1e-4 && eq < 1e-4 && ed < 1e-4, "SmolLM2 gradients differ from PyTorch: %.3g %.3g %.3g %.3g",
               en, es, eq, ed);
-        CHECK_OK(lm_eng_forward(e, seqs[0].tok, seqs[0].n, NULL, NULL, NULL, 0, NULL, logits, seqs[0].n - 1, &err), &err);
+        lm_seq q0 = {seqs[0].tok, NULL, seqs[0].n};
+        CHECK_OK(lm_eng_forward(e, &(lm_fwd_req){.seqs = &q0, .nseq = 1, .logits = logits, .logits_from = seqs[0].n - 1}, &err), &err);
         float *wlog = sref_get("s0.logits_last", NULL);
         if (wlog) {
             double d = 0, mx = 0;
