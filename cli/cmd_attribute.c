@@ -364,6 +364,8 @@ int cmd_attribute(int argc, char **argv) {
     ao.batch = (int)batch;
     ao.checkpoint_path = ckpt;
     ao.resume = resume;
+    ao.layers = keep; /* --layers: ablate, ig and act-stats skip the other layers' work */
+    ao.n_layers = keep ? keep_max + 1 : 0;
     attr_progress prog = {.ds = ds, .ckpt = ckpt_exists && resume ? ckpt : NULL, .batch = (int)batch, .k = -1};
     cli_progress_init(&prog.p);
     prog.p.unit = "tok";

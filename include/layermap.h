@@ -497,6 +497,12 @@ typedef struct lm_attr_opts {
                             * checkpoint lets a later call finish the run */
     lm_progress_fn progress;
     void *progress_ctx;
+    const uint8_t *layers; /* NULL: every layer; else work only on layers l < n_layers with
+                            * layers[l] != 0 where the method allows it (ablate, ablate-mean,
+                            * ig, act-sq, wanda: the other layers' interventions and sums are
+                            * skipped) and their cells are NaN; the gradient methods need the
+                            * whole backward anyway and compute every layer */
+    int n_layers;
     volatile int *cancel;  /* NULL, or a flag another thread or a signal handler may set:
                             * checked between passes; when nonzero the call saves its
                             * checkpoint (if any) and returns LM_ECANCELED */

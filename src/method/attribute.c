@@ -65,7 +65,12 @@ typedef struct acc {
     int target_l, target_m; /* IG hook: the module being integrated */
     float alpha;
     double ig_dot;   /* IG hook result */
+    const uint8_t *keep; /* lm_attr_opts.layers (NULL: all), of n_keep layers */
+    int n_keep;
 } acc;
+
+/* Does the method work on layer l (lm_attr_opts.layers)? */
+static int layer_on(const acc *a, int l) { return !a->keep || (l < a->n_keep && a->keep[l]); }
 
 /* ------------------------------------------------------------------------ */
 /* The method table                                                          */
@@ -343,6 +348,7 @@ static int bwd_act_grad(acc *a, int l, int m, const float *dY, const float *Y, i
 /* act-sq / wanda: input energy, total and per input column. */
 static int fwd_act_stats(acc *a, int l, int m, const float *Y, const float *X, int n) {
     (void)Y;
+    if (!layer_on(a, l)) return 0;
     int in = lm_eng_module_in(a->e, m);
     double *col = a->vec + a->vec_off[l * NM + m], *part = a->red;
 #pragma omp parallel for schedule(static)
@@ -387,6 +393,7 @@ static size_t vec_out(const lm_engine *e, int m) { return (size_t)lm_eng_module_
 /* ablate-mean, pass 1: sum of each module's output rows. */
 static int fwd_mean(acc *a, int l, int m, const float *Y, const float *X, int n) {
     (void)X;
+    if (!layer_on(a, l)) return 0;
     int out = lm_eng_module_out(a->e, m);
     double *v = a->vec + a->vec_off[l * NM + m];
     for (int t = 0; t < n; t++)
@@ -413,7 +420,7 @@ static int own_ablate(acc *a, const lm_seq *s, int nb, const lm_attr_opts *o, lm
     }
     rc = lm_eng_forward(e, &(lm_fwd_req){.seqs = s, .nseq = nb, .use_loss = 1, .loss = &clean}, err);
     for (int l = 0; l < a->L && rc == LM_OK; l++)
-        for (int m = 0; m < NM && rc == LM_OK; m++) {
+        for (int m = 0; m < NM && rc == LM_OK && layer_on(a, l); m++) {
             lm_interv iv = {LM_IV_SCALE, l, m, 0.0f, NULL};
             if (a->method == LM_METHOD_ABLATE_MEAN) {
                 const double *v = a->vec + a->vec_off[l * NM + m];
@@ -449,7 +456,7 @@ static int own_ig(acc *a, const lm_seq *s, int nb, const lm_attr_opts *o, lm_err
     lm_hooks hk = {.ctx = a, .bwd = hook_ig};
     int N = o->ig_steps > 0 ? o->ig_steps : 32;
     for (int l = 0; l < a->L && rc == LM_OK; l++)
-        for (int m = 0; m < NM && rc == LM_OK; m++) {
+        for (int m = 0; m < NM && rc == LM_OK && layer_on(a, l); m++) {
             double integral = 0.0, l0;
             lm_interv iv = {LM_IV_SCALE, l, m, 0.0f, NULL};
             rc = lm_eng_forward_from(e, &(lm_from_req){.from = l, .use_loss = 1, .iv = &iv, .loss = &l0}, err);
@@ -473,6 +480,17 @@ static int own_ig(acc *a, const lm_seq *s, int nb, const lm_attr_opts *o, lm_err
 /* ------------------------------------------------------------------------ */
 /* Finishing into matrices                                                   */
 /* ------------------------------------------------------------------------ */
+
+/* The layers a method skipped (lm_attr_opts.layers) have no value: NaN. */
+static void mask_layers(const acc *a, lm_attr_result *r) {
+    int skips = a->def->own_pass || a->method == LM_METHOD_ACT_SQ || a->method == LM_METHOD_WANDA;
+    if (!a->keep || !skips) return;
+    lm_matrix *ms[2] = {r->m, r->also};
+    for (int i = 0; i < 2; i++)
+        for (int l = 0; ms[i] && l < ms[i]->n_layer; l++)
+            if (!layer_on(a, l))
+                for (int m = 0; m < NM; m++) lm_matrix_set(ms[i], l, m, NAN);
+}
 
 static lm_matrix *matrix_from(const double *v, int L, const char *method) {
     lm_matrix *m = lm_matrix_new(L);
@@ -746,6 +764,10 @@ int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *method
     int n_acc = 0, n_groups = 0;
     for (; n_acc < n; n_acc++)
         if ((rc = acc_init(&accs[n_acc], e, methods[n_acc], err))) goto out;
+    for (int i = 0; i < n; i++) {
+        accs[i].keep = o.layers;
+        accs[i].n_keep = o.n_layers;
+    }
     /* the shared pass first, then each own-pass method */
     for (int i = 0; i < n; i++)
         if (!accs[i].def->own_pass) groups[0].mem[groups[0].n++] = &accs[i];
@@ -824,6 +846,7 @@ int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *method
         for (int i = 0; rc == LM_OK && i < n; i++) {
             rc = accs[i].def->finish(&accs[i], &res[i], err);
             res[i].complete = 1;
+            if (rc == LM_OK) mask_layers(&accs[i], &res[i]);
         }
         if (rc == LM_OK && o.checkpoint_path) rc = ckpt_save(accs, n, d, &o, err);
     }

@@ -84,6 +84,42 @@ static void check_set(run_ctx *r, const char *what, const lm_method *methods, in
     for (int i = 0; i < n; i++) lm_attr_result_free(&many[i]);
 }
 
+/* lm_attr_opts.layers: ablate, ablate-mean, ig, act-sq and wanda work on the
+ * chosen layers only: those rows equal the full run's bit for bit (the same
+ * interventions from the same stored inputs), the others are NaN; a gradient
+ * method computes every layer. */
+static void check_layer_mask(run_ctx *r) {
+    static const lm_method ms[] = {LM_METHOD_ABLATE, LM_METHOD_ABLATE_MEAN, LM_METHOD_IG, LM_METHOD_ACT_SQ,
+                                   LM_METHOD_WANDA, LM_METHOD_GRAD_WEIGHT};
+    const int n = (int)(sizeof ms / sizeof ms[0]), L = r->m->cfg.n_layer;
+    static const uint8_t keep[] = {0, 1, 0, 1}; /* layers 1 and 3 (of 5): layer 4 is past the mask */
+    lm_err err = {0};
+    lm_attr_opts ao;
+    lm_attr_opts_default(&ao);
+    ao.ig_steps = 4;
+    lm_attr_result full[LM_METHOD_COUNT], part[LM_METHOD_COUNT];
+    CHECK_OK(lm_attribute_many(r->e, r->ds, ms, n, &ao, full, &err), &err);
+    ao.layers = keep;
+    ao.n_layers = 4;
+    CHECK_OK(lm_attribute_many(r->e, r->ds, ms, n, &ao, part, &err), &err);
+    for (int i = 0; i < n && full[i].m && part[i].m; i++) {
+        int skips = ms[i] != LM_METHOD_GRAD_WEIGHT, ok = 1;
+        for (int l = 0; l < L; l++)
+            for (int c = 0; c < LM_N_MODULES; c++) {
+                double a = lm_matrix_get(full[i].m, l, c), b = lm_matrix_get(part[i].m, l, c);
+                int on = l < 4 && keep[l];
+                ok &= (on || !skips) ? a == b : isnan(b);
+            }
+        CHECK(ok, "--layers 1,3: %s: chosen rows as in the full run, the others %s", lm_method_names[ms[i]],
+              skips ? "NaN" : "computed");
+        printf("  layer mask: %-12s %s\n", lm_method_names[ms[i]], ok ? "ok" : "WRONG");
+    }
+    for (int i = 0; i < n; i++) {
+        lm_attr_result_free(&full[i]);
+        lm_attr_result_free(&part[i]);
+    }
+}
+
 static const lm_method shared_set[] = {LM_METHOD_GRAD_WEIGHT, LM_METHOD_FISHER, LM_METHOD_GRAD_NORM,
                                        LM_METHOD_ACT_GRAD, LM_METHOD_ACT_SQ};
 
@@ -205,7 +241,10 @@ int main(void) {
         }
         close_run(&r);
     }
-    if (open_run(&r, model_path(path, sizeof path, "stories260K-hf"), 64, 256, 1, 1) == 0) check_cancel(&r);
+    if (open_run(&r, model_path(path, sizeof path, "stories260K-hf"), 64, 256, 1, 1) == 0) {
+        check_cancel(&r);
+        check_layer_mask(&r);
+    }
     close_run(&r);
 
     struct stat st;
