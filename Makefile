@@ -2,7 +2,10 @@
 #   make            library + CLI in build/
 #   make test       unit, reference and corrupt-file tests (no Python needed)
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make check      deps + test + asan (what CI runs)
+#   make check      deps + test + asan + pytest (what CI runs)
+#   make shared     liblayermap.so (-fPIC objects in build/pic) for the Python package
+#   make pytest     the Python package's tests (tests/python/run.sh: venv in build/venv,
+#                   pip install . + numpy/pandas/pytest from PyPI)
 #   make demo       fetch SmolLM2-135M, attribute data/calib.txt (heatmap demo-attribute.png),
 #                   and diff base vs fine-tuned stories260K (demo-diff.png)
 CC      ?= cc
@@ -35,7 +38,7 @@ TESTBIN := $(addprefix $(BUILD)/tests/,$(notdir $(TESTSRC:.c=)))
 LIB     := $(BUILD)/liblayermap.a
 BIN     := $(BUILD)/layermap
 
-.PHONY: all test asan check demo deps clean
+.PHONY: all test asan check demo deps clean shared pytest
 all: $(BIN)
 
 deps:
@@ -56,6 +59,25 @@ $(LIB): $(OBJ)
 $(BIN): $(CLIOBJ) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $(CLIOBJ) $(LIB) $(LDLIBS)
 
+# The shared library for the Python package (pip install . runs `make shared`):
+# the same sources compiled position-independent in their own folder, linked
+# with the same libraries and OpenBLAS rpath as the CLI.
+PIC     := $(BUILD)/pic
+PICOBJ  := $(SRC:src/%.c=$(PIC)/src/%.o)
+SOLIB   := $(PIC)/liblayermap.so
+
+$(PIC)/src/%.o: src/%.c include/layermap.h $(wildcard src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -c $< -o $@
+
+$(SOLIB): $(PICOBJ)
+	$(CC) $(CFLAGS) -shared -Wl,-soname,liblayermap.so -o $@ $(PICOBJ) $(LDLIBS)
+
+shared: $(SOLIB)
+
+pytest: $(BIN)
+	LM_BIN=$(abspath $(BIN)) tests/python/run.sh
+
 # tests/LAYER/test_X.c -> $(BUILD)/tests/test_X (one flat folder that tests/run.sh runs)
 vpath test_%.c $(sort $(dir $(TESTSRC)))
 $(BUILD)/tests/%: %.c tests/test.h tests/ref_file.h $(LIB)
@@ -73,6 +95,7 @@ check: deps
 	scripts/fetch_models.sh
 	LM_REQUIRE_REAL=1 $(MAKE) test
 	LM_REQUIRE_REAL=1 $(MAKE) asan
+	$(MAKE) pytest
 
 demo: deps $(BIN)
 	scripts/fetch_models.sh

@@ -550,7 +550,7 @@ int lm_attribute(lm_engine *e, const lm_dataset *d, lm_method method, const lm_a
     }
     int phases = method == LM_METHOD_ABLATE_MEAN ? 2 : 1;
     double last_save = lm_now();
-    int done_this_call = 0, stopped = 0;
+    int done_this_call = 0, stopped = 0, canceled = 0;
     /* progress: tokens over all phases */
     double total = (double)d->n_tokens * phases;
     double done_tok = (double)d->n_tokens * a.phase; /* tokens of finished phases and sequences */
@@ -559,6 +559,10 @@ int lm_attribute(lm_engine *e, const lm_dataset *d, lm_method method, const lm_a
         while (a.next_seq < d->n_seq) {
             if (o.max_seqs > 0 && done_this_call >= o.max_seqs) {
                 stopped = 1;
+                break;
+            }
+            if (o.cancel && *o.cancel) { /* cancel (minimal; see lm_attribute_many) */
+                stopped = canceled = 1;
                 break;
             }
             int nb = d->n_seq - a.next_seq < o.batch ? d->n_seq - a.next_seq : o.batch;
@@ -580,6 +584,9 @@ int lm_attribute(lm_engine *e, const lm_dataset *d, lm_method method, const lm_a
     if (stopped) {
         if (o.checkpoint_path) rc = ckpt_save(&a, d, &o, err);
         res->complete = 0;
+        if (canceled && !rc)
+            rc = lm_fail(err, LM_ECANCELED, "%s: canceled after %d of %d sequences%s", lm_method_names[method],
+                         a.next_seq, d->n_seq, o.checkpoint_path ? " (checkpoint saved)" : "");
     } else {
         a.phase = phases - 1;
         rc = finish(&a, res, err);
