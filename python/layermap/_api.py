@@ -12,7 +12,7 @@ import numpy as np
 from . import _lib
 from ._matrix import Matrix
 from ._model import Model, PathLike, _opt_int, _Using
-from ._run import Call, ProgressArg, check, run
+from ._run import Call, ProgressArg, check, check_progress, run
 
 Data = Union[PathLike, str, bytes, Sequence[str], Sequence[Dict[str, str]], Sequence[Any], np.ndarray]
 
@@ -39,6 +39,7 @@ def diff(base: Union[Model, PathLike], ft: Union[Model, PathLike],
     """
     if isinstance(metrics, str):
         metrics = _lib.DIFF_METRICS if metrics == "all" else (metrics,)
+    check_progress(progress)
     metrics = tuple(metrics)
     if not metrics:
         raise ValueError("metrics is empty")
@@ -244,6 +245,7 @@ def attribute(model: Union[Model, PathLike], data: Data, method: Union[str, Sequ
     Ctrl-C (KeyboardInterrupt) stops after the current pass: the checkpoint is saved, nothing
     leaks, and KeyboardInterrupt is raised.
     """
+    check_progress(progress)
     methods, many = _methods(method)
     seq_len = _opt_int("seq_len", seq_len, 2, none_ok=False)
     max_tok = _opt_int("max_tokens", max_tokens, 0)
@@ -281,25 +283,34 @@ def attribute(model: Union[Model, PathLike], data: Data, method: Union[str, Sequ
                 o.resume = int(resume)
                 o.progress, o.progress_ctx, o.cancel = call.c_progress, None, call.cancel_ptr
                 err = _err()
+                mats: Dict[str, Any] = {}  # method -> (its result, its lm_matrix)
                 if use_many:
                     o.checkpoint_path = ckpt
                     res = (_lib.lm_attr_result * len(methods))()
-                    results = list(res)
+                    results = [res[i] for i in range(len(methods))]
                     arr = (ctypes.c_int * len(codes))(*codes)
                     rc = _lib.lib.lm_attribute_many(e, d, arr, len(codes), ctypes.byref(o), res, ctypes.byref(err))
-                    results = [res[i] for i in range(len(methods))]
                     check(rc, err)
+                    mats = {m: (r, r.m) for m, r in zip(methods, results)}
                 else:
+                    # one call per method; act-sq and wanda come from one call (as the CLI's act-stats)
+                    both = "act-sq" in methods and "wanda" in methods
                     for m, c in zip(methods, codes):
+                        if both and m == "wanda":
+                            continue
                         o.checkpoint_path = ckpt + b"." + m.encode() if ckpt and len(methods) > 1 else ckpt
                         r = _lib.lm_attr_result()
                         results.append(r)
                         check(_lib.lib.lm_attribute(e, d, c, ctypes.byref(o), ctypes.byref(r), ctypes.byref(err)),
                               err)
+                        mats[m] = (r, r.m)
+                        if both and m == "act-sq":
+                            mats["wanda"] = (r, r.also)
                         if call.canceled():  # finished anyway: stop before the next method
                             from ._errors import CanceledError
                             raise CanceledError("attribute: canceled", 9)
-                return {m: _matrix_of(mdl, r, m, what, seq_len, steps, per_param) for m, r in zip(methods, results)}
+                return {m: _matrix_of(mdl, mats[m][0], mats[m][1], m, what, seq_len, steps, per_param)
+                        for m in methods}
             finally:
                 for r in results:
                     _lib.lib.lm_attr_result_free(ctypes.byref(r))
@@ -312,7 +323,7 @@ def attribute(model: Union[Model, PathLike], data: Data, method: Union[str, Sequ
     return out if many else out[methods[0]]
 
 
-def _matrix_of(model: Model, r: _lib.lm_attr_result, method: str, what: str, seq_len: int, steps: int,
+def _matrix_of(model: Model, r: _lib.lm_attr_result, mat: Any, method: str, what: str, seq_len: int, steps: int,
                per_param: bool) -> Matrix:
     """The Matrix of one result, with the model name and note the CLI gives it."""
     note = f"data={what} tokens={r.n_tokens} seq_len={seq_len}" + (" ig" if method == "ig" else "")
@@ -324,8 +335,7 @@ def _matrix_of(model: Model, r: _lib.lm_attr_result, method: str, what: str, seq
                             "seconds": r.seconds}
     if method == "ig":
         meta["ig_gap"] = r.ig_gap
-    # act-sq's own matrix is r.m; asked alone, wanda's is r.m too (lm_attribute(WANDA))
-    m = Matrix._from_c(r.m, meta)
+    m = Matrix._from_c(mat, meta)
     if r.block_influence:
         meta2 = np.ctypeslib.as_array(r.block_influence, shape=(m.layers,)).copy()
         m.meta["block_influence"] = meta2
@@ -362,6 +372,7 @@ class Perplexity:
 def ppl(model: Union[Model, PathLike], data: Data, seq_len: int = 512, max_tokens: Optional[int] = None,
         threads: Optional[int] = None, llamacpp_arith: bool = False, progress: ProgressArg = None) -> Perplexity:
     """Perplexity of a model on data (`layermap ppl`); data as for attribute()."""
+    check_progress(progress)
     seq_len = _opt_int("seq_len", seq_len, 2, none_ok=False)
     max_tok = _opt_int("max_tokens", max_tokens, 0)
     nthreads = _opt_int("threads", threads, 1)
@@ -499,6 +510,7 @@ def generate(model: Union[Model, PathLike], prompt: Union[str, bytes] = "", n: i
              llamacpp_arith: bool = False, progress: ProgressArg = False) -> Union[str, np.ndarray]:
     """Greedy continuation of prompt by up to n tokens (`layermap generate`): the text of
     prompt + continuation, or with ids=True its token ids (numpy int32)."""
+    check_progress(progress)
     b = _text_bytes(prompt, "prompt")
     n = _opt_int("n", n, 0, none_ok=False)
     nthreads = _opt_int("threads", threads, 1)

@@ -86,17 +86,23 @@ class _Bar:
             self.bar.close()
 
 
+def check_progress(progress: ProgressArg) -> None:
+    """TypeError unless progress is None, a bool or a callable."""
+    if progress is not None and not isinstance(progress, bool) and not callable(progress):
+        raise TypeError(f"progress must be None, False, True or a callable, not {type(progress).__name__}")
+
+
 def run(work: Callable[[Call], Any], progress: ProgressArg = None) -> Any:
     """Run work(call) in the worker thread and wait for it here.
 
     progress: None = a tqdm bar when tqdm is installed; False = nothing; a
-    callable is called as progress(done, total, what) from this thread. A
+    callable is called as progress(done, total, what) from this thread (when it
+    returns False the call stops at its next cancel point with CanceledError). A
     KeyboardInterrupt (or an exception from the callback) sets the cancel flag;
     the worker stops after its current sequence and frees what it made, then
     the exception is raised here.
     """
-    if progress is not None and progress is not False and progress is not True and not callable(progress):
-        raise TypeError(f"progress must be None, False, True or a callable, not {type(progress).__name__}")
+    check_progress(progress)
     call = Call()
     show = _Bar() if progress is None or progress is True else (progress if callable(progress) else None)
     pending: Optional[BaseException] = None
@@ -110,7 +116,8 @@ def run(work: Callable[[Call], Any], progress: ProgressArg = None) -> Any:
                     n, done, total, what = call.snapshot()
                     if n != seen:
                         seen = n
-                        show(done, total, what)
+                        if show(done, total, what) is False:  # the callback asks to stop: CanceledError
+                            call.cancel.value = 1
                 if finished:
                     break
             except BaseException as e:  # KeyboardInterrupt, or the callback raised
