@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 
 try:
@@ -42,16 +42,19 @@ class BuildPy(build_py):
         shutil.copy2(SOLIB, os.path.join(dst, "liblayermap.so"))
 
 
-class BdistWheel(bdist_wheel):
-    def finalize_options(self):
-        super().finalize_options()
-        self.root_is_pure = False
+class BinaryDistribution(Distribution):
+    """Holds a native library: installed to platlib, wheel tagged with the platform."""
 
+    def has_ext_modules(self):
+        return True
+
+
+class BdistWheel(bdist_wheel):
     def get_tag(self):
         _, _, plat = super().get_tag()
         return "py3", "none", plat
 
 
 os.makedirs(os.path.join(ROOT, "build", "python"), exist_ok=True)
-setup(cmdclass={"build_py": BuildPy, "bdist_wheel": BdistWheel},
+setup(distclass=BinaryDistribution, cmdclass={"build_py": BuildPy, "bdist_wheel": BdistWheel},
       options={"build": {"build_base": "build/python"}, "egg_info": {"egg_base": "build/python"}})
