@@ -5,7 +5,7 @@
 #   make check      deps + test + asan + pytest (what CI runs)
 #   make shared     liblayermap.so (-fPIC objects in build/pic) for the Python package
 #   make pytest     the Python package's tests (tests/python/run.sh: venv in build/venv,
-#                   pip install . + numpy/pandas/pytest from PyPI)
+#                   pip install . + numpy/pandas/pytest/mypy from PyPI)
 #   make demo       fetch SmolLM2-135M, attribute data/calib.txt (heatmap demo-attribute.png),
 #                   and diff base vs fine-tuned stories260K (demo-diff.png)
 CC      ?= cc

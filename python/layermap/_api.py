@@ -262,12 +262,15 @@ def attribute(model: Union[Model, PathLike], data: Data, method: Union[str, Sequ
         raise TypeError(f"checkpoint must be a path, not {type(checkpoint).__name__}")
     kind, payload = _check_data(data)
     what = _describe(data)
+    # act-sq and wanda together come from one act-sq run (its second matrix is wanda), as the CLI's act-stats
+    both = "act-sq" in methods and "wanda" in methods
+    run_methods = [m for m in methods if not (both and m == "wanda")]
     codes = []
-    for m in methods:
+    for m in run_methods:
         c = ctypes.c_int()
         _lib.lib.lm_method_parse(m.encode(), ctypes.byref(c))
         codes.append(c.value)
-    use_many = len(methods) > 1 and _lib.has_attribute_many()
+    use_many = len(run_methods) > 1 and _lib.has_attribute_many()
     ckpt = os.fsencode(os.fspath(checkpoint)) if checkpoint is not None else None
 
     with _Using(model) as mdl:
@@ -286,29 +289,26 @@ def attribute(model: Union[Model, PathLike], data: Data, method: Union[str, Sequ
                 mats: Dict[str, Any] = {}  # method -> (its result, its lm_matrix)
                 if use_many:
                     o.checkpoint_path = ckpt
-                    res = (_lib.lm_attr_result * len(methods))()
-                    results = [res[i] for i in range(len(methods))]
+                    res = (_lib.lm_attr_result * len(codes))()
+                    results = [res[i] for i in range(len(codes))]
                     arr = (ctypes.c_int * len(codes))(*codes)
                     rc = _lib.lib.lm_attribute_many(e, d, arr, len(codes), ctypes.byref(o), res, ctypes.byref(err))
                     check(rc, err)
-                    mats = {m: (r, r.m) for m, r in zip(methods, results)}
-                else:
-                    # one call per method; act-sq and wanda come from one call (as the CLI's act-stats)
-                    both = "act-sq" in methods and "wanda" in methods
-                    for m, c in zip(methods, codes):
-                        if both and m == "wanda":
-                            continue
-                        o.checkpoint_path = ckpt + b"." + m.encode() if ckpt and len(methods) > 1 else ckpt
+                    mats = {m: (r, r.m) for m, r in zip(run_methods, results)}
+                else:  # one call per method
+                    for m, c in zip(run_methods, codes):
+                        o.checkpoint_path = ckpt + b"." + m.encode() if ckpt and len(run_methods) > 1 else ckpt
                         r = _lib.lm_attr_result()
                         results.append(r)
                         check(_lib.lib.lm_attribute(e, d, c, ctypes.byref(o), ctypes.byref(r), ctypes.byref(err)),
                               err)
                         mats[m] = (r, r.m)
-                        if both and m == "act-sq":
-                            mats["wanda"] = (r, r.also)
                         if call.canceled():  # finished anyway: stop before the next method
                             from ._errors import CanceledError
                             raise CanceledError("attribute: canceled", 9)
+                if both:
+                    r = mats["act-sq"][0]
+                    mats["wanda"] = (r, r.also)
                 return {m: _matrix_of(mdl, mats[m][0], mats[m][1], m, what, seq_len, steps, per_param)
                         for m in methods}
             finally:
@@ -476,7 +476,7 @@ def tokenize(model: Union[Model, PathLike], text: Union[str, bytes], add_bos: Op
         return _take_ids(ids, n.value)
 
 
-def pieces(model: Union[Model, PathLike], ids: Sequence[int]) -> List[str]:
+def pieces(model: Union[Model, PathLike], ids: Union[Sequence[int], np.ndarray]) -> List[str]:
     """The vocabulary entries of ids as stored ("▁the", "Ġthe", "<0x0A>")."""
     a = np.asarray(ids, dtype=np.int64)
     with _Tok(model) as tok:
@@ -486,7 +486,7 @@ def pieces(model: Union[Model, PathLike], ids: Sequence[int]) -> List[str]:
         return [_lib.lib.lm_token_piece(tok, int(i)).decode("utf-8", "replace") for i in a]
 
 
-def detokenize(model: Union[Model, PathLike], ids: Sequence[int]) -> str:
+def detokenize(model: Union[Model, PathLike], ids: Union[Sequence[int], np.ndarray]) -> str:
     """Text of token ids (byte fallback and byte-level mapping undone)."""
     a = np.ascontiguousarray(np.asarray(ids), dtype=np.int32)
     if a.ndim != 1:

@@ -248,11 +248,11 @@ libc.free.restype = None
 libc.malloc.argtypes = [c_size_t]
 libc.malloc.restype = c_void_p
 
-MODULES = tuple(s.decode() for s in (c_char_p * LM_N_MODULES).in_dll(lib, "lm_module_names"))
-DIFF_METRICS = tuple(s.decode() for s in (c_char_p * LM_DIFF_COUNT).in_dll(lib, "lm_diff_metric_names"))
+MODULES = tuple((s or b"").decode() for s in (c_char_p * LM_N_MODULES).in_dll(lib, "lm_module_names"))
+DIFF_METRICS = tuple((s or b"").decode() for s in (c_char_p * LM_DIFF_COUNT).in_dll(lib, "lm_diff_metric_names"))
 
 
-METHODS = tuple(s.decode() for s in (c_char_p * LM_METHOD_COUNT).in_dll(lib, "lm_method_names"))
+METHODS = tuple((s or b"").decode() for s in (c_char_p * LM_METHOD_COUNT).in_dll(lib, "lm_method_names"))
 
 
 def has_attribute_many() -> bool:

@@ -106,7 +106,8 @@ class Model:
         """The model description (lm_config) as a dict: arch, n_layer, dim, n_head, ..."""
         cfg = self._c().contents.cfg
         out: Dict[str, Any] = {}
-        for name, typ in _lib.lm_config._fields_:
+        for field in _lib.lm_config._fields_:
+            name, typ = field[0], field[1]
             v = getattr(cfg, name)
             out[name] = float(v) if typ is ctypes.c_float else int(v)
         out["arch"] = self.arch

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import os
 import threading
 from typing import Any, Callable, Optional, Union
 
@@ -18,6 +19,15 @@ from ._errors import error_for
 ProgressArg = Union[None, bool, Callable[[float, float, str], Any]]
 
 _executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="layermap")
+
+
+def _new_executor_in_child() -> None:
+    """A forked child has no worker thread: give it its own executor."""
+    global _executor
+    _executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="layermap")
+
+
+os.register_at_fork(after_in_child=_new_executor_in_child)
 _POLL_S = 0.05
 
 
@@ -63,7 +73,7 @@ class _Bar:
     """A tqdm bar (tqdm.auto, so notebooks get a widget) shown after a second, like the CLI's."""
 
     def __init__(self) -> None:
-        self.bar = None
+        self.bar: Any = None
         self.last = 0.0
         try:
             from tqdm.auto import tqdm  # noqa: F401
@@ -75,7 +85,11 @@ class _Bar:
         if self._tqdm is None:
             return
         if self.bar is None:
-            self.bar = self._tqdm(total=total, desc=what, unit="tok", unit_scale=True, delay=1.0, leave=False)
+            kw = dict(total=total, desc=what, unit="tok", unit_scale=True, leave=False)
+            try:
+                self.bar = self._tqdm(delay=1.0, **kw)
+            except TypeError:  # tqdm < 4.60 has no delay
+                self.bar = self._tqdm(**kw)
         if total != self.bar.total:
             self.bar.total = total
         self.bar.update(done - self.last)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The Python package's tests (make pytest; make check runs it last).
 # Makes a venv in build/venv on first use, installs the test dependencies
-# from PyPI (numpy, pytest, pandas; kept between runs), installs the package
+# from PyPI (numpy, pytest, pandas, mypy; kept between runs), installs the package
 # from this tree with `pip install .` and runs pytest on tests/python.
 # Environment: PYTHON (default python3), LM_VENV (default build/venv),
 # LM_BIN (the CLI to compare with), LM_MODELS (the shared test models).
@@ -22,7 +22,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     fi
 fi
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
-$PIP install numpy pytest pandas setuptools wheel
+$PIP install numpy pytest pandas mypy setuptools wheel
 # the package as a user gets it (the wheel with liblayermap.so inside); no build
 # isolation so that repeated runs need no download
 $PIP install --no-build-isolation --no-deps --force-reinstall .

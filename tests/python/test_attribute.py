@@ -70,6 +70,20 @@ def test_several_methods_equal_single_calls():
         assert list(one) == ["grad-norm"]
 
 
+def test_fallback_equals_attribute_many(monkeypatch):
+    """Whether or not the library has lm_attribute_many, a method list gives the same matrices."""
+    from layermap import _lib
+    kw = dict(seq_len=64, max_tokens=192, progress=False)
+    methods = ("grad-weight", "act-sq", "wanda", "ablate")
+    with layermap.open(model(GGUF)) as m:
+        default = layermap.attribute(m, str(CALIB), method=methods, **kw)
+        monkeypatch.setattr(_lib, "has_attribute_many", lambda: False)
+        per_method = layermap.attribute(m, str(CALIB), method=methods, **kw)
+    assert list(default) == list(per_method) == list(methods)
+    for k in methods:
+        assert np.array_equal(default[k].values, per_method[k].values), k
+
+
 def test_data_forms_equal_files(tmp_path):
     """Each in-memory form gives the sequences of the file the CLI would read."""
     path = model(GGUF)
