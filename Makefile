@@ -6,6 +6,7 @@
 #   make shared     liblayermap.so (-fPIC objects in build/pic) for the Python package
 #   make pytest     the Python package's tests (tests/python/run.sh: venv in build/venv,
 #                   pip install . + numpy/pandas/pytest/mypy from PyPI)
+#   make pytest-asan  the Python tests over the ASan+UBSan library and CLI
 #   make demo       fetch SmolLM2-135M, attribute data/calib.txt (heatmap demo-attribute.png),
 #                   and diff base vs fine-tuned stories260K (demo-diff.png)
 CC      ?= cc
@@ -38,7 +39,7 @@ TESTBIN := $(addprefix $(BUILD)/tests/,$(notdir $(TESTSRC:.c=)))
 LIB     := $(BUILD)/liblayermap.a
 BIN     := $(BUILD)/layermap
 
-.PHONY: all test asan check demo deps clean shared pytest
+.PHONY: all test asan check demo deps clean shared pytest pytest-asan
 all: $(BIN)
 
 deps:
@@ -77,6 +78,15 @@ shared: $(SOLIB)
 
 pytest: $(BIN)
 	LM_BIN=$(abspath $(BIN)) tests/python/run.sh
+
+# The same Python tests over the ASan+UBSan library and CLI (not part of check:
+# slower; ASan's quarantine off so that the RSS leak bound still means something).
+ASANOPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+pytest-asan:
+	$(MAKE) BUILD=build-asan OPT="$(ASANOPT)" build-asan/pic/liblayermap.so build-asan/layermap
+	LM_BIN=$(abspath build-asan/layermap) LAYERMAP_LIBRARY=$(abspath build-asan/pic/liblayermap.so) \
+	    LM_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	    ASAN_OPTIONS=detect_leaks=0:quarantine_size_mb=0 tests/python/run.sh
 
 # tests/LAYER/test_X.c -> $(BUILD)/tests/test_X (one flat folder that tests/run.sh runs)
 vpath test_%.c $(sort $(dir $(TESTSRC)))
