@@ -3,10 +3,14 @@
 #   make test       unit, reference and corrupt-file tests (no Python needed)
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-cores the numeric tests under every OpenBLAS core this CPU can run
-#   make check      deps + test + test-cores + asan + test-report (what CI runs)
+#   make check      deps + test + test-cores + asan + test-report + pytest (what CI runs)
 #   make fuzz       libFuzzer harnesses of every reader in build/fuzz/ (clang; tests/fuzz/fuzz.sh runs them)
 #   make test-report  `layermap report` rendered by headless Chromium (skips without chromium)
 #   make test-peft  `layermap lora`'s JSON applied by PEFT to stories260K (venv in build/venv-peft)
+#   make shared     liblayermap.so (-fPIC objects in build/pic) for the Python package
+#   make pytest     the Python package's tests (tests/python/run.sh: venv in build/venv,
+#                   pip install . + numpy/pandas/pytest/mypy from PyPI)
+#   make pytest-asan  the Python tests over the ASan+UBSan library and CLI
 #   make demo       fetch SmolLM2-135M, attribute data/calib.txt (heatmap demo-attribute.png),
 #                   and diff base vs fine-tuned stories260K (demo-diff.png)
 CC      ?= cc
@@ -47,7 +51,7 @@ TESTBIN += $(BUILD)/tests/test_fuzz_replay
 TESTBIN += $(BUILD)/tests/test_write_fail
 BIN     := $(BUILD)/layermap
 
-.PHONY: all test test-cores test-report test-peft asan check demo deps clean fuzz fuzz-bins
+.PHONY: all test test-cores test-report test-peft asan check demo deps clean fuzz fuzz-bins shared pytest pytest-asan
 all: $(BIN)
 
 deps:
@@ -67,6 +71,34 @@ $(LIB): $(OBJ)
 
 $(BIN): $(CLIOBJ) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $(CLIOBJ) $(LIB) $(LDLIBS)
+
+# The shared library for the Python package (pip install . runs `make shared`):
+# the same sources compiled position-independent in their own folder, linked
+# with the same libraries and OpenBLAS rpath as the CLI.
+PIC     := $(BUILD)/pic
+PICOBJ  := $(SRC:src/%.c=$(PIC)/src/%.o)
+SOLIB   := $(PIC)/liblayermap.so
+
+$(PIC)/src/%.o: src/%.c include/layermap.h $(wildcard src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -c $< -o $@
+
+$(SOLIB): $(PICOBJ)
+	$(CC) $(CFLAGS) -shared -Wl,-soname,liblayermap.so -o $@ $(PICOBJ) $(LDLIBS)
+
+shared: $(SOLIB)
+
+pytest: $(BIN)
+	LM_BIN=$(abspath $(BIN)) tests/python/run.sh
+
+# The same Python tests over the ASan+UBSan library and CLI (not part of check:
+# slower; ASan's quarantine off so that the RSS leak bound still means something).
+ASANOPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+pytest-asan:
+	$(MAKE) BUILD=build-asan OPT="$(ASANOPT)" build-asan/pic/liblayermap.so build-asan/layermap
+	LM_BIN=$(abspath build-asan/layermap) LAYERMAP_LIBRARY=$(abspath build-asan/pic/liblayermap.so) \
+	    LM_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	    ASAN_OPTIONS=detect_leaks=0:quarantine_size_mb=0 tests/python/run.sh
 
 # tests/LAYER/test_X.c -> $(BUILD)/tests/test_X (one flat folder that tests/run.sh runs)
 vpath test_%.c $(sort $(dir $(TESTSRC)))
@@ -125,6 +157,7 @@ check: deps
 	LM_REQUIRE_REAL=1 LM_CORES_SKIP=$$($(BIN) --version | sed -n 's/.*, core \([A-Za-z0-9]*\).*/\1/p') $(MAKE) test-cores
 	LM_REQUIRE_REAL=1 $(MAKE) asan
 	$(MAKE) test-report
+	$(MAKE) pytest
 
 demo: deps $(BIN)
 	scripts/fetch_models.sh

@@ -424,6 +424,22 @@ typedef struct lm_data_opts {
 int lm_dataset_load(lm_dataset **out, const char *path, const lm_tokenizer *tok,
                     const lm_data_opts *o, lm_err *err);
 void lm_dataset_free(lm_dataset *d);
+/* The same from memory (text is UTF-8, lengths in bytes, not NUL-terminated):
+ *   lm_dataset_from_text   one plain text, chunked exactly as a text file;
+ *   lm_dataset_from_texts  n texts, one sequence each (as JSONL "text" lines), or,
+ *                          when completions != NULL, n prompt/completion pairs (as
+ *                          JSONL "prompt"/"completion": loss on the completion only);
+ *   lm_dataset_from_ids    n token-id sequences as given (no BOS added), truncated
+ *                          to seq_len, every prediction counted; ids checked against vocab.
+ * Messages name the record ("texts[3]: invalid UTF-8 ..."). */
+int lm_dataset_from_text(lm_dataset **out, const char *text, size_t len, const lm_tokenizer *tok,
+                         const lm_data_opts *o, lm_err *err);
+int lm_dataset_from_texts(lm_dataset **out, const char *const *texts, const size_t *lens,
+                          const char *const *completions, const size_t *completion_lens, int n,
+                          const lm_tokenizer *tok, const lm_data_opts *o, lm_err *err);
+int lm_dataset_from_ids(lm_dataset **out, const int32_t *const *ids, const int *lens, int n, int vocab,
+                        const lm_data_opts *o, lm_err *err);
+
 
 /* ------------------------------------------------------------------------ */
 /* Compute engine                                                            */

@@ -129,41 +129,53 @@ static const char *jstring(const cJSON *o, const char *key) {
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/* One text -> one sequence (BOS as the model says), truncated to seq_len. */
+static int text_record(builder *b, const lm_tokenizer *tok, const char *text, size_t len, int line, int seq_len) {
+    int32_t *p = NULL;
+    int np = 0, rc;
+    if ((rc = lm_tokenize(tok, text, len, -1, &p, &np, b->err))) return text_fail(b, rc, line);
+    rc = add_seq(b, -1, p, np > seq_len ? seq_len : np, 0);
+    lm_free(p);
+    return rc;
+}
+
+/* Prompt + completion -> one sequence whose loss counts on the completion only. */
+static int pair_record(builder *b, const lm_tokenizer *tok, const char *prompt, size_t plen, const char *completion,
+                       size_t clen, int line, int seq_len) {
+    int32_t *p = NULL, *c = NULL;
+    int np = 0, nc = 0, rc;
+    if ((rc = lm_tokenize(tok, prompt, plen, -1, &p, &np, b->err))) return text_fail(b, rc, line);
+    rc = lm_tokenize_ex(tok, completion, clen, 0, TOK_CONTINUE, &c, &nc, b->err);
+    if (rc) {
+        lm_free(p);
+        return text_fail(b, rc, line);
+    }
+    int n = np + nc > seq_len ? seq_len : np + nc;
+    int32_t *all = lm_malloc(((size_t)np + (size_t)nc + 1) * sizeof *all);
+    if (!all) {
+        rc = lm_nomem(b->err, ((size_t)np + (size_t)nc) * 4, "sequence");
+    } else {
+        memcpy(all, p, (size_t)np * sizeof *p);
+        memcpy(all + np, c, (size_t)nc * sizeof *c);
+        /* position i counts when tok[i+1] is a completion token: i >= np-1 */
+        rc = add_seq(b, -1, all, n, np > 0 ? np - 1 : 0);
+        lm_free(all);
+    }
+    lm_free(p);
+    lm_free(c);
+    return rc;
+}
+
 /* One JSONL record (already parsed) -> one sequence. */
 static int jsonl_record(builder *b, const lm_tokenizer *tok, const cJSON *j, int line, int seq_len) {
     const char *prompt = jstring(j, "prompt"), *completion = jstring(j, "completion");
     const char *text = jstring(j, "text");
-    int32_t *p = NULL, *c = NULL;
-    int np = 0, nc = 0, rc;
-    if (prompt && completion) {
-        if ((rc = lm_tokenize(tok, prompt, strlen(prompt), -1, &p, &np, b->err))) return text_fail(b, rc, line);
-        rc = lm_tokenize_ex(tok, completion, strlen(completion), 0, TOK_CONTINUE, &c, &nc, b->err);
-        if (rc) {
-            lm_free(p);
-            return text_fail(b, rc, line);
-        }
-        int n = np + nc > seq_len ? seq_len : np + nc;
-        int32_t *all = lm_malloc(((size_t)np + (size_t)nc + 1) * sizeof *all);
-        if (!all) {
-            rc = lm_nomem(b->err, ((size_t)np + (size_t)nc) * 4, "sequence");
-        } else {
-            memcpy(all, p, (size_t)np * sizeof *p);
-            memcpy(all + np, c, (size_t)nc * sizeof *c);
-            /* position i counts when tok[i+1] is a completion token: i >= np-1 */
-            rc = add_seq(b, -1, all, n, np > 0 ? np - 1 : 0);
-            lm_free(all);
-        }
-        lm_free(p);
-        lm_free(c);
-        return rc;
-    }
+    if (prompt && completion)
+        return pair_record(b, tok, prompt, strlen(prompt), completion, strlen(completion), line, seq_len);
     if (!text)
         return LM_CORRUPT(b->err, "%s: line %d: expected a string \"text\", or strings \"prompt\" and \"completion\"",
                           b->path, line);
-    if ((rc = lm_tokenize(tok, text, strlen(text), -1, &p, &np, b->err))) return text_fail(b, rc, line);
-    rc = add_seq(b, -1, p, np > seq_len ? seq_len : np, 0);
-    lm_free(p);
-    return rc;
+    return text_record(b, tok, text, strlen(text), line, seq_len);
 }
 
 /* Every non-blank line is one JSON object. */
@@ -251,6 +263,96 @@ done:
     }
     *out = b.d;
     return LM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* In-memory data (the Python package, programs that hold their texts)       */
+/* ------------------------------------------------------------------------ */
+
+/* Check the options and allocate the dataset of a builder named what. */
+static int mem_begin(builder *b, const char *what, const lm_data_opts *o, lm_err *err) {
+    *b = (builder){NULL, 0, o ? o->max_tokens : 0, what, err};
+    if (!o) return lm_fail(err, LM_EARG, "%s: missing options", what);
+    if (o->seq_len < 2) return lm_fail(err, LM_EARG, "%s: seq_len %d is too short (at least 2)", what, o->seq_len);
+    if (o->max_tokens < 0) return lm_fail(err, LM_EARG, "%s: max_tokens %lld is negative", what, (long long)o->max_tokens);
+    b->d = lm_calloc(1, sizeof *b->d);
+    if (!b->d) return lm_nomem(err, sizeof *b->d, "dataset");
+    return LM_OK;
+}
+
+/* Hand the dataset over, or free it on error / when no sequence counts. */
+static int mem_end(builder *b, int rc, int pairs, lm_dataset **out) {
+    if (!rc && b->d->n_seq == 0)
+        rc = lm_fail(b->err, LM_EARG, "%s: no sequence with a prediction to score (fewer than 2 tokens%s)", b->path,
+                     pairs ? " or an empty completion" : "");
+    if (rc) {
+        lm_dataset_free(b->d);
+        return rc;
+    }
+    *out = b->d;
+    return LM_OK;
+}
+
+/* One plain text in memory, cut into chunks exactly as a text file is. */
+int lm_dataset_from_text(lm_dataset **out, const char *text, size_t len, const lm_tokenizer *tok,
+                         const lm_data_opts *o, lm_err *err) {
+    *out = NULL;
+    if (!tok || (!text && len)) return lm_fail(err, LM_EARG, "lm_dataset_from_text: missing argument");
+    builder b;
+    int rc = mem_begin(&b, "text", o, err);
+    if (rc) return rc;
+    if (len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3)) {
+        text += 3;
+        len -= 3;
+    }
+    return mem_end(&b, load_text(&b, tok, text, len, o->seq_len), 0, out);
+}
+
+/* n texts, one sequence each (as JSONL "text" lines), or n prompt/completion
+ * pairs (as JSONL "prompt"/"completion" lines) when completions != NULL. */
+int lm_dataset_from_texts(lm_dataset **out, const char *const *texts, const size_t *lens,
+                          const char *const *completions, const size_t *completion_lens, int n,
+                          const lm_tokenizer *tok, const lm_data_opts *o, lm_err *err) {
+    *out = NULL;
+    if (!tok || n < 0 || (n > 0 && (!texts || !lens)) || (completions && !completion_lens))
+        return lm_fail(err, LM_EARG, "lm_dataset_from_texts: missing argument");
+    builder b;
+    int rc = mem_begin(&b, completions ? "prompts" : "texts", o, err);
+    if (rc) return rc;
+    for (int i = 0; i < n && !full(&b) && !rc; i++) {
+        /* messages name the record: "texts[3]: invalid UTF-8 ..." */
+        char name[64];
+        snprintf(name, sizeof name, "%s[%d]", completions ? "prompts" : "texts", i);
+        b.path = name;
+        if (completions) rc = pair_record(&b, tok, texts[i], lens[i], completions[i], completion_lens[i], 0, o->seq_len);
+        else rc = text_record(&b, tok, texts[i], lens[i], 0, o->seq_len);
+        b.path = completions ? "prompts" : "texts";
+    }
+    return mem_end(&b, rc, completions != NULL, out);
+}
+
+/* n token-id sequences as given (no BOS added), truncated to seq_len, every
+ * prediction counted; ids outside [0, vocab) are LM_EARG. */
+int lm_dataset_from_ids(lm_dataset **out, const int32_t *const *ids, const int *lens, int n, int vocab,
+                        const lm_data_opts *o, lm_err *err) {
+    *out = NULL;
+    if (n < 0 || (n > 0 && (!ids || !lens)) || vocab <= 0)
+        return lm_fail(err, LM_EARG, "lm_dataset_from_ids: missing argument");
+    builder b;
+    int rc = mem_begin(&b, "ids", o, err);
+    if (rc) return rc;
+    for (int i = 0; i < n && !full(&b) && !rc; i++) {
+        if (lens[i] < 0) {
+            rc = lm_fail(err, LM_EARG, "ids[%d]: negative length %d", i, lens[i]);
+            break;
+        }
+        for (int t = 0; t < lens[i] && !rc; t++)
+            if (ids[i][t] < 0 || ids[i][t] >= vocab)
+                rc = lm_fail(err, LM_EARG, "ids[%d][%d]: token id %d outside the vocabulary (0..%d)", i, t,
+                             (int)ids[i][t], vocab - 1);
+        if (!rc) rc = add_seq(&b, -1, ids[i], lens[i] > o->seq_len ? o->seq_len : lens[i], 0);
+    }
+    return mem_end(&b, rc, 0, out);
 }
 
 /* Free a dataset and its sequences. */

@@ -2,7 +2,8 @@
  * test_data.c -- lm_dataset_load: plain-text chunking (BOS, short last chunk,
  * max_tokens), JSONL "text" and "prompt"/"completion" (masks), format
  * detection, and the errors: bad JSON line, invalid UTF-8, empty data, bad
- * options; fault injection.
+ * options; fault injection; the in-memory entries (lm_dataset_from_text,
+ * _from_texts, _from_ids) against the file formats.
  */
 #include "test.h"
 #include "fault.h"
@@ -286,6 +287,106 @@ static void test_faults(void) {
     for (int k = 0; k < 2; k++) fault_sweep(lm_basename(files[k]), fault_load, (void *)files[k], 100000);
 }
 
+/* Two datasets hold the same sequences (tokens, masks, totals). */
+static int same_data(const lm_dataset *a, const lm_dataset *b) {
+    if (!a || !b || a->n_seq != b->n_seq || a->n_tokens != b->n_tokens || a->n_targets != b->n_targets) return 0;
+    for (int i = 0; i < a->n_seq; i++) {
+        const lm_seq *x = &a->seqs[i], *y = &b->seqs[i];
+        if (x->n != y->n || memcmp(x->tok, y->tok, sizeof *x->tok * (size_t)x->n) || memcmp(x->mask, y->mask, (size_t)x->n))
+            return 0;
+    }
+    return 1;
+}
+
+/* In memory: one text == the same text file; n texts == JSONL "text"; n
+ * prompt/completion pairs == JSONL p/c; ids as given; the errors name the record. */
+static void test_memory(void) {
+    lm_err err = {0};
+    int rc;
+    lm_data_opts o = {16, 0}, o_budget = {16, 40};
+    for (int k = 0; k < 2; k++) {
+        const lm_tokenizer *t = k ? smol : stories;
+        const lm_data_opts *opts[2] = {&o, &o_budget};
+        for (int b = 0; b < 2; b++) {
+            lm_dataset *f = load(write_str("mem.txt", STORY), t, 16, opts[b]->max_tokens, &rc, &err), *m = NULL;
+            CHECK_OK(lm_dataset_from_text(&m, STORY, strlen(STORY), t, opts[b], &err), &err);
+            CHECK(same_data(f, m), "from_text == text file (tokenizer %d, max_tokens %lld)", k,
+                  (long long)opts[b]->max_tokens);
+            lm_dataset_free(f);
+            lm_dataset_free(m);
+        }
+        const char *texts[] = {"Once upon a time", "Lily liked the park. She played with the ball all day long.",
+                               "caf\xc3\xa9 \"quoted\""};
+        size_t lens[3] = {strlen(texts[0]), strlen(texts[1]), strlen(texts[2])};
+        lm_dataset *f = load(write_str("mem.jsonl", "{\"text\": \"Once upon a time\"}\n"
+                                                    "{\"text\": \"Lily liked the park. She played with the ball all day long.\"}\n"
+                                                    "{\"text\": \"caf\\u00e9 \\\"quoted\\\"\"}\n"),
+                             t, 16, 0, &rc, &err),
+                   *m = NULL;
+        CHECK_OK(lm_dataset_from_texts(&m, texts, lens, NULL, NULL, 3, t, &o, &err), &err);
+        CHECK(same_data(f, m), "from_texts == JSONL text (tokenizer %d)", k);
+        lm_dataset_free(f);
+        lm_dataset_free(m);
+        const char *pr[] = {"Once upon a", "Q: 2+2="}, *co[] = {" time there was", "4"};
+        size_t pl[2] = {strlen(pr[0]), strlen(pr[1])}, cl[2] = {strlen(co[0]), strlen(co[1])};
+        f = load(write_str("mem-pc.jsonl", "{\"prompt\": \"Once upon a\", \"completion\": \" time there was\"}\n"
+                                           "{\"prompt\": \"Q: 2+2=\", \"completion\": \"4\"}\n"),
+                 t, 16, 0, &rc, &err);
+        m = NULL;
+        CHECK_OK(lm_dataset_from_texts(&m, pr, pl, co, cl, 2, t, &o, &err), &err);
+        CHECK(same_data(f, m), "from_texts(pairs) == JSONL prompt/completion (tokenizer %d)", k);
+        lm_dataset_free(f);
+        lm_dataset_free(m);
+    }
+    /* ids: as given, truncated to seq_len, all predictions counted; max_tokens cuts */
+    int32_t a[] = {1, 5, 9, 2, 7}, b2[] = {3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4}, c[] = {8};
+    const int32_t *ids[] = {a, b2, c};
+    int lens[] = {5, 20, 1};
+    lm_dataset *d = NULL;
+    CHECK_OK(lm_dataset_from_ids(&d, ids, lens, 3, 512, &o, &err), &err);
+    CHECK(d && d->n_seq == 2 && d->seqs[0].n == 5 && d->seqs[1].n == 16 && d->n_tokens == 21 && d->n_targets == 19 &&
+              !memcmp(d->seqs[0].tok, a, sizeof a),
+          "from_ids: %d seqs, %lld tokens", d ? d->n_seq : -1, d ? (long long)d->n_tokens : -1);
+    if (d) check_totals(d, "from_ids");
+    lm_dataset_free(d);
+    d = NULL;
+    CHECK_OK(lm_dataset_from_ids(&d, ids, lens, 3, 512, &(lm_data_opts){16, 8}, &err), &err);
+    CHECK(d && d->n_tokens == 8 && d->n_seq == 2 && d->seqs[1].n == 3, "from_ids max_tokens 8");
+    lm_dataset_free(d);
+    /* errors */
+    d = NULL;
+    rc = lm_dataset_from_ids(&d, ids, lens, 3, 6, &o, &err);
+    CHECK(rc == LM_EARG && !d && strstr(err.msg, "ids[0][2]"), "id over vocab: rc %d '%s'", rc, err.msg);
+    const char *bad[] = {"fine text", "bad \xc3\x28 text"};
+    size_t bl[] = {9, 12};
+    rc = lm_dataset_from_texts(&d, bad, bl, NULL, NULL, 2, smol, &o, &err);
+    CHECK(rc == LM_EENCODING && !d && strstr(err.msg, "texts[1]"), "bad UTF-8 in texts[1]: rc %d '%s'", rc, err.msg);
+    rc = lm_dataset_from_text(&d, bad[1], bl[1], smol, &o, &err);
+    CHECK(rc == LM_EENCODING && !d && strstr(err.msg, "text"), "bad UTF-8 text: rc %d '%s'", rc, err.msg);
+    rc = lm_dataset_from_text(&d, "a", 1, smol, &o, &err);
+    CHECK(rc == LM_EARG && !d && strstr(err.msg, "no sequence"), "too short: rc %d '%s'", rc, err.msg);
+    rc = lm_dataset_from_texts(&d, bad, bl, NULL, NULL, 0, smol, &o, &err);
+    CHECK(rc == LM_EARG && !d, "no texts: rc %d '%s'", rc, err.msg);
+    rc = lm_dataset_from_text(&d, STORY, strlen(STORY), smol, &(lm_data_opts){1, 0}, &err);
+    CHECK(rc == LM_EARG && !d, "seq_len 1: rc %d '%s'", rc, err.msg);
+    /* allocation failures: LM_ENOMEM, nothing leaked */
+    long bad_runs = 0;
+    for (long nth = 1; nth < 100000; nth++) {
+        lm_fault_arm(nth);
+        rc = lm_dataset_from_texts(&d, (const char *const[]){"Once upon a time", STORY}, (const size_t[]){16, strlen(STORY)}, NULL, NULL, 2, stories, &o, &err);
+        long hits = lm_fault_hits();
+        lm_fault_arm(0);
+        lm_dataset_free(d);
+        d = NULL;
+        if (hits == 0) {
+            CHECK(rc == LM_OK, "from_texts without a fault: %s", err.msg);
+            break;
+        }
+        bad_runs += rc != LM_ENOMEM;
+    }
+    CHECK(bad_runs == 0, "from_texts: %ld fault runs did not give LM_ENOMEM", bad_runs);
+}
+
 int main(void) {
     char p[1024];
     lm_err err = {0};
@@ -299,6 +400,7 @@ int main(void) {
     test_jsonl_pc();
     test_errors();
     test_faults();
+    test_memory();
     lm_tokenizer_free(stories);
     lm_tokenizer_free(smol);
     return TEST_END();
