@@ -9,14 +9,17 @@
  * LM_* code (0 = LM_OK) and, on failure, fills an lm_err with a one-line
  * message that names the file and the problem. Only the CLI prints.
  *
- * Layers of the library, bottom to top (one source file per job):
- *   formats   gguf.c, safetensors.c, config.c   -> model.c (lm_model)
- *   tensors   dequant.c (lm_tensor_read_rows)
- *   compute   kernels.c, engine.c (forward/backward), backend.h
- *   methods   diff.c (two checkpoints), attribute.c (from data), data.c
- *   matrix    matrix.c (lm_matrix, normalisation, csv/json/terminal)
- *   outputs   scale.c (quantities, colour scale), plot.c (cairo PNG/PDF, own SVG)
- *   text      tokenizer.c
+ * Layers of the library, bottom to top, one folder of src/ each (docs/DESIGN.md;
+ * scripts/check_layers.sh keeps a file to its own or lower layers' headers):
+ *   base     errors, allocation (fault injection), files, atomic output, JSON, UTF-8
+ *   format   gguf.c, safetensors.c
+ *   model    config.c, model.c (lm_model), dequant.c (lm_tensor_read_rows)
+ *   text     tokenizers, datasets (data.c)
+ *   compute  backend.h + backend_cpu.c, kernels.c, engine.c (forward/backward)
+ *   method   attribute.c (from data), diff.c (two checkpoints), lora.c
+ *   output   matrix.c (lm_matrix, csv/json/terminal), scale.c (quantities, colour
+ *            scale), plot.c (cairo PNG/PDF, own SVG), compare.c, report.c
+ * The CLI (cli/) and the Python package (python/) are thin layers over this header.
  */
 #ifndef LAYERMAP_H
 #define LAYERMAP_H
