@@ -114,17 +114,18 @@ class lm_model(Structure):
 class lm_matrix(Structure):
     _fields_ = [("n_layer", c_int), ("v", POINTER(c_double)), ("model", c_char * 256), ("method", c_char * 64),
                 ("norm", c_char * 16), ("note", c_char * 512), ("layer_extra", POINTER(c_double)),
-                ("layer_extra_name", c_char * 64)]
+                ("layer_extra_name", c_char * 64), ("layer_index", POINTER(c_int)), ("meta", c_void_p)]
 
 
 class lm_plot_opts(Structure):
     _fields_ = [("title", c_char_p), ("label_step", c_int), ("has_center", c_int), ("center", c_double),
-                ("has_range", c_int), ("vmin", c_double), ("vmax", c_double), ("cols", c_int)]
+                ("has_range", c_int), ("vmin", c_double), ("vmax", c_double), ("cols", c_int), ("scales", c_int)]
 
 
 class lm_diff_opts(Structure):
     _fields_ = [("tol", c_double), ("rank_k", c_int), ("oversample", c_int), ("power_iters", c_int),
-                ("seed", c_uint64), ("threads", c_int), ("progress", PROGRESS_FN), ("progress_ctx", c_void_p)]
+                ("seed", c_uint64), ("threads", c_int), ("progress", PROGRESS_FN), ("progress_ctx", c_void_p),
+                ("layers", POINTER(c_uint8)), ("n_layers_mask", c_int)]
 
 
 class lm_seq(Structure):
@@ -147,7 +148,8 @@ class lm_engine_opts(Structure):
 class lm_attr_opts(Structure):
     _fields_ = [("ig_steps", c_int), ("batch", c_int), ("checkpoint_path", c_char_p), ("resume", c_int),
                 ("checkpoint_secs", c_double), ("max_seqs", c_int), ("progress", PROGRESS_FN),
-                ("progress_ctx", c_void_p), ("cancel", POINTER(c_int))]
+                ("progress_ctx", c_void_p), ("layers", POINTER(c_uint8)), ("n_layers", c_int),
+                ("cancel", POINTER(c_int))]
 
 
 class lm_attr_result(Structure):
