@@ -39,3 +39,11 @@ def run_cli(cli: Path, args: List[str], ok: bool = True) -> subprocess.Completed
     if ok:
         assert r.returncode == 0, f"layermap {' '.join(map(str, args))}: exit {r.returncode}: {r.stderr}"
     return r
+
+
+def json_without_run_meta(p: Path) -> bytes:
+    """A matrix JSON file's bytes less its "meta" object: the CLI records its
+    own run there (command line, seconds, threads), which a Python call that
+    computes the same matrix cannot reproduce; every other byte must match."""
+    import re
+    return re.sub(rb',\n  "meta": .*(?=\n}\n$)', b"", p.read_bytes(), flags=re.S)

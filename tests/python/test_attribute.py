@@ -11,7 +11,7 @@ import pytest
 
 import layermap
 
-from conftest import CALIB, model, run_cli
+from conftest import CALIB, model, run_cli, json_without_run_meta
 
 GGUF = "stories260K.gguf"
 # method -> (seq_len, max_tokens, extra CLI args / keyword arguments)
@@ -48,7 +48,7 @@ def test_attribute_equals_cli(cli, tmp_path, method):
         assert m.modules == layermap.MODULES
         assert np.array_equal(m.values, ref.values, equal_nan=True), method
         m.to_json(tmp_path / "py.json")
-        assert (tmp_path / "py.json").read_bytes() == (tmp_path / f"{stem}.json").read_bytes(), method
+        assert json_without_run_meta(tmp_path / "py.json") == json_without_run_meta(tmp_path / f"{stem}.json"), method
         m.to_csv(tmp_path / "py.csv")
         assert (tmp_path / "py.csv").read_bytes() == (tmp_path / f"{stem}.csv").read_bytes()
         assert m.meta["model"] == "stories260K" and m.meta["tokens"] == max_tokens

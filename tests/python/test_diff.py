@@ -8,7 +8,7 @@ import pytest
 
 import layermap
 
-from conftest import model, run_cli
+from conftest import model, run_cli, json_without_run_meta
 
 PAIRS = {
     "f32": ("stories260K-hf", "stories260K-ft-hf"),
@@ -31,7 +31,7 @@ def test_diff_equals_cli(cli, tmp_path, pair):
         m.to_csv(tmp_path / f"py-{k}.csv")
         assert (tmp_path / f"py-{k}.csv").read_bytes() == (tmp_path / f"d-{k}.csv").read_bytes()
         m.to_json(tmp_path / f"py-{k}.json")
-        assert (tmp_path / f"py-{k}.json").read_bytes() == (tmp_path / f"d-{k}.json").read_bytes()
+        assert json_without_run_meta(tmp_path / f"py-{k}.json") == json_without_run_meta(tmp_path / f"d-{k}.json")
         assert m.meta["method"] == f"diff.{k}"
 
 
