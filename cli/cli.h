@@ -69,6 +69,10 @@ int cli_out_emit(const cli_out *o, lm_matrix *m);
  * files get "-<method>" inserted before the extension for each matrix. */
 int cli_out_emit_many(const cli_out *o, lm_matrix **ms, int n);
 
+/* Read one matrix by its extension (.csv or .json): 0, or 1 after printing the
+ * error (a file of another extension is an error naming it). */
+int cli_read_matrix(const char *path, lm_matrix **m);
+
 /* Monotonic seconds (for the timings commands print). */
 double cli_now(void);
 

@@ -35,20 +35,6 @@ static void usage(FILE *f) {
             "  layermap compare grad.json fisher.json act.csv --top 20 -o agree.csv\n");
 }
 
-/* Read a matrix by its extension (.csv, else .json). 0, or 1 after printing. */
-static int read_matrix(const char *path, lm_matrix **m) {
-    lm_err err = {0};
-    size_t n = strlen(path);
-    int rc;
-    if (n >= 4 && !strcasecmp(path + n - 4, ".csv"))
-        rc = lm_matrix_read_csv(m, path, &err);
-    else if (n >= 5 && !strcasecmp(path + n - 5, ".json"))
-        rc = lm_matrix_read_json(m, path, &err);
-    else
-        return cli_errorf("%s: not a .csv or .json matrix", path);
-    return rc ? cli_error(&err) : 0;
-}
-
 /* "%.4f" or "nan" into buf. */
 static const char *num(char *buf, size_t n, double v) {
     if (isnan(v)) snprintf(buf, n, "nan");
@@ -98,7 +84,7 @@ int cmd_compare(int argc, char **argv) {
     int n_pairs = n_in * (n_in - 1) / 2;
     lm_compare_stats *st = calloc((size_t)n_pairs, sizeof *st);
     int rc = st ? 0 : cli_errorf("compare: out of memory");
-    for (int i = 0; i < n_in && !rc; i++) rc = read_matrix(inputs[i], &ms[i]);
+    for (int i = 0; i < n_in && !rc; i++) rc = cli_read_matrix(inputs[i], &ms[i]);
     for (int i = 1; i < n_in && !rc; i++)
         if (ms[i]->n_layer != ms[0]->n_layer)
             rc = cli_errorf("compare: %s has %d layers but %s has %d", inputs[0], ms[0]->n_layer, inputs[i],

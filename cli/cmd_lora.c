@@ -48,20 +48,6 @@ static void usage(FILE *f) {
             "  layermap lora grad.json --model SmolLM2-135M --budget-params 2M --rank 8 -o lora.json\n");
 }
 
-/* Read a matrix by its extension (.csv, else .json). 0, or 1 after printing. */
-static int read_matrix(const char *path, lm_matrix **m) {
-    lm_err err = {0};
-    size_t n = strlen(path);
-    int rc;
-    if (n >= 4 && !strcasecmp(path + n - 4, ".csv"))
-        rc = lm_matrix_read_csv(m, path, &err);
-    else if (n >= 5 && !strcasecmp(path + n - 5, ".json"))
-        rc = lm_matrix_read_json(m, path, &err);
-    else
-        return cli_errorf("%s: not a .csv or .json matrix", path);
-    return rc ? cli_error(&err) : 0;
-}
-
 /* "150000", "150k", "2M", "2e6", "1.5G" -> a whole number of parameters in
  * [0, 2^62]. 0, or -1 after printing. */
 static int parse_budget(const char *s, int64_t *out) {
@@ -156,7 +142,7 @@ int cmd_lora(int argc, char **argv) {
     lm_model *model = NULL;
     lm_lora_plan plan = {0};
     lm_err err = {0};
-    int rc = read_matrix(input, &m);
+    int rc = cli_read_matrix(input, &m);
     if (!rc && lm_model_open(&model, model_path, &err)) rc = cli_error(&err);
     if (!rc && model->cfg.n_layer != m->n_layer)
         rc = cli_errorf("lora: %s has %d layers but %s has %d", input, m->n_layer, model_path, model->cfg.n_layer);

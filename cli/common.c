@@ -498,3 +498,18 @@ int cli_out_emit_many(const cli_out *o, lm_matrix **ms, int n) {
     }
     return bad;
 }
+
+/* See cli.h. */
+int cli_read_matrix(const char *path, lm_matrix **m) {
+    lm_err err = {0};
+    size_t n = strlen(path);
+    int rc;
+    if (n >= 4 && !strcasecmp(path + n - 4, ".csv"))
+        rc = lm_matrix_read_csv(m, path, &err);
+    else if (n >= 5 && !strcasecmp(path + n - 5, ".json"))
+        rc = lm_matrix_read_json(m, path, &err);
+    else
+        return cli_errorf("%s: not a .csv or .json matrix", path);
+    return rc ? cli_error(&err) : 0;
+}
+
