@@ -353,6 +353,7 @@ typedef struct lm_diff_opts {
     const uint8_t *layers; /* NULL: every layer; else only layers l < n_layers_mask with
                             * layers[l] != 0 are read and compared (other rows are NaN) */
     int n_layers_mask;
+    const struct lm_backend *backend; /* NULL = the CPU backend (src/compute/backend.h) */
 } lm_diff_opts;
 
 /* tol 0, rank_k 64, oversample 8, power_iters 2, a fixed seed, all cores. */
@@ -460,6 +461,8 @@ typedef struct lm_engine_opts {
                            * exact F32 on the dequantized weights) */
     size_t act_cache_bytes;    /* every layer's intermediates kept (no recompute in the
                                 * backward) when they fit; 0 = auto (a sixth of RAM); 1 = never */
+    const struct lm_backend *backend; /* what the engine computes through (src/compute/backend.h);
+                                       * NULL = the CPU backend */
 } lm_engine_opts;
 
 int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, lm_err *err);

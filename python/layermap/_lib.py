@@ -125,7 +125,7 @@ class lm_plot_opts(Structure):
 class lm_diff_opts(Structure):
     _fields_ = [("tol", c_double), ("rank_k", c_int), ("oversample", c_int), ("power_iters", c_int),
                 ("seed", c_uint64), ("threads", c_int), ("progress", PROGRESS_FN), ("progress_ctx", c_void_p),
-                ("layers", POINTER(c_uint8)), ("n_layers_mask", c_int)]
+                ("layers", POINTER(c_uint8)), ("n_layers_mask", c_int), ("backend", c_void_p)]
 
 
 class lm_seq(Structure):
@@ -142,7 +142,7 @@ class lm_data_opts(Structure):
 
 class lm_engine_opts(Structure):
     _fields_ = [("threads", c_int), ("max_seq", c_int), ("max_batch", c_int), ("weight_cache_bytes", c_size_t),
-                ("ggml_compat", c_int), ("act_cache_bytes", c_size_t)]
+                ("ggml_compat", c_int), ("act_cache_bytes", c_size_t), ("backend", c_void_p)]
 
 
 class lm_attr_opts(Structure):

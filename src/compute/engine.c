@@ -129,7 +129,8 @@ typedef struct eng_dims {
         (void)HALF, (void)HC, (void)ATT, (void)CX
 
 /* A family of buffers in one allocation: block is carved into the named
- * pointers of the table, each 16-float aligned. TABLE_STRUCT declares the
+ * pointers of the table, each 16-float aligned (views into one backend
+ * buffer: the engine passes them to the backend, never reads them). TABLE_STRUCT declares the
  * struct; TABLE_FUNCS its size, carve and free from the same table. */
 #define TABLE_STRUCT(type, TABLE)                                                      \
     typedef struct type {                                                              \
@@ -146,14 +147,14 @@ typedef struct eng_dims {
         for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) t += (sz[i] + 15) & ~(size_t)15; \
         return t;                                                                      \
     }                                                                                  \
-    /* Allocate and carve; LM_ENOMEM leaves b empty. */                                \
-    static int type##_alloc(type *b, const eng_dims *dm) {                             \
+    /* Allocate (a backend buffer) and carve; LM_ENOMEM leaves b empty. */             \
+    static int type##_alloc(type *b, const eng_dims *dm, const lm_backend *be) {       \
         DIMS_LOCALS(dm);                                                               \
         size_t sz[] = {TABLE(SIZE_OF)};                                                \
         float **ptr[] = {TABLE(PTR_OF)};                                               \
         _Static_assert(sizeof sz / sizeof sz[0] == sizeof ptr / sizeof ptr[0], #type); \
         memset(b, 0, sizeof *b);                                                       \
-        b->block = lm_calloc(type##_floats(dm), sizeof(float));                        \
+        b->block = be->alloc(be, type##_floats(dm) * sizeof(float));                   \
         if (!b->block) return LM_ENOMEM;                                               \
         float *cur = b->block;                                                         \
         for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) {                        \
@@ -162,8 +163,8 @@ typedef struct eng_dims {
         }                                                                              \
         return LM_OK;                                                                  \
     }                                                                                  \
-    static void type##_release(type *b) {                                              \
-        lm_free(b->block);                                                             \
+    static void type##_release(type *b, const lm_backend *be) {                        \
+        be->release(be, b->block);                                                     \
         memset(b, 0, sizeof *b);                                                       \
     }
 
@@ -193,6 +194,7 @@ typedef struct layer_f32 {
 } layer_f32;
 
 typedef struct eng_weights {
+    const lm_backend *be; /* owns the buffers */
     const lm_model *m;
     int n_layer;
     layer_f32 *lw;       /* [n_layer] */
@@ -204,29 +206,9 @@ typedef struct eng_weights {
     float *out_norm;     /* (D) */
 } eng_weights;
 
-/* Dequantize a whole tensor into dst (rows x cols F32), rows split over threads. */
-static int read_tensor(const lm_tensor *t, float *dst, lm_err *err) {
-    int64_t rows = lm_tensor_rows(t), cols = lm_tensor_cols(t);
-    int64_t chunk = 64;
-    int64_t nchunks = (rows + chunk - 1) / chunk;
-    int rc = LM_OK;
-    lm_err first = {0};
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t c = 0; c < nchunks; c++) {
-        if (rc != LM_OK) continue;
-        int64_t r0 = c * chunk, nr = rows - r0 < chunk ? rows - r0 : chunk;
-        lm_err e2;
-        int r = lm_tensor_read_rows(t, r0, nr, dst + r0 * cols, &e2);
-        if (r != LM_OK) {
-#pragma omp critical
-            if (rc == LM_OK) {
-                rc = r;
-                first = e2;
-            }
-        }
-    }
-    if (rc != LM_OK && err) *err = first;
-    return rc;
+/* Dequantize a whole tensor into the buffer dst (rows x cols F32). */
+static int read_tensor(const lm_backend *be, const lm_tensor *t, float *dst, lm_err *err) {
+    return be->read_rows(be, dst, t, 0, lm_tensor_rows(t), err);
 }
 
 /* Bytes of F32 weights of one layer. */
@@ -246,7 +228,7 @@ static size_t layer_bytes(const lm_model *m, int l) {
 static void layer_unload(eng_weights *ws, int l) {
     layer_f32 *w = &ws->lw[l];
     if (!w->block) return;
-    lm_free(w->block);
+    ws->be->release(ws->be, w->block);
     ws->used -= w->bytes;
     memset(w, 0, sizeof *w);
 }
@@ -277,7 +259,7 @@ static int weights_layer(eng_weights *ws, int l, layer_f32 **out, lm_err *err) {
             layer_unload(ws, victim);
         }
     }
-    if (!p) p = lm_malloc(bytes);
+    if (!p) p = ws->be->alloc(ws->be, bytes);
     if (!p) return lm_nomem(err, bytes, "layer weights");
     const lm_layer_weights *L = &ws->m->layers[l];
     float *cur = p;
@@ -286,7 +268,7 @@ static int weights_layer(eng_weights *ws, int l, layer_f32 **out, lm_err *err) {
     do {                                                          \
         if ((t) && rc == LM_OK) {                                 \
             (dst) = cur;                                          \
-            rc = read_tensor((t), cur, err);                      \
+            rc = read_tensor(ws->be, (t), cur, err);              \
             cur += lm_tensor_nelem(t);                            \
         }                                                         \
     } while (0)
@@ -302,7 +284,7 @@ static int weights_layer(eng_weights *ws, int l, layer_f32 **out, lm_err *err) {
     TAKE(w->post_ffn_norm, L->post_ffn_norm);
 #undef TAKE
     if (rc != LM_OK) {
-        lm_free(p);
+        ws->be->release(ws->be, p);
         memset(w, 0, sizeof *w);
         return rc;
     }
@@ -322,18 +304,19 @@ static void weights_free(eng_weights *ws) {
     if (ws->lw)
         for (int l = 0; l < ws->n_layer; l++) layer_unload(ws, l);
     lm_free(ws->lw);
-    lm_free(ws->out_w);
-    lm_free(ws->out_norm);
+    ws->be->release(ws->be, ws->out_w);
+    ws->be->release(ws->be, ws->out_norm);
     lm_free(ws);
 }
 
 /* The cache for m with a budget of F32 bytes; the output head is read now,
  * and every layer too when all of them fit. */
-static int weights_new(eng_weights **out, const lm_model *m, size_t budget, lm_err *err) {
+static int weights_new(eng_weights **out, const lm_model *m, size_t budget, const lm_backend *be, lm_err *err) {
     *out = NULL;
     const lm_config *c = &m->cfg;
     eng_weights *ws = lm_calloc(1, sizeof *ws);
     if (!ws) return lm_nomem(err, sizeof *ws, "weight cache");
+    ws->be = be;
     ws->m = m;
     ws->n_layer = c->n_layer;
     ws->budget = budget;
@@ -342,14 +325,14 @@ static int weights_new(eng_weights **out, const lm_model *m, size_t budget, lm_e
     ws->streaming = total_w > budget;
     size_t vw = (size_t)c->vocab * (size_t)c->dim;
     ws->lw = lm_calloc((size_t)c->n_layer, sizeof *ws->lw);
-    ws->out_w = lm_malloc(vw * sizeof(float));
-    ws->out_norm = lm_malloc((size_t)c->dim * sizeof(float));
+    ws->out_w = be->alloc(be, vw * sizeof(float));
+    ws->out_norm = be->alloc(be, (size_t)c->dim * sizeof(float));
     if (!ws->lw || !ws->out_w || !ws->out_norm) {
         weights_free(ws);
         return lm_nomem(err, vw * sizeof(float), "output head");
     }
-    int rc = read_tensor(m->output, ws->out_w, err);
-    if (rc == LM_OK) rc = read_tensor(m->out_norm, ws->out_norm, err);
+    int rc = read_tensor(be, m->output, ws->out_w, err);
+    if (rc == LM_OK) rc = read_tensor(be, m->out_norm, ws->out_norm, err);
     /* a model whose F32 weights fit the cache is dequantized now, once */
     for (int l = 0; rc == LM_OK && total_w <= budget && l < c->n_layer; l++) {
         layer_f32 *lw;
@@ -368,12 +351,15 @@ static int weights_new(eng_weights **out, const lm_model *m, size_t budget, lm_e
 /* ------------------------------------------------------------------------ */
 
 typedef struct eng_pass {
+    const lm_backend *be; /* owns the buffers */
     int n;               /* rows of the last forward */
     int nseg;            /* sequences in it */
-    int *seg;            /* (MB + 1) row offsets of the sequences */
-    int32_t *tok;        /* (S) */
-    int *target;         /* (S) next token of each row */
-    uint8_t *mask;       /* (S) loss positions */
+    int *seg;            /* host (MB + 1) row offsets of the sequences */
+    int32_t *tok;        /* host (S) */
+    int32_t *target;     /* host (S) next token of each row */
+    uint8_t *mask;       /* host (S) loss positions */
+    int32_t *target_b;   /* buffer (S): target, uploaded for the loss */
+    uint8_t *mask_b;     /* buffer (S): mask */
     pass_bufs hs;        /* stored layer inputs */
     float *hs_cur;       /* hs.hs_clean or hs.hs_work: which one the backward uses */
     int grad_ready;      /* the last forward prepared dL/dh for a backward */
@@ -387,9 +373,11 @@ typedef struct eng_pass {
 
 static void pass_free(eng_pass *ps) {
     if (!ps) return;
-    for (int i = 0; ps->acts && i < ps->n_sets; i++) layer_acts_release(&ps->acts[i]);
+    for (int i = 0; ps->acts && i < ps->n_sets; i++) layer_acts_release(&ps->acts[i], ps->be);
     lm_free(ps->acts);
-    pass_bufs_release(&ps->hs);
+    pass_bufs_release(&ps->hs, ps->be);
+    ps->be->release(ps->be, ps->target_b);
+    ps->be->release(ps->be, ps->mask_b);
     lm_free(ps->seg);
     lm_free(ps->tok);
     lm_free(ps->target);
@@ -399,28 +387,32 @@ static void pass_free(eng_pass *ps) {
 
 /* act_budget: bytes of layer intermediates kept (as many layers as fit keep
  * theirs; at least one shared set). */
-static int pass_new(eng_pass **out, const eng_dims *dm, size_t act_budget, lm_err *err) {
+static int pass_new(eng_pass **out, const eng_dims *dm, size_t act_budget, const lm_backend *be, lm_err *err) {
     *out = NULL;
     eng_pass *ps = lm_calloc(1, sizeof *ps);
     if (!ps) return lm_nomem(err, sizeof *ps, "pass state");
+    ps->be = be;
     ps->shared_layer = -1;
     size_t per_layer = layer_acts_floats(dm) * sizeof(float), fit = act_budget / per_layer, L = dm->L;
     ps->n_store = fit >= L ? (int)L : fit > 1 ? (int)fit - 1 : 0;
     ps->n_sets = ps->n_store == (int)L ? (int)L : ps->n_store + 1;
     int rc = LM_OK;
-    if (pass_bufs_alloc(&ps->hs, dm) != LM_OK)
+    if (pass_bufs_alloc(&ps->hs, dm, be) != LM_OK)
         rc = lm_nomem(err, pass_bufs_floats(dm) * sizeof(float), "stored layer inputs (lower --seq-len)");
     ps->acts = rc ? NULL : lm_calloc((size_t)ps->n_sets, sizeof *ps->acts);
     if (!rc && !ps->acts) rc = lm_nomem(err, sizeof *ps->acts, "activation table");
     for (int i = 0; rc == LM_OK && i < ps->n_sets; i++)
-        if (layer_acts_alloc(&ps->acts[i], dm) != LM_OK)
+        if (layer_acts_alloc(&ps->acts[i], dm, be) != LM_OK)
             rc = lm_nomem(err, per_layer, "layer activations (lower --seq-len)");
     if (rc == LM_OK) {
         ps->tok = lm_calloc(dm->S, sizeof *ps->tok);
         ps->target = lm_calloc(dm->S, sizeof *ps->target);
         ps->mask = lm_calloc(dm->S, 1);
         ps->seg = lm_calloc(dm->MB + 1, sizeof *ps->seg);
-        if (!ps->tok || !ps->target || !ps->mask || !ps->seg) rc = lm_nomem(err, dm->S * 9, "token buffers");
+        ps->target_b = be->alloc(be, dm->S * sizeof(int32_t));
+        ps->mask_b = be->alloc(be, dm->S);
+        if (!ps->tok || !ps->target || !ps->mask || !ps->seg || !ps->target_b || !ps->mask_b)
+            rc = lm_nomem(err, dm->S * 14, "token buffers");
     }
     if (rc) {
         pass_free(ps);
@@ -471,7 +463,6 @@ const lm_config *lm_eng_config(const lm_engine *e) { return &e->c; }
 int lm_eng_threads(const lm_engine *e) { return e->threads; }
 int lm_eng_max_batch(const lm_engine *e) { return e->max_batch; }
 const lm_backend *lm_eng_backend(const lm_engine *e) { return e->be; }
-void lm_eng_set_backend(lm_engine *e, const lm_backend *be) { e->be = be ? be : lm_backend_cpu(); }
 
 int lm_eng_weight(lm_engine *e, int l, int m, const float **w, lm_err *err) {
     layer_f32 *lw;
@@ -497,7 +488,7 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
     if (!e) return lm_nomem(err, sizeof *e, "engine");
     e->m = m;
     e->c = *c;
-    e->be = lm_backend_cpu();
+    e->be = o && o->backend ? o->backend : lm_backend_cpu();
     e->threads = lm_num_threads(o ? o->threads : 0);
     e->max_seq = o && o->max_seq > 0 ? o->max_seq : 512;
     e->max_batch = o && o->max_batch > 0 ? o->max_batch : 1;
@@ -521,7 +512,7 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
     dm->V = (size_t)c->vocab;
     dm->HALF = (size_t)c->head_dim / 2;
     dm->HC = (size_t)head_chunk(c->vocab);
-    dm->ATT = attention_scratch_floats(e->max_seq, c->n_head, c->head_dim, e->threads);
+    dm->ATT = e->be->attn_scratch_floats(e->be, e->max_seq, c->n_head, c->head_dim);
     dm->CX = dm->D > dm->QD ? dm->D : dm->QD;
     if (dm->F > dm->CX) dm->CX = dm->F;
 
@@ -534,20 +525,32 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
                                                   : mem_total_bytes() / 3;
     size_t act_budget = o && o->act_cache_bytes ? o->act_cache_bytes : (size_t)256 << 20;
     int rc = LM_OK;
-    if (eng_scratch_alloc(&e->sc, dm) != LM_OK)
+    if (eng_scratch_alloc(&e->sc, dm, e->be) != LM_OK)
         rc = lm_nomem(err, eng_scratch_floats(dm) * sizeof(float), "activations (lower --seq-len)");
-    else if (eng_rope_alloc(&e->rope, dm) != LM_OK)
+    else if (eng_rope_alloc(&e->rope, dm, e->be) != LM_OK)
         rc = lm_nomem(err, eng_rope_floats(dm) * sizeof(float), "rope tables");
-    if (rc == LM_OK) rc = pass_new(&e->ps, dm, act_budget, err);
-    if (rc == LM_OK) rc = weights_new(&e->w, m, budget, err);
+    if (rc == LM_OK) rc = pass_new(&e->ps, dm, act_budget, e->be, err);
+    if (rc == LM_OK) rc = weights_new(&e->w, m, budget, e->be, err);
     if (rc != LM_OK) {
         lm_engine_free(e);
         return rc;
     }
-    rope_tables(e->rope.cos_g, e->rope.sin_g, e->max_seq, c->head_dim, c->rope_theta, c->rope_type, c->rope_factor,
+    /* the tables are made on the host and uploaded */
+    size_t tab = (size_t)e->max_seq * dm->HALF;
+    float *ct = lm_malloc(sizeof(float) * tab * 2);
+    if (!ct) {
+        lm_engine_free(e);
+        return lm_nomem(err, sizeof(float) * tab * 2, "rope tables");
+    }
+    rope_tables(ct, ct + tab, e->max_seq, c->head_dim, c->rope_theta, c->rope_type, c->rope_factor,
                 c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_orig_max_pos);
-    rope_tables(e->rope.cos_l, e->rope.sin_l, e->max_seq, c->head_dim,
-                c->rope_theta_local > 0 ? c->rope_theta_local : c->rope_theta, 0, 1, 0, 0, 0);
+    e->be->upload(e->be, e->rope.cos_g, ct, sizeof(float) * tab);
+    e->be->upload(e->be, e->rope.sin_g, ct + tab, sizeof(float) * tab);
+    rope_tables(ct, ct + tab, e->max_seq, c->head_dim, c->rope_theta_local > 0 ? c->rope_theta_local : c->rope_theta,
+                0, 1, 0, 0, 0);
+    e->be->upload(e->be, e->rope.cos_l, ct, sizeof(float) * tab);
+    e->be->upload(e->be, e->rope.sin_l, ct + tab, sizeof(float) * tab);
+    lm_free(ct);
     *out = e;
     return LM_OK;
 }
@@ -556,8 +559,8 @@ void lm_engine_free(lm_engine *e) {
     if (!e) return;
     weights_free(e->w);
     pass_free(e->ps);
-    eng_rope_release(&e->rope);
-    eng_scratch_release(&e->sc);
+    eng_rope_release(&e->rope, e->be);
+    eng_scratch_release(&e->sc, e->be);
     lm_free(e);
 }
 /* ------------------------------------------------------------------------ */
@@ -584,29 +587,23 @@ static int layer_window(const lm_config *c, int l) {
 /* y (n, out) = x (n, in) W^T + b, then the intervention if it targets (l, m). */
 static void linear_forward(lm_engine *e, float *y, const float *x, const layer_f32 *w, int l, int m,
                            int n, const lm_interv *iv) {
+    const lm_backend *be = e->be;
     int out = lm_eng_module_out(e, m), in = lm_eng_module_in(e, m);
     if (e->ggml_compat) { /* the input as ggml rounds it for this weight's type */
         int kind = ggml_act_kind(e->m->layers[l].w[m]->dtype);
         if (kind) {
-            memcpy(e->sc.compat_x, x, sizeof(float) * (size_t)n * in);
-            ggml_act_round(e->sc.compat_x, n, in, kind);
+            be->copy(be, e->sc.compat_x, x, sizeof(float) * (size_t)n * in);
+            be->act_round(be, e->sc.compat_x, n, in, kind);
             x = e->sc.compat_x;
         }
     }
-    e->be->gemm_nt(n, out, in, x, in, w->w[m], in, 0.0f, y, out);
-    if (w->b[m]) {
-        const float *b = w->b[m];
-#pragma omp parallel for schedule(static) if ((long)n * out > 65536)
-        for (int t = 0; t < n; t++)
-            for (int j = 0; j < out; j++) y[(long)t * out + j] += b[j];
-    }
+    be->gemm_nt(be, n, out, in, x, in, w->w[m], in, 0.0f, y, out);
+    if (w->b[m]) be->add_rows(be, y, w->b[m], n, out);
     if (iv && iv->kind != LM_IV_NONE && iv->layer == l && iv->module == m) {
-        long cnt = (long)n * out;
-        if (iv->kind == LM_IV_SCALE) {
-            for (long i = 0; i < cnt; i++) y[i] *= iv->alpha;
-        } else {
-            for (int t = 0; t < n; t++) memcpy(y + (long)t * out, iv->vec, sizeof(float) * (size_t)out);
-        }
+        if (iv->kind == LM_IV_SCALE)
+            be->scale(be, y, iv->alpha, (long)n * out);
+        else
+            be->set_rows(be, y, iv->vec, n, out);
     }
 }
 
@@ -629,10 +626,11 @@ static int layer_forward(lm_engine *e, int l, const float *h_in, float *h_out, i
     int D = c->dim, F = c->ffn_dim, H = c->n_head, KV = c->n_kv_head, hd = c->head_dim;
     int win = layer_window(c, l);
     const float *cs = win ? e->rope.cos_l : e->rope.cos_g, *sn = win ? e->rope.sin_l : e->rope.sin_g;
+    const lm_backend *be = e->be;
     if (l >= ps->n_store) ps->shared_layer = l;
 
     /* attention */
-    rmsnorm_forward(a->x, a->rstd1, h_in, w->attn_norm, n, D, c->norm_eps, c->norm_add_one);
+    be->rmsnorm_fwd(be, a->x, a->rstd1, h_in, w->attn_norm, n, D, c->norm_eps, c->norm_add_one);
     linear_forward(e, a->q, a->x, w, l, LM_MOD_Q, n, iv);
     linear_forward(e, a->k, a->x, w, l, LM_MOD_K, n, iv);
     linear_forward(e, a->v, a->x, w, l, LM_MOD_V, n, iv);
@@ -642,43 +640,41 @@ static int layer_forward(lm_engine *e, int l, const float *h_in, float *h_out, i
         HOOK(hk->fwd(hk->ctx, l, LM_MOD_V, a->v, a->x, n));
     }
     if (c->has_qk_norm) {
-        rmsnorm_forward(a->qr, a->q_rstd, a->q, w->q_norm, n * H, hd, c->norm_eps, c->norm_add_one);
-        rmsnorm_forward(a->kr, a->k_rstd, a->k, w->k_norm, n * KV, hd, c->norm_eps, c->norm_add_one);
+        be->rmsnorm_fwd(be, a->qr, a->q_rstd, a->q, w->q_norm, n * H, hd, c->norm_eps, c->norm_add_one);
+        be->rmsnorm_fwd(be, a->kr, a->k_rstd, a->k, w->k_norm, n * KV, hd, c->norm_eps, c->norm_add_one);
     } else {
-        memcpy(a->qr, a->q, sizeof(float) * (size_t)n * e->QD);
-        memcpy(a->kr, a->k, sizeof(float) * (size_t)n * e->KD);
+        be->copy(be, a->qr, a->q, sizeof(float) * (size_t)n * e->QD);
+        be->copy(be, a->kr, a->k, sizeof(float) * (size_t)n * e->KD);
     }
     /* each packed sequence: positions from 0, attention within itself */
     for (int s = 0; s < ps->nseg; s++) {
         int r0 = ps->seg[s], ns = ps->seg[s + 1] - r0;
-        rope_forward(a->qr + (long)r0 * e->QD, cs, sn, ns, H, hd);
-        rope_forward(a->kr + (long)r0 * e->KD, cs, sn, ns, KV, hd);
+        be->rope_fwd(be, a->qr + (long)r0 * e->QD, cs, sn, ns, H, hd);
+        be->rope_fwd(be, a->kr + (long)r0 * e->KD, cs, sn, ns, KV, hd);
         if (e->ggml_compat) { /* F16 KV cache; q meets K in F16 */
-            ggml_act_round(a->qr + (long)r0 * e->QD, ns, e->QD, 3);
-            ggml_act_round(a->kr + (long)r0 * e->KD, ns, e->KD, 3);
-            ggml_act_round(a->v + (long)r0 * e->KD, ns, e->KD, 3);
+            be->act_round(be, a->qr + (long)r0 * e->QD, ns, e->QD, 3);
+            be->act_round(be, a->kr + (long)r0 * e->KD, ns, e->KD, 3);
+            be->act_round(be, a->v + (long)r0 * e->KD, ns, e->KD, 3);
         }
-        attention_forward(e->be, a->att + (long)r0 * e->QD, a->P + seg_p_off(e, s), a->qr + (long)r0 * e->QD,
+        be->attn_fwd(be, a->att + (long)r0 * e->QD, a->P + seg_p_off(e, s), a->qr + (long)r0 * e->QD,
                           a->kr + (long)r0 * e->KD, a->v + (long)r0 * e->KD, ns, H, KV, hd, c->attn_scale, win);
     }
     linear_forward(e, a->o, a->att, w, l, LM_MOD_O, n, iv);
     if (hk && hk->fwd) HOOK(hk->fwd(hk->ctx, l, LM_MOD_O, a->o, a->att, n));
     long nD = (long)n * D;
     if (c->has_post_norms) {
-        rmsnorm_forward(a->hmid, a->o_rstd, a->o, w->post_attn_norm, n, D, c->norm_eps, c->norm_add_one);
-        for (long i = 0; i < nD; i++) a->hmid[i] += h_in[i];
+        be->rmsnorm_fwd(be, a->hmid, a->o_rstd, a->o, w->post_attn_norm, n, D, c->norm_eps, c->norm_add_one);
+        be->add(be, a->hmid, a->hmid, h_in, nD);
     } else {
-        for (long i = 0; i < nD; i++) a->hmid[i] = h_in[i] + a->o[i];
+        be->add(be, a->hmid, h_in, a->o, nD);
     }
 
     /* MLP */
-    rmsnorm_forward(a->x2, a->rstd2, a->hmid, w->ffn_norm, n, D, c->norm_eps, c->norm_add_one);
+    be->rmsnorm_fwd(be, a->x2, a->rstd2, a->hmid, w->ffn_norm, n, D, c->norm_eps, c->norm_add_one);
     linear_forward(e, a->g, a->x2, w, l, LM_MOD_GATE, n, iv);
     linear_forward(e, a->u, a->x2, w, l, LM_MOD_UP, n, iv);
-    if (e->ggml_compat && c->act == LM_ACT_GELU_TANH)
-        glu_forward_ggml(a->a, a->g, a->u, (long)n * F);
-    else
-        glu_forward(a->a, a->g, a->u, (long)n * F, c->act == LM_ACT_GELU_TANH);
+    be->glu_fwd(be, a->a, a->g, a->u, (long)n * F,
+                c->act != LM_ACT_GELU_TANH ? LM_GLU_SILU : e->ggml_compat ? LM_GLU_GELU_GGML : LM_GLU_GELU);
     linear_forward(e, a->d, a->a, w, l, LM_MOD_DOWN, n, iv);
     if (hk && hk->fwd) {
         HOOK(hk->fwd(hk->ctx, l, LM_MOD_UP, a->u, a->x2, n));
@@ -686,10 +682,10 @@ static int layer_forward(lm_engine *e, int l, const float *h_in, float *h_out, i
         HOOK(hk->fwd(hk->ctx, l, LM_MOD_GATE, a->g, a->x2, n));
     }
     if (c->has_post_norms) {
-        rmsnorm_forward(h_out, a->d_rstd, a->d, w->post_ffn_norm, n, D, c->norm_eps, c->norm_add_one);
-        for (long i = 0; i < nD; i++) h_out[i] += a->hmid[i];
+        be->rmsnorm_fwd(be, h_out, a->d_rstd, a->d, w->post_ffn_norm, n, D, c->norm_eps, c->norm_add_one);
+        be->add(be, h_out, h_out, a->hmid, nD);
     } else {
-        for (long i = 0; i < nD; i++) h_out[i] = a->hmid[i] + a->d[i];
+        be->add(be, h_out, a->hmid, a->d, nD);
     }
     if (hk && hk->block) HOOK(hk->block(hk->ctx, l, h_in, h_out, n));
     return LM_OK;
@@ -707,20 +703,19 @@ static float iv_factor(const lm_interv *iv, int l, int m) {
     return iv->kind == LM_IV_SCALE ? iv->alpha : 0.0f;
 }
 
-static void scale_buf(float *x, long cnt, float s) {
-    if (s == 1.0f) return;
-    for (long i = 0; i < cnt; i++) x[i] *= s;
+static void scale_buf(const lm_backend *be, float *x, long cnt, float s) {
+    if (s != 1.0f) be->scale(be, x, s, cnt);
 }
 
 /* dy (n, D) = dL/dy of a branch output y whose (optional) post-norm w feeds
  * the residual with gradient dh: through the norm, or dh itself without one. */
-static void post_norm_backward(float *dy, const float *dh, const float *y, const float *w, const float *rstd, int n,
-                               int D, int add_one) {
+static void post_norm_backward(const lm_backend *be, float *dy, const float *dh, const float *y, const float *w,
+                               const float *rstd, int n, int D, int add_one) {
     if (w) {
-        memset(dy, 0, sizeof(float) * (size_t)n * D);
-        rmsnorm_backward(dy, dh, y, w, rstd, n, D, add_one);
+        be->zero(be, dy, sizeof(float) * (size_t)n * D);
+        be->rmsnorm_bwd(be, dy, dh, y, w, rstd, n, D, add_one);
     } else {
-        memcpy(dy, dh, sizeof(float) * (size_t)n * D);
+        be->copy(be, dy, dh, sizeof(float) * (size_t)n * D);
     }
 }
 
@@ -743,51 +738,54 @@ static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const l
     long nD = (long)n * D, nF = (long)n * F;
     eng_scratch *sc = &e->sc;
     float *dh = sc->dh;
-    int gelu = c->act == LM_ACT_GELU_TANH;
+    const lm_backend *be = e->be;
+    int glu = c->act == LM_ACT_GELU_TANH ? LM_GLU_GELU : LM_GLU_SILU;
 
     /* ---- MLP branch: h_out = hmid + post(d) ---- */
     float *dd = sc->d_d;
-    post_norm_backward(dd, dh, a->d, c->has_post_norms ? w->post_ffn_norm : NULL, a->d_rstd, n, D, c->norm_add_one);
+    post_norm_backward(be, dd, dh, a->d, c->has_post_norms ? w->post_ffn_norm : NULL, a->d_rstd, n, D,
+                       c->norm_add_one);
     if (hk && hk->bwd) HOOK(hk->bwd(hk->ctx, l, LM_MOD_DOWN, dd, a->d, a->a, w->w[LM_MOD_DOWN], n));
-    scale_buf(dd, nD, iv_factor(iv, l, LM_MOD_DOWN));
+    scale_buf(be, dd, nD, iv_factor(iv, l, LM_MOD_DOWN));
     float *da = sc->d_a, *dg = sc->d_g, *du = sc->d_u;
-    e->be->gemm_nn(n, F, D, dd, D, w->w[LM_MOD_DOWN], F, 0.0f, da, F);
-    glu_backward(dg, du, da, a->g, a->u, nF, gelu);
+    be->gemm_nn(be, n, F, D, dd, D, w->w[LM_MOD_DOWN], F, 0.0f, da, F);
+    be->glu_bwd(be, dg, du, da, a->g, a->u, nF, glu);
     if (hk && hk->bwd) {
         HOOK(hk->bwd(hk->ctx, l, LM_MOD_UP, du, a->u, a->x2, w->w[LM_MOD_UP], n));
         HOOK(hk->bwd(hk->ctx, l, LM_MOD_GATE, dg, a->g, a->x2, w->w[LM_MOD_GATE], n));
     }
-    scale_buf(du, nF, iv_factor(iv, l, LM_MOD_UP));
-    scale_buf(dg, nF, iv_factor(iv, l, LM_MOD_GATE));
+    scale_buf(be, du, nF, iv_factor(iv, l, LM_MOD_UP));
+    scale_buf(be, dg, nF, iv_factor(iv, l, LM_MOD_GATE));
     float *dx2 = sc->d_x2;
-    e->be->gemm_nn(n, D, F, du, F, w->w[LM_MOD_UP], D, 0.0f, dx2, D);
-    e->be->gemm_nn(n, D, F, dg, F, w->w[LM_MOD_GATE], D, 1.0f, dx2, D);
-    rmsnorm_backward(dh, dx2, a->hmid, w->ffn_norm, a->rstd2, n, D, c->norm_add_one); /* dh = dL/dhmid */
+    be->gemm_nn(be, n, D, F, du, F, w->w[LM_MOD_UP], D, 0.0f, dx2, D);
+    be->gemm_nn(be, n, D, F, dg, F, w->w[LM_MOD_GATE], D, 1.0f, dx2, D);
+    be->rmsnorm_bwd(be, dh, dx2, a->hmid, w->ffn_norm, a->rstd2, n, D, c->norm_add_one); /* dh = dL/dhmid */
 
     /* ---- attention branch: hmid = h_in + post(o) ---- */
     float *dO = sc->d_o;
-    post_norm_backward(dO, dh, a->o, c->has_post_norms ? w->post_attn_norm : NULL, a->o_rstd, n, D, c->norm_add_one);
+    post_norm_backward(be, dO, dh, a->o, c->has_post_norms ? w->post_attn_norm : NULL, a->o_rstd, n, D,
+                       c->norm_add_one);
     if (hk && hk->bwd) HOOK(hk->bwd(hk->ctx, l, LM_MOD_O, dO, a->o, a->att, w->w[LM_MOD_O], n));
-    scale_buf(dO, nD, iv_factor(iv, l, LM_MOD_O));
+    scale_buf(be, dO, nD, iv_factor(iv, l, LM_MOD_O));
     float *datt = sc->d_att;
-    e->be->gemm_nn(n, QD, D, dO, D, w->w[LM_MOD_O], QD, 0.0f, datt, QD);
+    be->gemm_nn(be, n, QD, D, dO, D, w->w[LM_MOD_O], QD, 0.0f, datt, QD);
     float *dqr = sc->d_qr, *dkr = sc->d_kr, *dv = sc->d_v;
     for (int s = 0; s < ps->nseg; s++) {
         int r0 = ps->seg[s], ns = ps->seg[s + 1] - r0;
         long oq = (long)r0 * QD, ok = (long)r0 * KD;
-        attention_backward(e->be, dqr + oq, dkr + ok, dv + ok, datt + oq, a->P + seg_p_off(e, s), a->qr + oq,
-                           a->kr + ok, a->v + ok, sc->attn_scratch, e->threads, ns, H, KV, hd, c->attn_scale, win);
-        rope_backward(dqr + oq, cs, sn, ns, H, hd);
-        rope_backward(dkr + ok, cs, sn, ns, KV, hd);
+        be->attn_bwd(be, dqr + oq, dkr + ok, dv + ok, datt + oq, a->P + seg_p_off(e, s), a->qr + oq, a->kr + ok,
+                     a->v + ok, sc->attn_scratch, e->dm.ATT, ns, H, KV, hd, c->attn_scale, win);
+        be->rope_bwd(be, dqr + oq, cs, sn, ns, H, hd);
+        be->rope_bwd(be, dkr + ok, cs, sn, ns, KV, hd);
     }
     float *dq = dqr, *dk = dkr;
     if (c->has_qk_norm) { /* through the per-head norms */
         dq = sc->d_q;
         dk = sc->d_k;
-        memset(dq, 0, sizeof(float) * (size_t)n * QD);
-        memset(dk, 0, sizeof(float) * (size_t)n * KD);
-        rmsnorm_backward(dq, dqr, a->q, w->q_norm, a->q_rstd, n * H, hd, c->norm_add_one);
-        rmsnorm_backward(dk, dkr, a->k, w->k_norm, a->k_rstd, n * KV, hd, c->norm_add_one);
+        be->zero(be, dq, sizeof(float) * (size_t)n * QD);
+        be->zero(be, dk, sizeof(float) * (size_t)n * KD);
+        be->rmsnorm_bwd(be, dq, dqr, a->q, w->q_norm, a->q_rstd, n * H, hd, c->norm_add_one);
+        be->rmsnorm_bwd(be, dk, dkr, a->k, w->k_norm, a->k_rstd, n * KV, hd, c->norm_add_one);
     }
     if (hk && hk->bwd) {
         HOOK(hk->bwd(hk->ctx, l, LM_MOD_Q, dq, a->q, a->x, w->w[LM_MOD_Q], n));
@@ -795,14 +793,14 @@ static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const l
         HOOK(hk->bwd(hk->ctx, l, LM_MOD_V, dv, a->v, a->x, w->w[LM_MOD_V], n));
     }
     if (!need_dx) return LM_OK;
-    scale_buf(dq, (long)n * QD, iv_factor(iv, l, LM_MOD_Q));
-    scale_buf(dk, (long)n * KD, iv_factor(iv, l, LM_MOD_K));
-    scale_buf(dv, (long)n * KD, iv_factor(iv, l, LM_MOD_V));
+    scale_buf(be, dq, (long)n * QD, iv_factor(iv, l, LM_MOD_Q));
+    scale_buf(be, dk, (long)n * KD, iv_factor(iv, l, LM_MOD_K));
+    scale_buf(be, dv, (long)n * KD, iv_factor(iv, l, LM_MOD_V));
     float *dx = sc->d_x;
-    e->be->gemm_nn(n, D, QD, dq, QD, w->w[LM_MOD_Q], D, 0.0f, dx, D);
-    e->be->gemm_nn(n, D, KD, dk, KD, w->w[LM_MOD_K], D, 1.0f, dx, D);
-    e->be->gemm_nn(n, D, KD, dv, KD, w->w[LM_MOD_V], D, 1.0f, dx, D);
-    rmsnorm_backward(dh, dx, h_in, w->attn_norm, a->rstd1, n, D, c->norm_add_one); /* dh = dL/dh_in */
+    be->gemm_nn(be, n, D, QD, dq, QD, w->w[LM_MOD_Q], D, 0.0f, dx, D);
+    be->gemm_nn(be, n, D, KD, dk, KD, w->w[LM_MOD_K], D, 1.0f, dx, D);
+    be->gemm_nn(be, n, D, KD, dv, KD, w->w[LM_MOD_V], D, 1.0f, dx, D);
+    be->rmsnorm_bwd(be, dh, dx, h_in, w->attn_norm, a->rstd1, n, D, c->norm_add_one); /* dh = dL/dh_in */
     return LM_OK;
 }
 
@@ -810,17 +808,10 @@ static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const l
 /* Embedding and head                                                        */
 /* ------------------------------------------------------------------------ */
 
+/* h (n, D) = the embedding rows of tok (host), times the model's scale. */
 static int embed_forward(lm_engine *e, float *h, const int32_t *tok, int n, lm_err *err) {
-    int D = e->c.dim;
-    for (int t = 0; t < n; t++) {
-        int rc = lm_tensor_read_rows(e->m->tok_embd, tok[t], 1, h + (long)t * D, err);
-        if (rc) return rc;
-    }
-    if (e->c.embed_scale != 1.0f && e->c.embed_scale != 0.0f) {
-        float s = e->c.embed_scale;
-        for (long i = 0; i < (long)n * D; i++) h[i] *= s;
-    }
-    return LM_OK;
+    float s = e->c.embed_scale != 1.0f && e->c.embed_scale != 0.0f ? e->c.embed_scale : 1.0f;
+    return e->be->gather_rows(e->be, h, e->m->tok_embd, tok, n, s, err);
 }
 
 /* Final norm, logits over chunks of tokens, loss on masked positions and, with
@@ -831,9 +822,10 @@ static double head_forward(lm_engine *e, const float *h, int n, int use_loss, in
     eng_scratch *sc = &e->sc;
     const eng_weights *ws = e->w;
     const eng_pass *ps = e->ps;
-    rmsnorm_forward(sc->xn, sc->rstd_f, h, ws->out_norm, n, D, e->c.norm_eps, e->c.norm_add_one);
+    const lm_backend *be = e->be;
+    be->rmsnorm_fwd(be, sc->xn, sc->rstd_f, h, ws->out_norm, n, D, e->c.norm_eps, e->c.norm_add_one);
     float *dxn = sc->d_xn;
-    if (grad) memset(dxn, 0, sizeof(float) * (size_t)n * D);
+    if (grad) be->zero(be, dxn, sizeof(float) * (size_t)n * D);
     double loss = 0.0;
     int start = 0;
     if (!use_loss && !grad) start = logits_from; /* only the requested rows */
@@ -847,25 +839,24 @@ static double head_forward(lm_engine *e, const float *h, int n, int use_loss, in
         if (!any && !want_logits) continue;
         const float *xin = sc->xn + (long)c0 * D;
         if (e->ggml_compat && ggml_act_kind(e->m->output->dtype)) {
-            memcpy(sc->compat_x, xin, sizeof(float) * (size_t)cs * D);
-            ggml_act_round(sc->compat_x, cs, D, ggml_act_kind(e->m->output->dtype));
+            be->copy(be, sc->compat_x, xin, sizeof(float) * (size_t)cs * D);
+            be->act_round(be, sc->compat_x, cs, D, ggml_act_kind(e->m->output->dtype));
             xin = sc->compat_x;
         }
-        e->be->gemm_nt(cs, V, D, xin, D, ws->out_w, D, 0.0f, sc->logit_chunk, V);
-        if (want_logits) {
-            for (int i = 0; i < cs; i++)
-                if (c0 + i >= logits_from)
-                    memcpy(logits + (long)(c0 + i - logits_from) * V, sc->logit_chunk + (long)i * V,
-                           sizeof(float) * (size_t)V);
+        be->gemm_nt(be, cs, V, D, xin, D, ws->out_w, D, 0.0f, sc->logit_chunk, V);
+        if (want_logits) { /* rows from logits_from on, to the host */
+            int i0 = logits_from > c0 ? logits_from - c0 : 0;
+            be->download(be, logits + (long)(c0 + i0 - logits_from) * V, sc->logit_chunk + (long)i0 * V,
+                         sizeof(float) * (size_t)(cs - i0) * V);
         }
         if (use_loss && any) {
-            loss += cross_entropy_forward_backward(sc->logit_chunk, ps->target + c0, ps->mask + c0, cs, V, grad);
-            if (grad) e->be->gemm_nn(cs, D, V, sc->logit_chunk, V, ws->out_w, D, 0.0f, dxn + (long)c0 * D, D);
+            loss += be->xent(be, sc->logit_chunk, ps->target_b + c0, ps->mask_b + c0, cs, V, grad);
+            if (grad) be->gemm_nn(be, cs, D, V, sc->logit_chunk, V, ws->out_w, D, 0.0f, dxn + (long)c0 * D, D);
         }
     }
     if (grad) {
-        memset(sc->dh, 0, sizeof(float) * (size_t)n * D);
-        rmsnorm_backward(sc->dh, dxn, h, ws->out_norm, sc->rstd_f, n, D, e->c.norm_add_one);
+        be->zero(be, sc->dh, sizeof(float) * (size_t)n * D);
+        be->rmsnorm_bwd(be, sc->dh, dxn, h, ws->out_norm, sc->rstd_f, n, D, e->c.norm_add_one);
     }
     return loss;
 }
@@ -916,6 +907,10 @@ int lm_eng_forward(lm_engine *e, const lm_fwd_req *r, lm_err *err) {
     }
     ps->n = n;
     ps->nseg = r->nseq;
+    if (r->use_loss) {
+        e->be->upload(e->be, ps->target_b, ps->target, sizeof(int32_t) * (size_t)n);
+        e->be->upload(e->be, ps->mask_b, ps->mask, (size_t)n);
+    }
     int rc = embed_forward(e, ps->hs.hs_clean, ps->tok, n, err);
     if (rc) return rc;
     return run_layers(e, ps->hs.hs_clean, 0, r->iv, r->hk, r->use_loss, r->grad, r->loss, r->logits, r->logits_from,
@@ -932,8 +927,8 @@ int lm_eng_forward_from(lm_engine *e, const lm_from_req *r, lm_err *err) {
     if (r->from < 0 || r->from >= e->c.n_layer || ps->n <= 0)
         return lm_fail(err, LM_EINTERNAL, "forward_from layer %d without a stored forward", r->from);
     size_t stride = e->dm.S * e->dm.D;
-    memcpy(ps->hs.hs_work + r->from * stride, ps->hs.hs_clean + r->from * stride,
-           sizeof(float) * (size_t)ps->n * e->c.dim);
+    e->be->copy(e->be, ps->hs.hs_work + r->from * stride, ps->hs.hs_clean + r->from * stride,
+                sizeof(float) * (size_t)ps->n * e->c.dim);
     return run_layers(e, ps->hs.hs_work, r->from, r->iv, r->hk, r->use_loss, r->grad, r->loss, NULL, 0, err);
 }
 

@@ -21,7 +21,9 @@
  * backward (lm_eng_backward) that walks the layers top-down. Methods observe
  * the pass through hooks (module outputs and inputs in the forward, output
  * gradients in the backward) and steer it with one intervention on one
- * module's output. Requests are structs with named fields:
+ * module's output. Every float pointer below (hook arguments, weights,
+ * interventions' vec) is a buffer of the engine's backend (backend.h): read
+ * it through the backend, never directly. Requests are structs with named fields:
  *   lm_eng_forward(e, &(lm_fwd_req){.seqs = s, .nseq = 2, .use_loss = 1, .grad = 1, .loss = &l}, err);
  */
 #ifndef LM_ENGINE_INTERNAL_H
@@ -33,7 +35,8 @@
 enum { LM_IV_NONE = 0, LM_IV_SCALE, LM_IV_REPLACE };
 
 /* An intervention on the output y of module `module` of layer `layer`:
- * SCALE: y := alpha * y;  REPLACE: every row of y := vec (out features). */
+ * SCALE: y := alpha * y;  REPLACE: every row of y := vec (out features, a
+ * backend buffer). */
 typedef struct lm_interv {
     int kind;
     int layer, module;
@@ -103,10 +106,10 @@ int lm_eng_module_out(const lm_engine *e, int m); /* output features of module m
 int lm_eng_module_in(const lm_engine *e, int m);  /* input features of module m */
 int lm_eng_threads(const lm_engine *e);
 int lm_eng_max_batch(const lm_engine *e);
-/* The backend the engine computes through (methods reduce through it too):
- * lm_backend_cpu() unless set; set it before the first pass (tests set a
- * wrapping backend, tests/compute/test_backend_wrap.c). */
+/* The backend the engine computes through, lm_engine_opts.backend or
+ * lm_backend_cpu(): every buffer the hooks and lm_eng_weight hand out is its
+ * buffer, read and reduced through it (methods call be->dot, be->grad_reduce
+ * ...), never dereferenced on the host. */
 const lm_backend *lm_eng_backend(const lm_engine *e);
-void lm_eng_set_backend(lm_engine *e, const lm_backend *be);
 
 #endif

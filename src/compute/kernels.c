@@ -131,7 +131,7 @@ void attention_forward(const lm_backend *be, float *att, float *P, const float *
         for (int i0 = 0; i0 < n; i0 += ATT_BLOCK) {
             int i1 = i0 + ATT_BLOCK < n ? i0 + ATT_BLOCK : n, j0 = first_key(i0, window);
             /* S[i0:i1, j0:i1] = Q_h K_g^T */
-            be->gemm_nt(i1 - i0, i1 - j0, hd, q + (long)i0 * qs + (long)h * hd, qs, k + (long)j0 * ks + (long)g * hd,
+            be->gemm_nt(be, i1 - i0, i1 - j0, hd, q + (long)i0 * qs + (long)h * hd, qs, k + (long)j0 * ks + (long)g * hd,
                         ks, 0.0f, Ph + (long)i0 * n + j0, n);
             for (int i = i0; i < i1; i++) {
                 float *row = Ph + (long)i * n;
@@ -152,7 +152,7 @@ void attention_forward(const lm_backend *be, float *att, float *P, const float *
                 for (int j = i + 1; j < n; j++) row[j] = 0.0f;
             }
             /* att_h[i0:i1] = P[i0:i1, j0:i1] V_g[j0:i1] */
-            be->gemm_nn(i1 - i0, hd, i1 - j0, Ph + (long)i0 * n + j0, n, v + (long)j0 * ks + (long)g * hd, ks, 0.0f,
+            be->gemm_nn(be, i1 - i0, hd, i1 - j0, Ph + (long)i0 * n + j0, n, v + (long)j0 * ks + (long)g * hd, ks, 0.0f,
                         att + (long)i0 * qs + (long)h * hd, qs);
         }
     }
@@ -185,8 +185,8 @@ void attention_backward(const lm_backend *be, float *dq, float *dk, float *dv, c
             float *dPb = dP + (long)i0 * n + j0;
             const float *dA = datt + (long)i0 * qs + (long)h * hd;
             /* dP = dAtt_h V_g^T ; dV_h += P^T dAtt_h */
-            be->gemm_nt(m, w, hd, dA, qs, v + (long)j0 * ks + (long)g * hd, ks, 0.0f, dPb, n);
-            be->gemm_tn(w, hd, m, Pb, n, dA, qs, 1.0f, dV + (long)j0 * hd, hd);
+            be->gemm_nt(be, m, w, hd, dA, qs, v + (long)j0 * ks + (long)g * hd, ks, 0.0f, dPb, n);
+            be->gemm_tn(be, w, hd, m, Pb, n, dA, qs, 1.0f, dV + (long)j0 * hd, hd);
             /* dS = P * (dP - rowsum(P * dP)) * scale, on the visible keys; zero elsewhere in the block */
             for (int i = i0; i < i1; i++) {
                 const float *pr = Ph + (long)i * n;
@@ -199,9 +199,9 @@ void attention_backward(const lm_backend *be, float *dq, float *dk, float *dv, c
                 for (int j = i + 1; j < i1; j++) dr[j] = 0.0f;
             }
             /* dQ_h = dS K_g ; dK_h += dS^T Q_h */
-            be->gemm_nn(m, hd, w, dPb, n, k + (long)j0 * ks + (long)g * hd, ks, 0.0f, dq + (long)i0 * qs + (long)h * hd,
+            be->gemm_nn(be, m, hd, w, dPb, n, k + (long)j0 * ks + (long)g * hd, ks, 0.0f, dq + (long)i0 * qs + (long)h * hd,
                         qs);
-            be->gemm_tn(w, hd, m, dPb, n, q + (long)i0 * qs + (long)h * hd, qs, 1.0f, dK + (long)j0 * hd, hd);
+            be->gemm_tn(be, w, hd, m, dPb, n, q + (long)i0 * qs + (long)h * hd, qs, 1.0f, dK + (long)j0 * hd, hd);
         }
     }
     /* dK_g, dV_g = sums over the group's heads, in head order */
@@ -268,7 +268,7 @@ void glu_backward(float *dg, float *du, const float *da, const float *g, const f
 /* Cross-entropy                                                             */
 /* ------------------------------------------------------------------------ */
 
-double cross_entropy_forward_backward(float *logits, const int *target, const unsigned char *mask,
+double cross_entropy_forward_backward(float *logits, const int32_t *target, const uint8_t *mask,
                                       int c, int V, int grad) {
     double total = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : total)
@@ -439,5 +439,57 @@ double dot_reduce(const float *a, const float *b, long cnt) {
     }
     double s = 0.0;
     for (int k = 0; k < nb; k++) s += part[k];
+    return s;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The activation methods' reductions                                        */
+/* ------------------------------------------------------------------------ */
+
+void col_sumsq(double *out, const float *x, int n, int cols) {
+#pragma omp parallel for schedule(static) if ((long)n * cols > 65536)
+    for (int j = 0; j < cols; j++) {
+        double s = 0.0;
+        for (int t = 0; t < n; t++) {
+            double v = x[(long)t * cols + j];
+            s += v * v;
+        }
+        out[j] = s;
+    }
+}
+
+double cos_dist_sum(const float *a, const float *b, int n, int D) {
+    double s = 0.0;
+    for (int t = 0; t < n; t++) {
+        const float *x = a + (long)t * D, *y = b + (long)t * D;
+        double xy = 0, xx = 0, yy = 0;
+        for (int j = 0; j < D; j++) {
+            xy += (double)x[j] * y[j];
+            xx += (double)x[j] * x[j];
+            yy += (double)y[j] * y[j];
+        }
+        s += 1.0 - xy / (sqrt(xx) * sqrt(yy) + 1e-30);
+    }
+    return s;
+}
+
+double abs_colscale_sum(const float *W, const double *col, int rows, int in) {
+    /* rows in RED_BLOCKS blocks, each summed in row order, blocks in order */
+    double part[RED_BLOCKS];
+    long bl = red_block_len(rows);
+    int nb = bl ? (int)((rows + bl - 1) / bl) : 0;
+#pragma omp parallel for schedule(static) if ((long)rows * in > 65536)
+    for (int b = 0; b < nb; b++) {
+        long r0 = (long)b * bl, r1 = r0 + bl < rows ? r0 + bl : rows;
+        double s = 0.0;
+        for (long r = r0; r < r1; r++) {
+            double rs = 0.0;
+            for (int j = 0; j < in; j++) rs += fabs((double)W[r * in + j]) * sqrt(col[j]);
+            s += rs;
+        }
+        part[b] = s;
+    }
+    double s = 0.0;
+    for (int b = 0; b < nb; b++) s += part[b];
     return s;
 }

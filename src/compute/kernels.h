@@ -1,6 +1,9 @@
 /*
- * kernels.h -- the numeric pieces of a transformer block, each a forward /
- * backward pair (llm.c style). Arguments run outputs, inputs, weights, sizes.
+ * kernels.h -- the CPU backend's numeric pieces of a transformer block, each
+ * a forward / backward pair (llm.c style), and its reductions and diff's
+ * linear algebra. Arguments run outputs, inputs, weights, sizes. The engine
+ * and the methods reach these only through the backend (backend.h); the
+ * products inside attention use the backend they are given.
  * Backward functions accumulate into their d-prefixed outputs (+=) unless
  * stated. All float32, row-major; no fast-math: NaN and Inf propagate.
  */
@@ -10,6 +13,7 @@
 #include "compute/backend.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* RMSNorm over rows of C: out = x * rstd * w' with w' = w (or 1 + w when
  * add_one), rstd = 1 / sqrt(mean(x^2) + eps). out (n, C), rstd (n), x (n, C). */
@@ -53,7 +57,7 @@ void glu_backward(float *dg, float *du, const float *da, const float *g, const f
  * mask[i] != 0, loss += -log softmax(logits_i)[target[i]]. When grad != 0, the
  * logits are replaced IN PLACE by d(loss)/d(logits) (zero rows for masked-out
  * positions). Returns the summed loss (double). */
-double cross_entropy_forward_backward(float *logits, const int *target, const unsigned char *mask,
+double cross_entropy_forward_backward(float *logits, const int32_t *target, const uint8_t *mask,
                                       int c, int V, int grad);
 
 /* The sums of one weight gradient G against its weight W (cnt = out*in
@@ -62,11 +66,24 @@ double cross_entropy_forward_backward(float *logits, const int *target, const un
  * out[GR_SQ_I] = sum G^2 (unselected entries 0). Deterministic: fixed blocks
  * summed in a fixed order, whatever the thread count and whatever else is
  * selected, so one sum is bit-identical alone or together with the others. */
-enum { GR_ABS_I = 0, GR_SIGNED_I, GR_SQ_I, GR_COUNT };
-enum { GR_ABS = 1u << GR_ABS_I, GR_SIGNED = 1u << GR_SIGNED_I, GR_SQ = 1u << GR_SQ_I };
+/* (GR_* in backend.h) */
 void grad_reduce(double out[GR_COUNT], const float *W, const float *G, long cnt, unsigned which);
 /* sum_i a_i b_i in double over cnt elements, deterministic as grad_reduce. */
 double dot_reduce(const float *a, const float *b, long cnt);
+
+/* Per-column sums of squares of x (n, cols): out[j] = sum_t x[t, j]^2. */
+void col_sumsq(double *out, const float *x, int n, int cols);
+/* sum_t 1 - cos(a_t, b_t) over the rows of a, b (n, D), in double. */
+double cos_dist_sum(const float *a, const float *b, int n, int D);
+/* sum_r sum_j |W_rj| sqrt(col_j), W (rows, in); rows summed in order. */
+double abs_colscale_sum(const float *W, const double *col, int rows, int in);
+
+/* diff: the streaming sums of D = d - a (exact in double), d := D (F32). */
+void diff_block_stats(lm_diff_sums *s, const float *a, float *d, long cnt, double tol);
+/* diff: x (rows, l) := an orthonormal basis of its columns (LAPACK LQ in double). */
+int orthonormalize(float *x, int64_t rows, int l, lm_err *err);
+/* diff: sv (l) = singular values of z (n, l), largest first (double Gram, dsyevd). */
+int singular_values(const float *z, int64_t n, int l, double *sv, lm_err *err);
 
 /* llama.cpp (ggml) arithmetic, for agreement checks: the activation row a
  * quantized matrix product sees in ggml. kind: 0 none, 1 Q8_0 blocks of 32

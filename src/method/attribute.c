@@ -6,10 +6,12 @@
  * G = dY^T X are formed one module at a time inside a hook and reduced at
  * once, never stored. The accumulated sums are checkpointed so that an
  * interrupted run resumes and ends bit-identical to an uninterrupted one.
+ * The hooks' arguments are buffers of the engine's backend: every reduction
+ * of them runs through it (be->grad_reduce, be->dot, be->col_sumsq ...), and
+ * only the resulting doubles are summed here.
  */
 #include "compute/backend.h"
 #include "compute/engine.h"
-#include "compute/kernels.h"
 
 #include <errno.h>
 #include <math.h>
@@ -60,8 +62,10 @@ typedef struct acc {
     int next_seq;    /* sequences done in the current phase */
     int phase;       /* ABLATE_MEAN: 0 = collecting means, 1 = ablating; others 0 */
     /* per-call scratch */
+    const lm_backend *be; /* the engine's */
     double *red;     /* (max(out, in)) per-column / per-row partial sums */
-    float *mu;       /* ABLATE_MEAN: F32 means of the current module */
+    float *mu_host;  /* ABLATE_MEAN: F32 means of the current module, made here */
+    float *mu;       /* ... uploaded into this backend buffer for the intervention */
     int target_l, target_m; /* IG hook: the module being integrated */
     float alpha;
     double ig_dot;   /* IG hook result */
@@ -112,13 +116,15 @@ static void acc_free(acc *a) {
     lm_free(a->vec_off);
     lm_free(a->bi);
     lm_free(a->red);
-    lm_free(a->mu);
+    lm_free(a->mu_host);
+    if (a->be) a->be->release(a->be, a->mu);
     memset(a, 0, sizeof *a);
 }
 
 static int acc_init(acc *a, lm_engine *e, lm_method method, lm_err *err) {
     memset(a, 0, sizeof *a);
     a->e = e;
+    a->be = lm_eng_backend(e);
     a->method = method;
     a->def = &method_defs[method];
     a->L = lm_eng_config(e)->n_layer;
@@ -133,8 +139,9 @@ static int acc_init(acc *a, lm_engine *e, lm_method method, lm_err *err) {
     a->bi = lm_calloc((size_t)L, sizeof(double));
     a->vec_off = lm_calloc((size_t)L * NM + 1, sizeof(size_t));
     a->red = lm_malloc(maxv * sizeof(double));
-    a->mu = lm_malloc(maxv * sizeof(float));
-    if (!a->sum || !a->aux || !a->bi || !a->vec_off || !a->red || !a->mu) goto nomem;
+    a->mu_host = lm_malloc(maxv * sizeof(float));
+    a->mu = a->be->alloc(a->be, maxv * sizeof(float));
+    if (!a->sum || !a->aux || !a->bi || !a->vec_off || !a->red || !a->mu_host || !a->mu) goto nomem;
     for (int i = 0; i < L * NM; i++)
         a->vec_off[i + 1] = a->vec_off[i] + (a->def->vec_len ? a->def->vec_len(e, i % NM) : 0);
     if (a->vec_off[L * NM]) {
@@ -341,7 +348,7 @@ static double from_norm(const double gs[GR_COUNT]) { return sqrt(gs[GR_SQ_I]); }
 
 /* act-grad: -sum over the sequence of dY . Y */
 static int bwd_act_grad(acc *a, int l, int m, const float *dY, const float *Y, int n) {
-    a->sum[l * NM + m] -= dot_reduce(dY, Y, (long)n * lm_eng_module_out(a->e, m));
+    a->sum[l * NM + m] -= a->be->dot(a->be, dY, Y, (long)n * lm_eng_module_out(a->e, m));
     return 0;
 }
 
@@ -351,15 +358,7 @@ static int fwd_act_stats(acc *a, int l, int m, const float *Y, const float *X, i
     if (!layer_on(a, l)) return 0;
     int in = lm_eng_module_in(a->e, m);
     double *col = a->vec + a->vec_off[l * NM + m], *part = a->red;
-#pragma omp parallel for schedule(static)
-    for (int j = 0; j < in; j++) {
-        double s = 0.0;
-        for (int t = 0; t < n; t++) {
-            double x = X[(long)t * in + j];
-            s += x * x;
-        }
-        part[j] = s;
-    }
+    a->be->col_sumsq(a->be, part, X, n, in);
     double tot = 0.0;
     for (int j = 0; j < in; j++) {
         col[j] += part[j];
@@ -371,19 +370,7 @@ static int fwd_act_stats(acc *a, int l, int m, const float *Y, const float *X, i
 
 /* per-layer 1 - cos(h_in, h_out), summed over tokens */
 static int block_influence(acc *a, int l, const float *h_in, const float *h_out, int n) {
-    int D = lm_eng_config(a->e)->dim;
-    double s = 0.0;
-    for (int t = 0; t < n; t++) {
-        const float *x = h_in + (long)t * D, *y = h_out + (long)t * D;
-        double xy = 0, xx = 0, yy = 0;
-        for (int j = 0; j < D; j++) {
-            xy += (double)x[j] * y[j];
-            xx += (double)x[j] * x[j];
-            yy += (double)y[j] * y[j];
-        }
-        s += 1.0 - xy / (sqrt(xx) * sqrt(yy) + 1e-30);
-    }
-    a->bi[l] += s;
+    a->bi[l] += a->be->cos_dist_sum(a->be, h_in, h_out, n, lm_eng_config(a->e)->dim);
     return 0;
 }
 
@@ -395,9 +382,7 @@ static int fwd_mean(acc *a, int l, int m, const float *Y, const float *X, int n)
     (void)X;
     if (!layer_on(a, l)) return 0;
     int out = lm_eng_module_out(a->e, m);
-    double *v = a->vec + a->vec_off[l * NM + m];
-    for (int t = 0; t < n; t++)
-        for (int j = 0; j < out; j++) v[j] += Y[(long)t * out + j];
+    a->be->col_sum_acc(a->be, a->vec + a->vec_off[l * NM + m], Y, n, out);
     return 0;
 }
 
@@ -425,7 +410,8 @@ static int own_ablate(acc *a, const lm_seq *s, int nb, const lm_attr_opts *o, lm
             if (a->method == LM_METHOD_ABLATE_MEAN) {
                 const double *v = a->vec + a->vec_off[l * NM + m];
                 int out = lm_eng_module_out(e, m);
-                for (int j = 0; j < out; j++) a->mu[j] = (float)(v[j] / (double)a->n_pos_mean);
+                for (int j = 0; j < out; j++) a->mu_host[j] = (float)(v[j] / (double)a->n_pos_mean);
+                a->be->upload(a->be, a->mu, a->mu_host, sizeof(float) * (size_t)out);
                 iv.kind = LM_IV_REPLACE;
                 iv.vec = a->mu;
             }
@@ -443,7 +429,7 @@ static int hook_ig(void *ctx, int l, int m, const float *dY, const float *Y, con
     (void)W;
     acc *a = ctx;
     if (l == a->target_l && m == a->target_m)
-        a->ig_dot = dot_reduce(dY, Y, (long)n * lm_eng_module_out(a->e, m)) / a->alpha;
+        a->ig_dot = a->be->dot(a->be, dY, Y, (long)n * lm_eng_module_out(a->e, m)) / a->alpha;
     return 0;
 }
 
@@ -529,17 +515,7 @@ static int wanda_matrix(acc *a, double *out, lm_err *err) {
             int rc = lm_eng_weight(a->e, l, m, &W, err);
             if (rc) return rc;
             int rows = lm_eng_module_out(a->e, m), in = lm_eng_module_in(a->e, m);
-            const double *col = a->vec + a->vec_off[l * NM + m];
-            double *part = a->red;
-#pragma omp parallel for schedule(static)
-            for (int r = 0; r < rows; r++) {
-                double rs = 0.0;
-                for (int j = 0; j < in; j++) rs += fabs((double)W[(long)r * in + j]) * sqrt(col[j]);
-                part[r] = rs;
-            }
-            double s = 0.0;
-            for (int r = 0; r < rows; r++) s += part[r];
-            out[l * NM + m] = s;
+            out[l * NM + m] = a->be->abs_colscale_sum(a->be, W, a->vec + a->vec_off[l * NM + m], rows, in);
         }
     return LM_OK;
 }
@@ -639,11 +615,12 @@ static int group_bwd(void *ctx, int l, int m, const float *dY, const float *Y, c
         int out = lm_eng_module_out(g->e, m), in = lm_eng_module_in(g->e, m);
         const int *off;
         int nseg = lm_eng_segments(g->e, &off);
+        const lm_backend *be = lm_eng_backend(g->e);
         for (int sg = 0; sg < nseg; sg++) {
-            lm_eng_backend(g->e)->gemm_tn(out, in, off[sg + 1] - off[sg], dY + (long)off[sg] * out, out,
-                                      X + (long)off[sg] * in, in, 0.0f, g->dW, in);
+            be->gemm_tn(be, out, in, off[sg + 1] - off[sg], dY + (long)off[sg] * out, out, X + (long)off[sg] * in, in,
+                        0.0f, g->dW, in);
             double gs[GR_COUNT];
-            grad_reduce(gs, W, g->dW, (long)out * in, g->grad_sums);
+            be->grad_reduce(be, gs, W, g->dW, (long)out * in, g->grad_sums);
             for (int i = 0; i < g->n; i++)
                 if (g->mem[i]->def->from_grad) g->mem[i]->sum[l * NM + m] += g->mem[i]->def->from_grad(gs);
         }
@@ -657,7 +634,7 @@ static int group_bwd(void *ctx, int l, int m, const float *dY, const float *Y, c
 }
 
 static void group_free(group *g) {
-    lm_free(g->dW);
+    if (g->e) lm_eng_backend(g->e)->release(lm_eng_backend(g->e), g->dW);
     memset(g, 0, sizeof *g);
 }
 
@@ -680,7 +657,7 @@ static int group_init(group *g, lm_engine *e, lm_err *err) {
             size_t w = (size_t)lm_eng_module_out(e, m) * (size_t)lm_eng_module_in(e, m);
             if (w > maxw) maxw = w;
         }
-        g->dW = lm_malloc(maxw * sizeof(float));
+        g->dW = lm_eng_backend(e)->alloc(lm_eng_backend(e), maxw * sizeof(float));
         if (!g->dW) return lm_nomem(err, maxw * sizeof(float), "weight gradient");
     }
     return LM_OK;

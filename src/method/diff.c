@@ -25,6 +25,12 @@
  * of a tensor are released from our resident set as soon as a pass has
  * consumed them, so RSS stays far below the size of a multi-GB checkpoint.
  *
+ * Every computation runs through the backend (lm_diff_opts.backend, the CPU
+ * one by default; compute/backend.h): the dequantized blocks, D, the sketch
+ * buffers and the test matrices are its buffers; the streaming sums
+ * (diff_stats), the products with D (gemm), the orthonormalization and the
+ * small eigenproblem are its operations. Only the sums come back as doubles.
+ *
  * Numerics: the sums are double, each tensor is summed by one thread in row
  * order, so the matrices do not depend on the thread count. The sketch and the
  * products with D run in F32 (sgemm); orthonormalization (Householder LQ) and
@@ -35,8 +41,8 @@
  * exact low-rank update reports its rank rather than rank + rounding noise.
  */
 #include "base/base.h"
+#include "compute/backend.h"
 
-#include <cblas.h>
 #include <float.h>
 #include <math.h>
 #include <omp.h>
@@ -44,28 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* LAPACK (Fortran ABI, in libopenblas). Character arguments carry their
- * hidden length at the end, as gfortran expects. */
-extern void dgelqf_(const int *m, const int *n, double *a, const int *lda, double *tau, double *work,
-                    const int *lwork, int *info);
-extern void dorglq_(const int *m, const int *n, const int *k, double *a, const int *lda, const double *tau,
-                    double *work, const int *lwork, int *info);
-extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda, double *w,
-                    double *work, const int *lwork, int *iwork, const int *liwork, int *info, size_t jobz_len,
-                    size_t uplo_len);
-
 const char *const lm_diff_metric_names[LM_DIFF_COUNT] = {"rel", "density", "cosine", "rank"};
-
-/* The statistics loop is the hot loop of a streaming diff: built for AVX-512
- * and AVX2 besides the baseline, picked at load time (GCC/Clang function
- * multiversioning). Reduction order follows the vector width, so sums agree
- * across machines to rounding, and exactly across runs and thread counts. */
-#if defined(__x86_64__) && defined(__gnu_linux__) && !defined(LM_NO_CLONES) && \
-    (defined(__clang__) ? __clang_major__ >= 14 : __GNUC__ >= 6)
-#define DIFF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define DIFF_CLONES
-#endif
 
 /* Elements of one row block: small for the bandwidth-bound statistics (the
  * block stays in L2), larger when the block also feeds sgemm. */
@@ -129,28 +114,22 @@ typedef struct diff_task {
     int omega;              /* index of the test matrix for n */
     double bytes;           /* a->nbytes + b->nbytes */
     /* results */
-    double dd, aa, bb, ab;  /* ||D||^2, ||A||^2, ||B||^2, <A, B> */
-    int64_t cnt;            /* |D| > tol */
+    lm_diff_sums st;        /* ||D||^2, ||A||^2, ||B||^2, <A, B>, count of |D| > tol */
     double rank;
 } diff_task;
 
+/* One worker's backend buffers. */
 typedef struct diff_ws {
+    const lm_backend *be;
     float *ba, *bb;    /* (blk_rows, max_n): base block; ft block, then D */
     float *y;          /* (max_m, L): sketch Y, then its orthonormal basis Q */
     float *z;          /* (max_n, L): Z = D^T Q */
-    double *qd;        /* (max(max_m, max_n), L) double copy for the LQ */
-    double *tau;       /* (L) */
-    double *work;      /* LAPACK workspace */
-    int lwork;
-    double *g, *w;     /* (L, L) Gram of Z, (L) its eigenvalues */
-    double *ework;
-    int elwork;
-    int *iwork;
-    int liwork;
+    double *sv;        /* host (L): singular values */
 } diff_ws;
 
 typedef struct diff_run {
     const lm_diff_opts *o;
+    const lm_backend *be;
     diff_task *tasks;
     int n_tasks;
     float **omegas;     /* one (n, L) test matrix per distinct column count */
@@ -192,67 +171,45 @@ static void run_progress(diff_run *r, double bytes) {
 
 /* Free one worker's scratch (NULL-safe, idempotent). */
 static void ws_free(diff_ws *w) {
-    if (!w) return;
-    lm_free(w->ba);
-    lm_free(w->bb);
-    lm_free(w->y);
-    lm_free(w->z);
-    lm_free(w->qd);
-    lm_free(w->tau);
-    lm_free(w->work);
-    lm_free(w->g);
-    lm_free(w->w);
-    lm_free(w->ework);
-    lm_free(w->iwork);
+    if (!w || !w->be) return;
+    w->be->release(w->be, w->ba);
+    w->be->release(w->be, w->bb);
+    w->be->release(w->be, w->y);
+    w->be->release(w->be, w->z);
+    lm_free(w->sv);
     memset(w, 0, sizeof *w);
 }
 
-/* Allocate count elements of size bytes each, checking the product. */
-static void *alloc_n(uint64_t count, size_t size, lm_err *err, const char *what, int *rc) {
+/* Allocate count elements of size bytes each, checking the product: on the
+ * host (be NULL) or as a buffer of be. */
+static void *alloc_on(const lm_backend *be, uint64_t count, size_t size, lm_err *err, const char *what, int *rc) {
     uint64_t bytes;
     if (*rc) return NULL;
     if (lm_mul_overflow(count, size, &bytes) || (uint64_t)(size_t)bytes != bytes) {
         *rc = lm_fail(err, LM_ENOMEM, "out of memory (%s: size overflows)", what);
         return NULL;
     }
-    void *p = lm_malloc((size_t)bytes);
+    void *p = be ? be->alloc(be, bytes ? (size_t)bytes : 1) : lm_malloc((size_t)bytes);
     if (!p) *rc = lm_nomem(err, (size_t)bytes, what);
     return p;
 }
 
-/* Scratch of one worker: blocks for the largest shapes, the sketch buffers
- * and LAPACK workspaces sized by a workspace query. */
-static int ws_alloc(diff_ws *w, int64_t blk_elems, int64_t max_m, int64_t max_n, int L, lm_err *err) {
+static void *alloc_n(uint64_t count, size_t size, lm_err *err, const char *what, int *rc) {
+    return alloc_on(NULL, count, size, err, what, rc);
+}
+
+/* Buffers of one worker: blocks for the largest shapes, the sketch buffers. */
+static int ws_alloc(diff_ws *w, const lm_backend *be, int64_t blk_elems, int64_t max_m, int64_t max_n, int L,
+                    lm_err *err) {
     int rc = 0;
     memset(w, 0, sizeof *w);
-    w->ba = alloc_n((uint64_t)blk_elems, sizeof(float), err, "diff block", &rc);
-    w->bb = alloc_n((uint64_t)blk_elems, sizeof(float), err, "diff block", &rc);
+    w->be = be;
+    w->ba = alloc_on(be, (uint64_t)blk_elems, sizeof(float), err, "diff block", &rc);
+    w->bb = alloc_on(be, (uint64_t)blk_elems, sizeof(float), err, "diff block", &rc);
     if (L == 0 || rc) return rc;
-    int64_t mx = max_m > max_n ? max_m : max_n;
-    w->y = alloc_n((uint64_t)max_m * (uint64_t)L, sizeof(float), err, "diff sketch Y", &rc);
-    w->z = alloc_n((uint64_t)max_n * (uint64_t)L, sizeof(float), err, "diff sketch Z", &rc);
-    w->qd = alloc_n((uint64_t)mx * (uint64_t)L, sizeof(double), err, "diff QR", &rc);
-    w->tau = alloc_n((uint64_t)L, sizeof(double), err, "diff QR", &rc);
-    w->g = alloc_n((uint64_t)L * (uint64_t)L, sizeof(double), err, "diff Gram", &rc);
-    w->w = alloc_n((uint64_t)L, sizeof(double), err, "diff eigenvalues", &rc);
-    if (rc) return rc;
-
-    /* workspace queries (lwork = -1): the LQ of an L x mx matrix and its
-     * generation cover every smaller row count; dsyevd of the L x L Gram */
-    int ml = L, nn = (int)mx, info = 0, q = -1, liq = -1;
-    double wq1 = 0, wq2 = 0, wq3 = 0;
-    int iq = 0;
-    dgelqf_(&ml, &nn, w->qd, &ml, w->tau, &wq1, &q, &info);
-    dorglq_(&ml, &nn, &ml, w->qd, &ml, w->tau, &wq2, &q, &info);
-    double need = wq1 > wq2 ? wq1 : wq2;
-    if (need < (double)L) need = (double)L;
-    w->lwork = (int)need + 1;
-    dsyevd_("N", "L", &ml, w->g, &ml, w->w, &wq3, &q, &iq, &liq, &info, 1, 1);
-    w->elwork = (int)wq3 + 2 * L + 1;
-    w->liwork = iq > 1 ? iq : 1;
-    w->work = alloc_n((uint64_t)w->lwork, sizeof(double), err, "LAPACK workspace", &rc);
-    w->ework = alloc_n((uint64_t)w->elwork, sizeof(double), err, "LAPACK workspace", &rc);
-    w->iwork = alloc_n((uint64_t)w->liwork, sizeof(int), err, "LAPACK workspace", &rc);
+    w->y = alloc_on(be, (uint64_t)max_m * (uint64_t)L, sizeof(float), err, "diff sketch Y", &rc);
+    w->z = alloc_on(be, (uint64_t)max_n * (uint64_t)L, sizeof(float), err, "diff sketch Z", &rc);
+    w->sv = alloc_n((uint64_t)L, sizeof(double), err, "diff singular values", &rc);
     return rc;
 }
 
@@ -266,37 +223,6 @@ enum {
     PASS_Y = 4,     /* Y = D Z */
     PASS_Z = 8      /* Z = D^T Q, Q stored in y */
 };
-
-/* Accumulate the statistics of one block in double (the difference of two
- * F32 values is exact in double, so density compares the exact |D| with tol);
- * d (the ft block) becomes D in F32. */
-DIFF_CLONES static void block_stats(const float *restrict a, float *restrict d, int64_t k, double tol,
-                                    diff_task *t) {
-    double dd = 0, aa = 0, bb = 0, ab = 0;
-    int64_t cnt = 0;
-#pragma omp simd reduction(+ : dd, aa, bb, ab, cnt)
-    for (int64_t i = 0; i < k; i++) {
-        double x = a[i], y = d[i];
-        double dv = y - x; /* exact for F32 inputs; rounds once to F32 below */
-        dd += dv * dv;
-        aa += x * x;
-        bb += y * y;
-        ab += x * y;
-        cnt += fabs(dv) > tol;
-        d[i] = (float)dv;
-    }
-    t->dd += dd;
-    t->aa += aa;
-    t->bb += bb;
-    t->ab += ab;
-    t->cnt += cnt;
-}
-
-/* D = ft - base on one block, without statistics. */
-static void block_sub(const float *a, float *d, int64_t k) {
-#pragma omp simd
-    for (int64_t i = 0; i < k; i++) d[i] -= a[i];
-}
 
 /* Drop the pages of rows [r0, r1) of t from the resident set. Tensors whose
  * reads permute rows (GGUF q/k) are released whole at the end of a pass. */
@@ -324,22 +250,20 @@ static int stream_pass(diff_run *r, diff_task *t, diff_ws *w, int mode, int npas
     for (int64_t r0 = 0; r0 < m; r0 += blk) {
         if (atomic_load_explicit(&r->stop, memory_order_relaxed)) return LM_OK;
         int64_t nr = m - r0 < blk ? m - r0 : blk;
-        int rc = lm_tensor_read_rows(t->a, r0, nr, w->ba, err);
-        if (!rc) rc = lm_tensor_read_rows(t->b, r0, nr, w->bb, err);
+        const lm_backend *be = r->be;
+        int rc = be->read_rows(be, w->ba, t->a, r0, nr, err);
+        if (!rc) rc = be->read_rows(be, w->bb, t->b, r0, nr, err);
         if (rc) return rc;
-        if (mode & PASS_STATS)
-            block_stats(w->ba, w->bb, nr * n, r->o->tol, t);
-        else
-            block_sub(w->ba, w->bb, nr * n);
-        if (mode & PASS_SKETCH)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, l, (int)n, 1.0f, w->bb, (int)n,
-                        r->omegas[t->omega], L, 0.0f, w->y + r0 * l, l);
-        if (mode & PASS_Y)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, l, (int)n, 1.0f, w->bb, (int)n, w->z,
-                        l, 0.0f, w->y + r0 * l, l);
-        if (mode & PASS_Z)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, l, (int)nr, 1.0f, w->bb, (int)n,
-                        w->y + r0 * l, l, r0 ? 1.0f : 0.0f, w->z, l);
+        if (mode & PASS_STATS) /* the sums, and D into bb */
+            be->diff_stats(be, &t->st, w->ba, w->bb, nr * n, r->o->tol);
+        else /* D = ft - base */
+            be->axpy(be, w->bb, -1.0f, w->ba, nr * n);
+        if (mode & PASS_SKETCH) /* Y[r0:] = D_blk Omega */
+            be->gemm_nn(be, (int)nr, l, (int)n, w->bb, (int)n, r->omegas[t->omega], L, 0.0f, w->y + r0 * l, l);
+        if (mode & PASS_Y) /* Y[r0:] = D_blk Z */
+            be->gemm_nn(be, (int)nr, l, (int)n, w->bb, (int)n, w->z, l, 0.0f, w->y + r0 * l, l);
+        if (mode & PASS_Z) /* Z (+)= D_blk^T Q[r0:] */
+            be->gemm_tn(be, (int)n, l, (int)nr, w->bb, (int)n, w->y + r0 * l, l, r0 ? 1.0f : 0.0f, w->z, l);
         int64_t r1 = r0 + nr;
         if ((double)(r1 - released) * row_bytes >= (double)RELEASE_BYTES || r1 == m) {
             release_rows(t->a, m, released, r1);
@@ -354,39 +278,6 @@ static int stream_pass(diff_run *r, diff_task *t, diff_ws *w, int mode, int npas
 /* ------------------------------------------------------------------------ */
 /* Small dense linear algebra                                                */
 /* ------------------------------------------------------------------------ */
-
-/* Replace x (rows x l, row-major F32, rows >= l) by an orthonormal basis of
- * its column space: Householder LQ of x^T in double (a row-major rows x l
- * matrix is the column-major l x rows matrix x^T; x^T = L Q' makes the rows
- * of Q' orthonormal, i.e. the columns of x = Q'^T L^T). Rank-deficient input
- * still gives orthonormal columns. */
-static int orthonormalize(float *x, int64_t rows, int l, diff_ws *w, lm_err *err) {
-    int64_t k = rows * l;
-    for (int64_t i = 0; i < k; i++) w->qd[i] = x[i];
-    int M = l, N = (int)rows, info = 0;
-    dgelqf_(&M, &N, w->qd, &M, w->tau, w->work, &w->lwork, &info);
-    if (info == 0) dorglq_(&M, &N, &M, w->qd, &M, w->tau, w->work, &w->lwork, &info);
-    if (info != 0) return lm_fail(err, LM_EINTERNAL, "diff: LAPACK LQ failed (info %d)", info);
-    for (int64_t i = 0; i < k; i++) x[i] = (float)w->qd[i];
-    return LM_OK;
-}
-
-/* Singular values of the n x l matrix z, largest first, into sv[0..l):
- * square roots of the eigenvalues of z^T z (double Gram, LAPACK dsyevd). */
-static int singular_values(const float *z, int64_t n, int l, diff_ws *w, double *sv, lm_err *err) {
-    int64_t k = n * l;
-    for (int64_t i = 0; i < k; i++) w->qd[i] = z[i];
-    /* g = qd^T qd, upper triangle in row-major = lower in column-major */
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, l, (int)n, 1.0, w->qd, l, 0.0, w->g, l);
-    int N = l, info = 0;
-    dsyevd_("N", "L", &N, w->g, &N, w->w, w->ework, &w->elwork, w->iwork, &w->liwork, &info, 1, 1);
-    if (info != 0) return lm_fail(err, LM_EINTERNAL, "diff: LAPACK dsyevd failed (info %d)", info);
-    for (int i = 0; i < l; i++) { /* ascending -> descending */
-        double e = w->w[l - 1 - i];
-        sv[i] = e > 0 ? sqrt(e) : 0.0;
-    }
-    return LM_OK;
-}
 
 /* exp(entropy) of p_i = s_i / sum s over the top k of sv (descending), after
  * zeroing values below the F32 noise floor; 0 when all are zero. */
@@ -423,28 +314,27 @@ static int run_task(diff_run *r, diff_task *t, diff_ws *w, lm_err *err) {
     if (rc || atomic_load(&r->stop)) return rc;
     t->rank = NAN;
     if (l == 0) return LM_OK;
-    if (t->dd == 0) { /* zero update: rank 0, nothing more to read */
+    if (t->st.dd == 0) { /* zero update: rank 0, nothing more to read */
         t->rank = 0.0;
         run_progress(r, per_pass * (npasses - 1));
         return LM_OK;
     }
-    if (!isfinite(t->dd)) { /* Inf/NaN in the weights: no rank */
+    if (!isfinite(t->st.dd)) { /* Inf/NaN in the weights: no rank */
         run_progress(r, per_pass * (npasses - 1));
         return LM_OK;
     }
+    const lm_backend *be = r->be;
     for (int it = 0; it < q; it++) {
-        if ((rc = orthonormalize(w->y, t->m, l, w, err))) return rc;
+        if ((rc = be->orthonormalize(be, w->y, t->m, l, err))) return rc;
         if ((rc = stream_pass(r, t, w, PASS_Z, npasses, err)) || atomic_load(&r->stop)) return rc;
-        if ((rc = orthonormalize(w->z, t->n, l, w, err))) return rc;
+        if ((rc = be->orthonormalize(be, w->z, t->n, l, err))) return rc;
         if ((rc = stream_pass(r, t, w, PASS_Y, npasses, err)) || atomic_load(&r->stop)) return rc;
     }
-    if ((rc = orthonormalize(w->y, t->m, l, w, err))) return rc;
+    if ((rc = be->orthonormalize(be, w->y, t->m, l, err))) return rc;
     if ((rc = stream_pass(r, t, w, PASS_Z, npasses, err)) || atomic_load(&r->stop)) return rc;
-    for (int64_t i = 0; i < t->n * l; i++)
-        if (!isfinite(w->z[i])) return LM_OK; /* F32 overflow of huge weights: rank NaN */
-    double *sv = w->tau; /* l doubles, free after the last LQ */
-    if ((rc = singular_values(w->z, t->n, l, w, sv, err))) return rc;
-    t->rank = entropy_rank(sv, l, o->rank_k, t->m, t->n);
+    if (!be->all_finite(be, w->z, (long)(t->n * l))) return LM_OK; /* F32 overflow of huge weights: rank NaN */
+    if ((rc = be->singular_values(be, w->z, t->n, l, w->sv, err))) return rc;
+    t->rank = entropy_rank(w->sv, l, o->rank_k, t->m, t->n);
     return LM_OK;
 }
 
@@ -513,17 +403,17 @@ static void fill_results(const diff_run *r, const lm_model *a, const lm_model *b
     for (int i = 0; i < r->n_tasks; i++) {
         const diff_task *t = &r->tasks[i];
         double rel, cos;
-        if (t->dd == 0) {
+        if (t->st.dd == 0) {
             rel = 0.0;
             cos = 1.0;
         } else {
-            rel = t->aa > 0 ? sqrt(t->dd) / sqrt(t->aa) : NAN;
-            cos = t->aa > 0 && t->bb > 0 ? t->ab / (sqrt(t->aa) * sqrt(t->bb)) : NAN;
+            rel = t->st.aa > 0 ? sqrt(t->st.dd) / sqrt(t->st.aa) : NAN;
+            cos = t->st.aa > 0 && t->st.bb > 0 ? t->st.ab / (sqrt(t->st.aa) * sqrt(t->st.bb)) : NAN;
             if (cos > 1) cos = 1;
             if (cos < -1) cos = -1;
         }
         lm_matrix_set(out[LM_DIFF_REL], t->layer, t->mod, rel);
-        lm_matrix_set(out[LM_DIFF_DENSITY], t->layer, t->mod, (double)t->cnt / ((double)t->m * (double)t->n));
+        lm_matrix_set(out[LM_DIFF_DENSITY], t->layer, t->mod, (double)t->st.cnt / ((double)t->m * (double)t->n));
         lm_matrix_set(out[LM_DIFF_COSINE], t->layer, t->mod, cos);
         lm_matrix_set(out[LM_DIFF_RANK], t->layer, t->mod, t->rank);
     }
@@ -555,8 +445,9 @@ static int layer_wanted(const lm_diff_opts *o, int l) {
 }
 
 /* See layermap.h. Checks, then one task per (layer, module), sorted by size;
- * scratch for every worker and the sketch matrices are allocated up front, so
- * the parallel part allocates nothing and its only failures are reads. */
+ * buffers for every worker and the sketch matrices are allocated up front, so
+ * the parallel part's only failures are reads and the backend's
+ * linear-algebra workspaces. */
 int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o, lm_matrix *out[LM_DIFF_COUNT],
             lm_err *err) {
     lm_diff_opts defaults;
@@ -575,6 +466,7 @@ int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o, lm_
     diff_run run;
     memset(&run, 0, sizeof run);
     run.o = o;
+    run.be = o->backend ? o->backend : lm_backend_cpu();
     run.L = o->rank_k > 0 ? o->rank_k + o->oversample : 0;
     atomic_init(&run.stop, 0);
     int64_t *ncols = NULL; /* distinct column counts of the modules */
@@ -629,13 +521,19 @@ int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o, lm_
     }
     qsort(run.tasks, (size_t)run.n_tasks, sizeof(diff_task), task_cmp);
 
-    if (n_omega) {
+    if (n_omega) { /* made on the host, uploaded */
         run.omegas = alloc_n((uint64_t)n_omega, sizeof(float *), err, "diff sketch", &rc);
         if (rc) goto done;
         for (int w = 0; w < n_omega; w++) run.omegas[w] = NULL;
         for (int w = 0; w < n_omega && !rc; w++) {
-            run.omegas[w] = alloc_n((uint64_t)ncols[w] * (uint64_t)run.L, sizeof(float), err, "diff sketch", &rc);
-            if (!rc) gaussian_fill(run.omegas[w], ncols[w], run.L, o->seed);
+            size_t cnt = (size_t)ncols[w] * (size_t)run.L;
+            float *host = alloc_n(cnt, sizeof(float), err, "diff sketch", &rc);
+            run.omegas[w] = alloc_on(run.be, cnt, sizeof(float), err, "diff sketch", &rc);
+            if (!rc) {
+                gaussian_fill(host, ncols[w], run.L, o->seed);
+                run.be->upload(run.be, run.omegas[w], host, cnt * sizeof(float));
+            }
+            lm_free(host);
         }
         if (rc) goto done;
     }
@@ -650,7 +548,7 @@ int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o, lm_
         int64_t blk_elems = (run.L ? BLOCK_ELEMS_RANK : BLOCK_ELEMS_STATS);
         if (blk_elems < max_n) blk_elems = max_n; /* at least one row */
         if (blk_elems > BLOCK_ROWS_MAX * max_n) blk_elems = BLOCK_ROWS_MAX * max_n;
-        for (int i = 0; i < nt && !rc; i++) rc = ws_alloc(&ws[i], blk_elems, max_m, max_n, run.L, err);
+        for (int i = 0; i < nt && !rc; i++) rc = ws_alloc(&ws[i], run.be, blk_elems, max_m, max_n, run.L, err);
         if (rc) goto done;
     }
 
@@ -661,9 +559,9 @@ int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o, lm_
      * inside a team of one (an inactive parallel region). In the OpenMP build
      * the call also sets OpenMP's default thread count, restored too. */
     {
-        int blas_threads = openblas_get_num_threads(), omp_threads = omp_get_max_threads();
+        int blas_threads = lm_blas_threads(), omp_threads = omp_get_max_threads();
         int set_blas = run.L > 0;
-        if (set_blas) openblas_set_num_threads(1);
+        if (set_blas) lm_blas_set_threads(1);
         run.last_report = lm_now();
         if (o->progress) o->progress(o->progress_ctx, 0, run.total_bytes, "diff");
         int next = 0;
@@ -686,7 +584,7 @@ int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o, lm_
             }
         }
         if (set_blas) {
-            openblas_set_num_threads(blas_threads);
+            lm_blas_set_threads(blas_threads);
             omp_set_num_threads(omp_threads);
         }
         if (run.rc) {
@@ -703,7 +601,7 @@ done:
         for (int i = 0; i < nt; i++) ws_free(&ws[i]);
     lm_free(ws);
     if (run.omegas)
-        for (int w = 0; w < n_omega; w++) lm_free(run.omegas[w]);
+        for (int w = 0; w < n_omega; w++) run.be->release(run.be, run.omegas[w]);
     lm_free(run.omegas);
     lm_free(run.tasks);
     lm_free(ncols);

@@ -12,9 +12,10 @@
 
 #include <math.h>
 
-/* A test that includes this file may run every engine on its own backend. */
-#ifndef ENGINE_BACKEND_SETUP
-#define ENGINE_BACKEND_SETUP(e) ((void)(e))
+/* A test that includes this file may run every engine on its own backend
+ * (lm_engine_opts.backend; NULL is the CPU backend). */
+#ifndef ENGINE_BACKEND
+#define ENGINE_BACKEND NULL
 #endif
 
 /* ---- reference file access --------------------------------------------- */
@@ -108,12 +109,19 @@ static int hook_grad_cmp(void *ctx, int l, int m, const float *dY, const float *
         free(want);
         return 0;
     }
-    float *G = calloc((size_t)out * in, sizeof(float));
+    /* dY and X are buffers of the engine's backend: read through it */
+    const lm_backend *be = lm_eng_backend(g->e);
+    float *G = calloc((size_t)out * in, sizeof(float)), *hdy = malloc(sizeof(float) * (size_t)n * out),
+          *hx = malloc(sizeof(float) * (size_t)n * in);
+    be->download(be, hdy, dY, sizeof(float) * (size_t)n * out);
+    be->download(be, hx, X, sizeof(float) * (size_t)n * in);
     for (int t = 0; t < n; t++)
         for (int i = 0; i < out; i++) {
-            float d = dY[(long)t * out + i];
-            for (int j = 0; j < in; j++) G[(long)i * in + j] += d * X[(long)t * in + j];
+            float d = hdy[(long)t * out + i];
+            for (int j = 0; j < in; j++) G[(long)i * in + j] += d * hx[(long)t * in + j];
         }
+    free(hdy);
+    free(hx);
     double e = rel_err(G, want, cnt);
     if (!(e <= g->worst)) {
         g->worst = e;
@@ -177,10 +185,10 @@ static void check_model(const char *model_dir, const char *ref_path, tol tl, int
     CHECK(load_refdata(&rd) == 0, "%s: reference sequences missing", ref_path);
     /* methods run with both sequences packed in one pass (batch 2); the
      * reference computes them one by one */
-    lm_engine_opts eo = {.max_seq = 64, .max_batch = 2, .act_cache_bytes = act_bytes, .weight_cache_bytes = weight_bytes};
+    lm_engine_opts eo = {.max_seq = 64, .max_batch = 2, .act_cache_bytes = act_bytes, .weight_cache_bytes = weight_bytes,
+                         .backend = ENGINE_BACKEND};
     CHECK_OK(lm_engine_new(&e, m, &eo, &err), &err);
     if (!e) goto out2;
-    ENGINE_BACKEND_SETUP(e);
     int V = m->cfg.vocab, L = m->cfg.n_layer;
 
     /* logits and loss of each sequence */

@@ -2,7 +2,10 @@
 # tests/fuzz/fuzz.sh -- coverage-guided fuzzing campaigns of the readers
 # (harnesses tests/fuzz/fuzz_NAME.c, built by `make fuzz` into build/fuzz/).
 #
-#   tests/fuzz/fuzz.sh SECONDS [NAME...]   a campaign of SECONDS per harness (all by default)
+#   tests/fuzz/fuzz.sh SECONDS [NAME...]   a campaign of SECONDS (wall) per harness (all by default)
+#   tests/fuzz/fuzz.sh --cpu SECONDS ...   rounds of at most FUZZ_ROUND (300) s wall until each
+#                                          harness has used SECONDS of CPU time (user + system)
+#   FUZZ_JOBS=N                            N harnesses at a time (default 1)
 #   tests/fuzz/fuzz.sh --merge [NAME...]   minimise seeds + campaign finds into tests/fuzz/corpus/NAME
 #
 # A campaign runs libFuzzer in fork mode with one worker (-fork=1), so that a
@@ -63,14 +66,13 @@ if [ "${1:-}" = --merge ]; then
     exit 0
 fi
 
-secs=${1:?usage: fuzz.sh SECONDS [NAME...] | --merge [NAME...]}
-shift
-names=${*:-$all}
-bad=0
-printf '%-12s %7s %11s %9s %8s %8s %9s %5s %6s\n' harness seconds executions cov:edges new_corp crashes timeouts ooms cpu_s
-for n in $names; do
+# One harness's campaign: rounds of libFuzzer (each at most $round s wall) until
+# the harness has used $secs CPU seconds (--cpu) or one round of $secs s wall
+# (default); its table row goes to $fz/row-$n. Runs in a subshell, so that
+# `times` counts only this harness's processes.
+campaign() {
+    n=$1
     bin=$fz/fuzz_$n
-    [ -x "$bin" ] || { echo "fuzz.sh: $bin missing (make fuzz)" >&2; exit 2; }
     work=$fz/work/$n art=$fz/artifacts/$n log=$fz/campaign-$n.log
     mkdir -p "$work" "$art"
     cp tests/fuzz/corpus/"$n"/* "$work"/ 2>/dev/null
@@ -78,21 +80,68 @@ for n in $names; do
     dict=""
     [ -f tests/fuzz/dict/"$n".dict ] && dict=-dict=tests/fuzz/dict/$n.dict
     cpu_children; t0=$(date +%s) c0=$cpu
-    "$bin" $dict -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 -max_total_time="$secs" \
-        -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 -artifact_prefix="$art/" "$work" >"$log" 2>&1
-    cpu_children; t1=$(date +%s) c1=$cpu
-    sweep
+    execs=0 ooms=0 tmo=0 crs=0 cov=? rounds=0 used=0
+    : >"$log"
+    while :; do
+        if [ "$mode" = cpu ]; then
+            left=$((secs - used)); [ "$left" -gt 0 ] || break
+            wall=$round; [ "$left" -lt "$wall" ] && wall=$left
+            [ "$wall" -lt 10 ] && wall=10
+        else
+            [ "$rounds" -eq 0 ] || break
+            wall=$secs
+        fi
+        "$bin" $dict -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 -max_total_time="$wall" \
+            -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 -artifact_prefix="$art/" "$work" >"$log.round" 2>&1
+        cat "$log.round" >>"$log"
+        rounds=$((rounds + 1))
+        cpu_children; used=$((cpu - c0))
+        sweep
+        # fork mode's status lines: "#EXECS: cov: C ft: F corp: N exec/s E oom/timeout/crash: O/T/C time: S ..."
+        last=$(grep -E '^#[0-9]+: cov: ' "$log.round" | tail -n 1)
+        e=$(printf '%s' "$last" | sed -n 's/^#\([0-9]*\):.*/\1/p')
+        otc=$(printf '%s' "$last" | sed -n 's/.*oom\/timeout\/crash: \([0-9]*\/[0-9]*\/[0-9]*\).*/\1/p')
+        if [ -z "$e" ] || [ -z "$otc" ]; then
+            echo "$n: no status line (see $log)" >&2
+            execs=? cov=? ooms=? tmo=? crs=?
+            break
+        fi
+        cov=$(printf '%s' "$last" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
+        o=${otc%%/*}; rest=${otc#*/}
+        execs=$((execs + e)) ooms=$((ooms + o)) tmo=$((tmo + ${rest%%/*})) crs=$((crs + ${rest#*/}))
+    done
+    rm -f "$log.round"
+    t1=$(date +%s)
     after=$(ls "$work" | wc -l)
-    # fork mode's status lines: "#EXECS: cov: C ft: F corp: N exec/s E oom/timeout/crash: O/T/C time: S ..."
-    last=$(grep -E '^#[0-9]+: cov: ' "$log" | tail -n 1)
-    execs=$(printf '%s' "$last" | sed -n 's/^#\([0-9]*\):.*/\1/p')
-    cov=$(printf '%s' "$last" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
-    otc=$(printf '%s' "$last" | sed -n 's/.*oom\/timeout\/crash: \([0-9]*\/[0-9]*\/[0-9]*\).*/\1/p')
-    ooms=${otc%%/*}; rest=${otc#*/}; tmo=${rest%%/*}; crs=${rest#*/}
-    [ -n "$execs" ] || { execs=?; cov=?; ooms=?; tmo=?; crs=?; bad=1; echo "$n: no status line (see $log)" >&2; }
     printf '%-12s %7s %11s %9s %8s %8s %9s %5s %6s\n' "$n" "$((t1 - t0))" "$execs" "$cov" "$((after - before))" "$crs" "$tmo" \
-        "$ooms" "$((c1 - c0))"
-    [ "$crs$tmo$ooms" = 000 ] || bad=1
+        "$ooms" "$used" >"$fz/row-$n"
+}
+
+mode=wall
+if [ "${1:-}" = --cpu ]; then mode=cpu; shift; fi
+secs=${1:?usage: fuzz.sh [--cpu] SECONDS [NAME...] | --merge [NAME...]}
+shift
+names=${*:-$all}
+: "${FUZZ_JOBS:=1}" "${FUZZ_ROUND:=300}"
+round=$FUZZ_ROUND
+for n in $names; do
+    [ -x "$fz/fuzz_$n" ] || { echo "fuzz.sh: $fz/fuzz_$n missing (make fuzz)" >&2; exit 2; }
+    rm -f "$fz/row-$n"
+done
+# FUZZ_JOBS harnesses at a time, each in its own subshell
+running=0
+for n in $names; do
+    (campaign "$n") &
+    running=$((running + 1))
+    if [ "$running" -ge "$FUZZ_JOBS" ]; then wait; running=0; fi
+done
+wait
+bad=0
+printf '%-12s %7s %11s %9s %8s %8s %9s %5s %6s\n' harness seconds executions cov:edges new_corp crashes timeouts ooms cpu_s
+for n in $names; do
+    if [ -f "$fz/row-$n" ]; then cat "$fz/row-$n"; else echo "$n: no result" >&2; bad=1; continue; fi
+    set -- $(cat "$fz/row-$n")
+    [ "$6$7$8" = 000 ] || bad=1
 done
 [ "$bad" -eq 0 ] || echo "failing inputs: $fz/artifacts/*/ (replay: build/tests/test_fuzz_replay NAME FILE)" >&2
 exit "$bad"

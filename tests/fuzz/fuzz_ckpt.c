@@ -1,14 +1,16 @@
 /*
  * fuzz_ckpt.c -- the attribution checkpoint reader (src/method/attribute.c,
  * reached as `attribute --checkpoint FILE --resume` reaches it): the input is
- * the checkpoint file; lm_attribute resumes from it on tiny-llama-untied and
- * a fixed 3-sequence dataset. The method, batch and IG steps are taken from
- * the header when they are in range (so a well-formed header gets past the
- * first checks and the fuzzer works on the rest); a checkpoint that is
- * accepted runs the remaining sequences and saves a new one, as the CLI does.
+ * the checkpoint file; lm_attribute_many resumes from it on
+ * tiny-llama-untied and a fixed 3-sequence dataset. The method set (file
+ * header), batch and IG steps (first method's header) are taken from the
+ * input when they are in range, so a well-formed header gets past the first
+ * checks and the fuzzer works on the rest; a checkpoint that is accepted
+ * runs the remaining sequences and saves a new one, as the CLI does.
  *
  * LM_FUZZ_CKPT_SEEDS=DIR makes the setup write seeds to DIR instead: for
- * every method, the checkpoint after one sequence and after all of them.
+ * every method and for two sets of several methods (one pass; own-pass
+ * methods after), the checkpoint after one sequence and after all of them.
  * See fuzz.h.
  */
 #include "fuzz.h"
@@ -22,10 +24,15 @@ static lm_seq seqs[N_SEQ];
 static int32_t tok[N_SEQ][SEQ_N];
 static uint8_t mask[N_SEQ][SEQ_N];
 
-/* header fields (attribute.c's ckpt_head) read for the options */
-#define OFF_METHOD 8
-#define OFF_IG_STEPS 24
-#define OFF_BATCH 32
+/* Fields read for the options (attribute.c, format LMCKPT02): the file
+ * header {magic[8], n_methods, methods[LM_METHOD_COUNT]} (int32), then the
+ * first method's ckpt_head {method, L, phase, next_seq, ig_steps, n_seq,
+ * batch, ...} (int32). */
+#define OFF_N_METHODS 8
+#define OFF_METHODS 12
+#define OFF_HEAD (OFF_METHODS + 4 * LM_METHOD_COUNT)
+#define OFF_IG_STEPS (OFF_HEAD + 16)
+#define OFF_BATCH (OFF_HEAD + 24)
 
 static int32_t rd32(const uint8_t *data, size_t size, size_t off) {
     int32_t v = -1;
@@ -33,7 +40,8 @@ static int32_t rd32(const uint8_t *data, size_t size, size_t off) {
     return v;
 }
 
-static int run(lm_method method, int ig_steps, int batch, const char *ckpt, int resume, int max_seqs, lm_err *err) {
+static int run(const lm_method *methods, int n, int ig_steps, int batch, const char *ckpt, int resume, int max_seqs,
+               lm_err *err) {
     lm_attr_opts o;
     lm_attr_opts_default(&o);
     o.ig_steps = ig_steps;
@@ -42,9 +50,10 @@ static int run(lm_method method, int ig_steps, int batch, const char *ckpt, int 
     o.resume = resume;
     o.checkpoint_secs = 1e9; /* saved when it stops or finishes */
     o.max_seqs = max_seqs;
-    lm_attr_result res;
-    int rc = lm_attribute(engine, &data, method, &o, &res, err);
-    if (rc == LM_OK) lm_attr_result_free(&res);
+    lm_attr_result res[LM_METHOD_COUNT];
+    int rc = lm_attribute_many(engine, &data, methods, n, &o, res, err);
+    if (rc == LM_OK)
+        for (int i = 0; i < n; i++) lm_attr_result_free(&res[i]);
     return rc;
 }
 
@@ -64,15 +73,26 @@ static void copy_file(const char *from, const char *to) {
 static void write_seeds(const char *dir) {
     char ck[4096], out[4096];
     fz_path(ck, sizeof ck, "seed.ckpt");
-    for (int mth = 0; mth < LM_METHOD_COUNT; mth++) {
+    /* every method alone, then a shared-pass set and a set with own-pass methods */
+    static const lm_method sets[][4] = {
+        {LM_METHOD_GRAD_WEIGHT, LM_METHOD_FISHER, LM_METHOD_GRAD_NORM, LM_METHOD_ACT_GRAD},
+        {LM_METHOD_ACT_SQ, LM_METHOD_ABLATE, LM_METHOD_IG, LM_METHOD_FISHER},
+    };
+    for (int k = 0; k < LM_METHOD_COUNT + 2; k++) {
+        lm_method one = (lm_method)k;
+        const lm_method *ms = k < LM_METHOD_COUNT ? &one : sets[k - LM_METHOD_COUNT];
+        int n = k < LM_METHOD_COUNT ? 1 : 4;
         lm_err err;
         for (int part = 0; part < 2; part++) {
             unlink(ck);
-            if (run((lm_method)mth, 2, 1 + part, ck, 0, part ? 0 : 1, &err)) {
-                FZ_SETUP_FAIL("seed %s: %s", lm_method_names[mth], err.msg);
+            if (run(ms, n, 2, 1 + part, ck, 0, part ? 0 : 1, &err)) {
+                FZ_SETUP_FAIL("seed %s: %s", lm_method_names[ms[0]], err.msg);
                 return;
             }
-            snprintf(out, sizeof out, "%s/%s-%s", dir, lm_method_names[mth], part ? "done-b2" : "partial");
+            if (n == 1)
+                snprintf(out, sizeof out, "%s/%s-%s", dir, lm_method_names[ms[0]], part ? "done-b2" : "partial");
+            else
+                snprintf(out, sizeof out, "%s/set%d-%s", dir, k - LM_METHOD_COUNT, part ? "done-b2" : "partial");
             copy_file(ck, out);
         }
     }
@@ -112,11 +132,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data_in, size_t size) {
     fz_require_setup();
     char path[4096];
     fz_input(path, sizeof path, "in.ckpt", data_in, size);
-    int32_t m = rd32(data_in, size, OFF_METHOD), ig = rd32(data_in, size, OFF_IG_STEPS),
-            batch = rd32(data_in, size, OFF_BATCH);
-    lm_method method = m >= 0 && m < LM_METHOD_COUNT ? (lm_method)m : LM_METHOD_GRAD_WEIGHT;
+    int32_t ig = rd32(data_in, size, OFF_IG_STEPS), batch = rd32(data_in, size, OFF_BATCH);
+    /* the file's method set when it is a valid set of distinct methods, else grad-weight */
+    lm_method methods[LM_METHOD_COUNT];
+    int32_t nm = rd32(data_in, size, OFF_N_METHODS);
+    int n = nm >= 1 && nm <= LM_METHOD_COUNT ? nm : 0;
+    for (int i = 0; i < n; i++) {
+        int32_t m = rd32(data_in, size, OFF_METHODS + 4 * (size_t)i);
+        int dup = 0;
+        for (int j = 0; j < i; j++) dup |= (int32_t)methods[j] == m;
+        if (m < 0 || m >= LM_METHOD_COUNT || dup) n = 0;
+        else methods[i] = (lm_method)m;
+    }
+    if (n == 0) {
+        methods[0] = LM_METHOD_GRAD_WEIGHT;
+        n = 1;
+    }
     lm_err err = {0};
-    int rc = run(method, ig >= 1 && ig <= 4 ? ig : 2, batch >= 1 && batch <= 2 ? batch : 1, path, 1, 0, &err);
+    int rc = run(methods, n, ig >= 1 && ig <= 4 ? ig : 2, batch >= 1 && batch <= 2 ? batch : 1, path, 1, 0, &err);
     fz_check_err(rc, &err);
     if (rc != LM_OK && rc != LM_ECORRUPT && rc != LM_EARG) {
         fprintf(stderr, "resume gave code %d: %s\n", rc, err.msg);
