@@ -57,7 +57,7 @@ if [ ! -f "$pth/libopenblas.so.0" ]; then
     why=""
     if [ "$(id -u)" -ne 0 ]; then why="not root"
     elif ! command -v apt-get >/dev/null 2>&1; then why="no apt-get"
-    elif ! apt-get install -y -q libopenblas0-pthread >"$work/apt.log" 2>&1; then
+    elif ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q libopenblas0-pthread >"$work/apt.log" 2>&1; then
         why="apt-get install libopenblas0-pthread failed: $(grep -E '^(E|W):' "$work/apt.log" | head -n 1)"
     elif [ ! -f "$pth/libopenblas.so.0" ]; then why="libopenblas0-pthread installed no $pth/libopenblas.so.0"
     fi
