@@ -17,14 +17,27 @@ CC      ?= cc
 BUILD   ?= build
 PKGS    := cairo libcjson libpcre2-8 libutf8proc openblas
 # OpenBLAS built for OpenMP shares layermap's OpenMP threads; the pthread
-# build's own threads fight them for the cores (measured: 10-20% slower on 2
-# cores). Use it when installed, with an rpath so it wins over the system default.
+# build's own threads fight them for the cores (measured: 0.55x on 2 cores).
+# Use it when installed, with an rpath so it wins over the system default
+# libopenblas.so.0 (an alternative: installing libopenblas0-pthread makes it
+# the pthread build). The rpath needs only the runtime library
+# (libopenblas0-openmp; every build has the soname libopenblas.so.0), the
+# headers come from its -dev package when present. It is a RUNPATH
+# (--enable-new-dtags), not the older DT_RPATH: LD_LIBRARY_PATH overrides it,
+# which is the user asking for another build, and layermap then warns
+# (src/compute/blas_info.c). libopenblas.so.0 is a direct dependency of every
+# binary and of liblayermap.so, so the RUNPATH's not reaching indirect
+# dependencies does not matter. `readelf -d build/layermap | grep RUNPATH`.
 OMPBLAS := /usr/lib/x86_64-linux-gnu/openblas-openmp
 PKGCONF := pkg-config
 ifneq ($(wildcard $(OMPBLAS)/pkgconfig/openblas.pc),)
 PKGCONF := PKG_CONFIG_PATH=$(OMPBLAS)/pkgconfig$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH)) pkg-config
-LDLIBS  += -Wl,-rpath,$(OMPBLAS)
 endif
+BLASRPATH :=
+ifneq ($(wildcard $(OMPBLAS)/libopenblas.so.0),)
+BLASRPATH := -Wl,--enable-new-dtags -Wl,-rpath,$(OMPBLAS)
+endif
+LDLIBS  += $(BLASRPATH)
 OPT     ?= -O2
 CFLAGS  ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -fopenmp -Iinclude -Isrc
@@ -33,6 +46,16 @@ LDLIBS  += $(shell $(PKGCONF) --libs $(PKGS) 2>/dev/null) -fopenmp -lpthread -lm
 MODELS  ?= ../shared/models
 CACHE   ?= $(or $(LAYERMAP_CACHE),$(HOME)/.cache/layermap)
 export LM_MODELS := $(abspath $(MODELS))
+
+# The BLAS this build links (headers, library, rpath) in a file rewritten only
+# when that changes; every library object depends on it, so a build made before
+# libopenblas0-openmp was installed (or removed) is rebuilt by the next make
+# rather than kept with the wrong OpenBLAS.
+BLASSTAMP := $(BUILD)/blas.flags
+BLASFLAGS := $(shell $(PKGCONF) --cflags --libs openblas 2>/dev/null) $(BLASRPATH)
+$(shell mkdir -p $(BUILD) && echo '$(BLASFLAGS)' | cmp -s - $(BLASSTAMP) || echo '$(BLASFLAGS)' >$(BLASSTAMP))
+# blas_info.c names the fix in its warning from what the build linked
+BLASDEFS := -DLM_OMPBLAS_DIR='"$(OMPBLAS)"' $(if $(BLASRPATH),-DLM_BLAS_RPATH='"$(OMPBLAS)"')
 
 SRC     := $(wildcard src/*/*.c)
 OBJ     := $(SRC:src/%.c=$(BUILD)/src/%.o)
@@ -49,6 +72,8 @@ FUZZREPLAYOBJ := $(FUZZNAME:%=$(BUILD)/tests/fuzz/%.o)
 TESTBIN += $(BUILD)/tests/test_fuzz_replay
 # write failures of the CLI's outputs (a shell test: file-size limit, full and read-only tmpfs)
 TESTBIN += $(BUILD)/tests/test_write_fail
+# the OpenBLAS build loaded, and the warning when it is not the OpenMP one (a shell test)
+TESTBIN += $(BUILD)/tests/test_blas
 BIN     := $(BUILD)/layermap
 
 .PHONY: all test test-cores test-report test-peft asan check demo deps clean fuzz fuzz-bins shared pytest pytest-asan
@@ -57,7 +82,7 @@ all: $(BIN)
 deps:
 	@scripts/deps.sh
 
-$(BUILD)/src/%.o: src/%.c include/layermap.h $(wildcard src/*/*.h)
+$(BUILD)/src/%.o: src/%.c include/layermap.h $(wildcard src/*/*.h) $(BLASSTAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -79,9 +104,11 @@ PIC     := $(BUILD)/pic
 PICOBJ  := $(SRC:src/%.c=$(PIC)/src/%.o)
 SOLIB   := $(PIC)/liblayermap.so
 
-$(PIC)/src/%.o: src/%.c include/layermap.h $(wildcard src/*/*.h)
+$(PIC)/src/%.o: src/%.c include/layermap.h $(wildcard src/*/*.h) $(BLASSTAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -fPIC -c $< -o $@
+
+$(BUILD)/src/compute/blas_info.o $(PIC)/src/compute/blas_info.o: CFLAGS += $(BLASDEFS)
 
 $(SOLIB): $(PICOBJ)
 	$(CC) $(CFLAGS) -shared -Wl,-soname,liblayermap.so -o $@ $(PICOBJ) $(LDLIBS)
@@ -116,6 +143,10 @@ $(BUILD)/tests/test_fuzz_replay: tests/fuzz/replay.c tests/test.h $(FUZZREPLAYOB
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(FUZZREPLAYOBJ) $(LIB) $(LDLIBS)
 
 $(BUILD)/tests/test_write_fail: tests/cli/test_write_fail.sh
+	@mkdir -p $(dir $@)
+	cp $< $@ && chmod +x $@
+
+$(BUILD)/tests/test_blas: tests/cli/test_blas.sh
 	@mkdir -p $(dir $@)
 	cp $< $@ && chmod +x $@
 

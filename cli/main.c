@@ -74,6 +74,11 @@ int main(int argc, char **argv) {
      * fails with EFBIG and the writer reports it and removes its temp file. */
     signal(SIGXFSZ, SIG_IGN);
     fix_runtime_env(argv);
+    /* Which OpenBLAS build the loader gave us is a property of the process:
+     * said once, here, for every command (src/compute/blas_info.c says why it
+     * matters), so that a slow install shows before the slow run. */
+    const char *blas_warning = lm_blas_warning();
+    if (blas_warning && !getenv("LAYERMAP_NO_BLAS_WARNING")) fprintf(stderr, "layermap: warning: %s\n", blas_warning);
     if (argc >= 2 && cli_prepare_args(&argc, &argv)) return 2;
     if (argc < 2) {
         usage(stderr);
@@ -84,7 +89,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("layermap %s\nmatrix kernel: %s\n", LM_VERSION, lm_engine_kernel_name());
+        printf("layermap %s\nmatrix kernel: %s\nblas library: %s (%s build)\n", LM_VERSION, lm_engine_kernel_name(),
+               lm_blas_library(), lm_blas_variant());
         return 0;
     }
     for (int i = 0; i < N_COMMANDS; i++)

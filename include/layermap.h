@@ -483,6 +483,18 @@ const char *lm_engine_kernel_name(void);
  * does), or loses up to 5x in every matrix product. */
 const char *lm_blas_core(void);
 const char *lm_blas_wanted_core(void);
+/* Which OpenBLAS build the dynamic loader gave this process: "OpenMP",
+ * "pthreads", "sequential" (openblas_get_parallel), and the file it came from
+ * (symlinks resolved). layermap runs OpenMP threads: the pthread build's own
+ * threads fight them for the cores (0.55x measured) and the sequential build
+ * runs every product on one core. lm_blas_warning() is NULL when the OpenMP
+ * build runs (or only one thread does), else one line naming the file, the
+ * build, the core and the fix (unset LD_LIBRARY_PATH, rebuild, install
+ * libopenblas0-openmp); the library never prints it: the CLI prints it at
+ * start-up and the Python package warns on import. Safe from any thread. */
+const char *lm_blas_variant(void);
+const char *lm_blas_library(void);
+const char *lm_blas_warning(void);
 
 /* Greedy decoding: append up to n_new tokens to prompt (stops at EOS). */
 int lm_generate_greedy(lm_engine *e, const int32_t *prompt, int n_prompt, int n_new,

@@ -207,6 +207,9 @@ _PROTOS = {
     "lm_engine_kernel_name": (c_char_p, []),
     "lm_blas_core": (c_char_p, []),
     "lm_blas_wanted_core": (c_char_p, []),
+    "lm_blas_variant": (c_char_p, []),
+    "lm_blas_library": (c_char_p, []),
+    "lm_blas_warning": (c_char_p, []),
     "lm_generate_greedy": (c_int, [c_void_p, _P(c_int32), c_int, c_int, _P(_P(c_int32)), _P(c_int), _P(lm_err)]),
     "lm_method_parse": (c_int, [c_char_p, _P(c_int)]),
     "lm_attr_opts_default": (None, [_P(lm_attr_opts)]),
@@ -240,6 +243,10 @@ def _load() -> ctypes.CDLL:
         warnings.warn(f"layermap: OpenBLAS runs core {lib.lm_blas_core().decode()}, not {_CORE_SET_HERE}: "
                       "it was loaded before layermap (import layermap first, or set OPENBLAS_CORETYPE); "
                       "matrix products may be several times slower", RuntimeWarning, stacklevel=3)
+    # which OpenBLAS build the loader gave this process (the CLI prints the same line at start-up)
+    blas_warning = lib.lm_blas_warning()
+    if blas_warning and not os.environ.get("LAYERMAP_NO_BLAS_WARNING"):
+        warnings.warn(f"layermap: {blas_warning.decode(errors='replace')}", RuntimeWarning, stacklevel=3)
     return lib
 
 

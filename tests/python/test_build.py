@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import layermap
 from layermap import _lib
 
@@ -97,6 +99,30 @@ def test_environment_set_before_load():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parent).stdout.split()
     assert out[0] == "Prescott" and out[1] == "active"
+
+
+def test_blas_warning_on_import():
+    """Importing under the OpenMP OpenBLAS says nothing; under the pthread build (LD_LIBRARY_PATH,
+    as tests/cli/test_blas.sh does for the CLI) it warns once, naming the build."""
+    omp, pth = Path("/usr/lib/x86_64-linux-gnu/openblas-openmp"), Path("/usr/lib/x86_64-linux-gnu/openblas-pthread")
+    if not (omp / "libopenblas.so.0").exists():
+        pytest.skip(f"{omp}: the OpenMP OpenBLAS (libopenblas0-openmp) is not installed")
+    code = ("import warnings; warnings.simplefilter('always'); from layermap import _lib;"
+            "print(_lib.lib.lm_blas_variant().decode())")
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "LAYERMAP_NO_BLAS_WARNING")}
+    env["OMP_NUM_THREADS"] = "2"  # with one thread no build is wrong
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                       cwd=Path(__file__).parent)
+    assert r.stdout.split() == ["OpenMP"] and "OpenBLAS" not in r.stderr, r.stderr
+    if not (pth / "libopenblas.so.0").exists():
+        pytest.skip(f"{pth}: the pthread OpenBLAS is not installed (tests/cli/test_blas.sh installs it)")
+    env["LD_LIBRARY_PATH"] = str(pth)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                       cwd=Path(__file__).parent)
+    assert r.stdout.split() == ["pthreads"]
+    lines = [ln for ln in r.stderr.splitlines() if "RuntimeWarning" in ln]
+    assert len(lines) == 1 and "RuntimeWarning: layermap: loaded " + str(pth) in lines[0], r.stderr
+    assert "(OpenBLAS pthreads build, core " in lines[0] and "unset LD_LIBRARY_PATH" in lines[0]
 
 
 def test_version_matches_header():
