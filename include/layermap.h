@@ -15,7 +15,7 @@
  *   format   gguf.c, safetensors.c
  *   model    config.c, model.c (lm_model), dequant.c (lm_tensor_read_rows)
  *   text     tokenizers, datasets (data.c)
- *   compute  backend.h + backend_cpu.c, kernels.c, engine.c (forward/backward)
+ *   compute  backend.h (the interface a pass runs through) + backend_cpu.c, kernels.c, linalg.c; engine.c
  *   method   attribute.c (from data), diff.c (two checkpoints), lora.c
  *   output   matrix.c (lm_matrix, csv/json/terminal), scale.c (quantities, colour
  *            scale), plot.c (cairo PNG/PDF, own SVG), compare.c, report.c
