@@ -3,8 +3,9 @@
 # against `-m grad-weight,fisher,grad-norm,act-grad` on SmolLM2-135M (Q4_1),
 # sequences of 512 tokens, 2048 tokens of data/calib.txt, in the same run
 # (alternating, best of RUNS), and the matrices of the set against separate
-# runs (identical bytes expected). With OLD=path/to/old/layermap the old
-# binary's grad-weight run is timed alongside (the CPU backend before/after).
+# runs (identical bytes expected). With OLD="path/to/old/layermap ..." each
+# old binary's grad-weight run is timed alongside (the CPU backend
+# before/after), in the same loop.
 #
 #   bench/bench_many.sh [N_TOKENS]     default 2048
 #
@@ -26,7 +27,7 @@ mkdir -p "$OUTDIR"
 die() { echo "bench_many: $*" >&2; exit 1; }
 [ -x "$LM" ] || die "$LM: not built (make)"
 [ -f "$MODEL" ] || die "$MODEL: not found (scripts/fetch_models.sh)"
-[ -z "${OLD:-}" ] || [ -x "$OLD" ] || die "$OLD: not an executable"
+for b in ${OLD:-}; do [ -x "$b" ] || die "$b: not an executable"; done
 
 # run TAG BIN METHODS OUT: one attribute run; its log in $OUTDIR/TAG.$r.log
 run() {
@@ -40,7 +41,8 @@ r=1
 while [ "$r" -le "$RUNS" ]; do
     run one "$LM" grad-weight "$OUTDIR/one.csv"
     run set "$LM" "$SET" "$OUTDIR/set-{method}.csv"
-    [ -z "${OLD:-}" ] || run old "$OLD" grad-weight "$OUTDIR/old.csv"
+    k=0
+    for b in ${OLD:-}; do k=$((k + 1)); run "old$k" "$b" grad-weight "$OUTDIR/old$k.csv"; done
     r=$((r + 1))
 done
 # the set's matrices against separate runs of each method
@@ -69,15 +71,16 @@ echo "| run | methods | attribution s (best) | per run | ratio to one grad-weigh
 echo "|---|---|---:|---|---:|"
 echo "| one pass | grad-weight | $o | ${ONE#*|} | 1.00 |"
 echo "| one pass | $SET | $s | ${SETB#*|} | $(echo "scale=3; $s / $o" | bc -l) |"
-if [ -n "${OLD:-}" ]; then
-    OLDB=$(best old); ob=${OLDB%%|*}
-    echo "| old binary ($OLD) | grad-weight | $ob | ${OLDB#*|} | $(echo "scale=3; $ob / $o" | bc -l) |"
-    cmp -s "$OUTDIR/one.csv" "$OUTDIR/old.csv" && echo "- old and new grad-weight CSV: identical bytes" \
-        || echo "- old and new grad-weight CSV differ (reduction order; max rel diff $(python3 -c "
-import sys
+k=0
+for b in ${OLD:-}; do
+    k=$((k + 1))
+    OLDB=$(best "old$k"); ob=${OLDB%%|*}
+    echo "| old binary $k ($b) | grad-weight | $ob | ${OLDB#*|} | $(echo "scale=3; $ob / $o" | bc -l) |"
+    cmp -s "$OUTDIR/one.csv" "$OUTDIR/old$k.csv" && echo "- old binary $k and new grad-weight CSV: identical bytes" \
+        || echo "- old binary $k and new grad-weight CSV differ (reduction order; max rel diff $(python3 -c "
 a=[l.split(',')[1:] for l in open('$OUTDIR/one.csv').read().split()[1:]]
-b=[l.split(',')[1:] for l in open('$OUTDIR/old.csv').read().split()[1:]]
+b=[l.split(',')[1:] for l in open('$OUTDIR/old$k.csv').read().split()[1:]]
 print('%.2e' % max(abs(float(x)-float(y))/max(abs(float(y)),1e-300) for r,q in zip(a,b) for x,y in zip(r,q)))"))"
-fi
+done
 echo "- set matrices vs separate runs (grad-weight, fisher, grad-norm, act-grad): $([ $same = yes ] && echo 'identical bytes' || echo DIFFER)"
 [ $same = yes ]

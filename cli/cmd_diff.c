@@ -15,7 +15,8 @@
 /* --help text (and the text printed when the two paths are missing). */
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: layermap diff BASE FINETUNED [options]\n\n"
+            "usage: layermap diff BASE FINETUNED [options]\n"
+            "       layermap diff BASE FT1 FT2 [FT3 ...] [options]    (which entries the fine-tunes updated)\n\n"
             "Compare two checkpoints of one model (HF directories or .gguf files, formats and dtypes may\n"
             "differ) per layer and module, with D = W_ft - W_base (docs/METHODS.md, \"Two checkpoints\"):\n\n"
             "  -m, --metric M      rel (default)  ||D||_F / ||W_base||_F, relative weight change\n"
@@ -36,6 +37,13 @@ static void usage(FILE *f) {
             "                      their layer numbers\n"
             "BASE and FINETUNED may be hub ids ORG/NAME in the local Hugging Face cache (--revision R\n"
             "applies to both; never downloads). Options take --opt=value too.\n\n"
+            "Several fine-tunes of one BASE: for every pair (FTi, FTj) the update masks\n"
+            "M = {ij : |W_ft - W_base| > tol} (exact: any changed value counts at tol 0) are compared per\n"
+            "layer and module, the measure of which subnetwork each run (SFT, RL, ...) updated:\n"
+            "  -m jaccard (default) |Mi & Mj| / |Mi | Mj|;  overlap  |Mi & Mj| / min(|Mi|, |Mj|);\n"
+            "  all  both, plus each run's density (density-a, density-b). NaN (-) where neither updated.\n"
+            "  Output files get -IvJ (fine-tunes I and J, from 1) and, with -m all, -METRIC before the\n"
+            "  extension when there is more than one pair or metric.\n\n"
             "Edge values: an unchanged module has rel 0, density 0, cosine 1, rank 0; a zero base\n"
             "weight gives rel NaN (printed as -). rel, density and cosine read each weight once,\n"
             "at memory/disk speed; rank reads it 2 + 2Q times and is compute-bound.\n"
@@ -85,10 +93,119 @@ static int emit_metric(const cli_out *base_out, lm_matrix *m, int k, int many, c
     return cli_out_emit(&out, m);
 }
 
+/* `layermap diff BASE FT1 FT2 ...`: the update-mask overlap of every pair of
+ * fine-tunes. Exit 0, 1 on a run-time error, 2 on a usage error. */
+static int cmd_diff_overlap(const char **paths, int n_paths, const char *metric, double tol, long threads,
+                            const char *layers_s, cli_out *out) {
+    int want[LM_OVERLAP_COUNT] = {0}, n_want = 0;
+    if (!strcmp(metric, "all"))
+        for (int k = 0; k < LM_OVERLAP_COUNT; k++) want[k] = 1;
+    else if (!strcmp(metric, "jaccard"))
+        want[LM_OVERLAP_JACCARD] = 1;
+    else if (!strcmp(metric, "overlap"))
+        want[LM_OVERLAP_COEF] = 1;
+    else
+        return cli_errorf("diff: with several fine-tunes, -m is jaccard, overlap or all (got '%s')", metric) ? 2 : 2;
+    for (int k = 0; k < LM_OVERLAP_COUNT; k++) n_want += want[k];
+    uint8_t *keep = NULL;
+    int keep_max = -1;
+    if (layers_s && cli_parse_layers(layers_s, &keep, &keep_max)) return 2;
+    enum { MAXP = 9 };
+    char hub[MAXP][4096], hub_name[MAXP][256];
+    lm_model *ms[MAXP] = {0};
+    lm_err err = {0};
+    int rc = 1;
+    if (cli_out_check_writable(out)) goto done;
+    for (int i = 0; i < n_paths; i++)
+        if (cli_resolve_model(&paths[i], hub[i], sizeof hub[i], hub_name[i], 256)) goto done;
+    for (int i = 0; i < n_paths; i++) {
+        if (lm_model_open(&ms[i], paths[i], &err)) goto fail;
+        if (hub_name[i][0]) snprintf(ms[i]->name, sizeof ms[i]->name, "%.*s", (int)sizeof ms[i]->name - 1, hub_name[i]);
+    }
+    if (keep && keep_max >= ms[0]->cfg.n_layer) {
+        cli_errorf("--layers %s: %s has layers 0-%d", layers_s, paths[0], ms[0]->cfg.n_layer - 1);
+        goto done;
+    }
+    lm_diff_opts o;
+    lm_diff_opts_default(&o);
+    o.tol = tol;
+    o.threads = (int)threads;
+    o.layers = keep;
+    o.n_layers_mask = keep_max + 1;
+    int n_pairs = (n_paths - 1) * (n_paths - 2) / 2, many = n_pairs > 1 || n_want > 1;
+    rc = 0;
+    for (int i = 1; i < n_paths && rc == 0; i++)
+        for (int j = i + 1; j < n_paths && rc == 0; j++) {
+            lm_matrix *mx[LM_OVERLAP_COUNT] = {0};
+            cli_progress prog;
+            cli_progress_init(&prog);
+            prog.unit = "B";
+            o.progress = cli_progress_cb;
+            o.progress_ctx = &prog;
+            double t0 = cli_now();
+            int drc = lm_diff_overlap(ms[0], ms[i], ms[j], &o, mx, &err);
+            cli_progress_end(&prog);
+            if (drc) goto fail;
+            double secs = cli_now() - t0;
+            char opts[300];
+            snprintf(opts, sizeof opts, "{\"metric\": \"%s\", \"tol\": %.17g, \"pair\": [%d, %d], \"layers\": \"%s\"}",
+                     metric, o.tol, i, j, layers_s ? layers_s : "all");
+            cli_meta mt = {.command = "diff", .model = ms[i], .model2 = ms[j], .tokens = -1, .predicted = -1,
+                           .loss = NAN, .seconds = secs, .threads = (int)threads, .options = opts};
+            char *meta = cli_meta_json(&mt);
+            for (int k = 0; k < LM_OVERLAP_COUNT && meta; k++)
+                if (lm_matrix_set_meta(mx[k], meta, &err) ||
+                    (keep && lm_matrix_select_layers(mx[k], keep, keep_max + 1, &err))) {
+                    free(meta);
+                    meta = NULL;
+                    rc = -1;
+                }
+            free(meta);
+            for (int k = 0; k < LM_OVERLAP_COUNT && rc == 0; k++) {
+                if (!want[k]) continue;
+                static char names[CLI_MAX_OUT][4096 + 64];
+                char suffix[64], title[1024];
+                cli_out o2 = *out;
+                if (n_want > 1)
+                    snprintf(suffix, sizeof suffix, "%dv%d-%s", i, j, lm_overlap_metric_names[k]);
+                else
+                    snprintf(suffix, sizeof suffix, "%dv%d", i, j);
+                if (many)
+                    for (int f = 0; f < o2.n_files; f++) {
+                        with_suffix(names[f], sizeof names[f], out->files[f], suffix);
+                        o2.files[f] = names[f];
+                    }
+                snprintf(title, sizeof title, "%.200s vs %.200s (base %.200s): %s", ms[i]->name, ms[j]->name,
+                         ms[0]->name, k == LM_OVERLAP_JACCARD ? "Jaccard of the update masks"
+                                      : k == LM_OVERLAP_COEF  ? "overlap coefficient of the update masks"
+                                                              : lm_overlap_metric_names[k]);
+                if (out->plot.title) o2.plot.title = out->plot.title;
+                else o2.plot.title = title;
+                if (!out->quiet) {
+                    printf("%s%s\n", k || i > 1 || j > 2 ? "\n" : "", title);
+                    fflush(stdout);
+                }
+                rc |= cli_out_emit(&o2, mx[k]);
+            }
+            for (int k = 0; k < LM_OVERLAP_COUNT; k++) lm_matrix_free(mx[k]);
+            if (rc < 0) goto fail;
+        }
+    goto done;
+fail:
+    cli_error(&err);
+    rc = 1;
+done:
+    free(keep);
+    for (int i = 0; i < n_paths; i++) lm_model_close(ms[i]);
+    return rc;
+}
+
 /* `layermap diff`: parse, open both models, lm_diff, emit the metric(s).
  * Exit 0, 1 on a run-time error, 2 on a usage error. */
 int cmd_diff(int argc, char **argv) {
-    const char *paths[2] = {NULL, NULL}, *metric = "rel", *layers_s = NULL;
+    enum { MAX_FT = 8 };
+    const char *paths[MAX_FT + 1] = {NULL}, *metric = NULL, *layers_s = NULL;
+    int n_paths = 0;
     long rank_k = 64, oversample = 8, power_iters = 2, threads = 0, seed = -1;
     double tol = 0;
     cli_out out;
@@ -120,18 +237,18 @@ int cmd_diff(int argc, char **argv) {
             if (cli_parse_int(a, argv[++i], 1, 4096, &threads)) return 2;
         } else if (a[0] == '-' && a[1]) {
             return cli_errorf("diff: unknown or incomplete option '%s' (see --help)", a) ? 2 : 2;
-        } else if (!paths[0]) {
-            paths[0] = a;
-        } else if (!paths[1]) {
-            paths[1] = a;
+        } else if (n_paths < MAX_FT + 1) {
+            paths[n_paths++] = a;
         } else {
-            return cli_errorf("diff: unexpected argument '%s'", a) ? 2 : 2;
+            return cli_errorf("diff: unexpected argument '%s' (at most %d fine-tunes)", a, MAX_FT) ? 2 : 2;
         }
     }
-    if (!paths[1]) {
+    if (n_paths < 2) {
         usage(stderr);
         return 2;
     }
+    if (n_paths > 2) return cmd_diff_overlap(paths, n_paths, metric ? metric : "jaccard", tol, threads, layers_s, &out);
+    if (!metric) metric = "rel";
     int which = -1; /* a metric, or LM_DIFF_COUNT for all */
     if (!strcmp(metric, "all")) which = LM_DIFF_COUNT;
     for (int k = 0; k < LM_DIFF_COUNT; k++)

@@ -372,6 +372,19 @@ void lm_diff_opts_default(lm_diff_opts *o);
 int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o,
             lm_matrix *out[LM_DIFF_COUNT], lm_err *err);
 
+/* Which entries two fine-tunes of one base updated: per (layer, module) the
+ * masks M_x = {ij : |W_x,ij - W_base,ij| > tol} (the difference taken exactly
+ * in double, so tol 0 counts every changed value: exact for bf16 and F32),
+ * and out[LM_OVERLAP_JACCARD] = |Ma & Mb| / |Ma | Mb|,
+ * out[LM_OVERLAP_COEF] = |Ma & Mb| / min(|Ma|, |Mb|) (NaN where the
+ * denominator is 0: no update), out[LM_OVERLAP_DENSITY_A/_B] = |Ma| / (m n),
+ * |Mb| / (m n). Uses o's tol, threads, progress, layers and backend (the rank
+ * options are ignored). Shapes as lm_diff (LM_ESHAPE naming both paths). */
+enum { LM_OVERLAP_JACCARD = 0, LM_OVERLAP_COEF, LM_OVERLAP_DENSITY_A, LM_OVERLAP_DENSITY_B, LM_OVERLAP_COUNT };
+extern const char *const lm_overlap_metric_names[LM_OVERLAP_COUNT]; /* "jaccard", "overlap", "density-a", "density-b" */
+int lm_diff_overlap(const lm_model *base, const lm_model *a, const lm_model *b, const lm_diff_opts *o,
+                    lm_matrix *out[LM_OVERLAP_COUNT], lm_err *err);
+
 /* ------------------------------------------------------------------------ */
 /* Tokenizer                                                                 */
 /* ------------------------------------------------------------------------ */

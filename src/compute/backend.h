@@ -146,6 +146,10 @@ struct lm_backend {
     /* s (host) += the sums of D = d - a over cnt elements (the difference of
      * two F32 values taken exactly in double); then d := D in F32. */
     void (*diff_stats)(const lm_backend *be, lm_diff_sums *s, const float *a, float *d, long cnt, double tol);
+    /* n (host) [0] += #{|a - base| > tol}, [1] += #{|b - base| > tol},
+     * [2] += #{both} over cnt elements (differences exact in double). */
+    void (*mask_overlap)(const lm_backend *be, int64_t n[3], const float *base, const float *a, const float *b,
+                         long cnt, double tol);
     /* x (rows, l), rows >= l: replaced by an orthonormal basis of its column
      * space (Householder in double). LM_ENOMEM / LM_EINTERNAL on failure. */
     int (*orthonormalize)(const lm_backend *be, float *x, int64_t rows, int l, lm_err *err);

@@ -234,6 +234,11 @@ static void cpu_diff_stats(const lm_backend *be, lm_diff_sums *s, const float *a
     (void)be;
     diff_block_stats(s, a, d, cnt, tol);
 }
+static void cpu_mask_overlap(const lm_backend *be, int64_t n[3], const float *base, const float *a, const float *b,
+                             long cnt, double tol) {
+    (void)be;
+    mask_overlap_counts(n, base, a, b, cnt, tol);
+}
 static int cpu_orthonormalize(const lm_backend *be, float *x, int64_t rows, int l, lm_err *err) {
     (void)be;
     return orthonormalize(x, rows, l, err);
@@ -280,6 +285,7 @@ static const lm_backend cpu_backend = {
     .abs_colscale_sum = cpu_abs_colscale_sum,
     .all_finite = cpu_all_finite,
     .diff_stats = cpu_diff_stats,
+    .mask_overlap = cpu_mask_overlap,
     .orthonormalize = cpu_orthonormalize,
     .singular_values = cpu_singular_values,
 };

@@ -80,6 +80,8 @@ double abs_colscale_sum(const float *W, const double *col, int rows, int in);
 
 /* diff: the streaming sums of D = d - a (exact in double), d := D (F32). */
 void diff_block_stats(lm_diff_sums *s, const float *a, float *d, long cnt, double tol);
+/* diff: counts of the update masks of a and b against base, and of both. */
+void mask_overlap_counts(int64_t n[3], const float *base, const float *a, const float *b, long cnt, double tol);
 /* diff: x (rows, l) := an orthonormal basis of its columns (LAPACK LQ in double). */
 int orthonormalize(float *x, int64_t rows, int l, lm_err *err);
 /* diff: sv (l) = singular values of z (n, l), largest first (double Gram, dsyevd). */

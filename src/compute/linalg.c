@@ -55,6 +55,21 @@ DIFF_CLONES void diff_block_stats(lm_diff_sums *st, const float *restrict a, flo
     st->cnt += cnt;
 }
 
+DIFF_CLONES void mask_overlap_counts(int64_t n[3], const float *restrict base, const float *restrict a,
+                                     const float *restrict b, long cnt, double tol) {
+    int64_t na = 0, nb = 0, nab = 0;
+#pragma omp simd reduction(+ : na, nb, nab)
+    for (long i = 0; i < cnt; i++) {
+        int ia = fabs((double)a[i] - (double)base[i]) > tol, ib = fabs((double)b[i] - (double)base[i]) > tol;
+        na += ia;
+        nb += ib;
+        nab += ia & ib;
+    }
+    n[0] += na;
+    n[1] += nb;
+    n[2] += nab;
+}
+
 static double *alloc_doubles(int64_t n, lm_err *err, const char *what, int *rc) {
     if (*rc) return NULL;
     uint64_t bytes;

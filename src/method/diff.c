@@ -612,3 +612,166 @@ done:
         }
     return rc;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Update-mask overlap of two fine-tunes                                     */
+/* ------------------------------------------------------------------------ */
+
+const char *const lm_overlap_metric_names[LM_OVERLAP_COUNT] = {"jaccard", "overlap", "density-a", "density-b"};
+
+/* One (layer, module) of the overlap: three tensors, the counts. */
+typedef struct ov_task {
+    int layer, mod;
+    const lm_tensor *t[3]; /* base, a, b */
+    int64_t m, n;
+    double bytes;
+    int64_t cnt[3];        /* |Ma|, |Mb|, |Ma & Mb| */
+} ov_task;
+
+/* Stream row blocks of the three tensors of t through the backend. */
+static int ov_run(diff_run *r, ov_task *t, float *blk[3], int64_t blk_rows, lm_err *err) {
+    const lm_backend *be = r->be;
+    const double row_bytes = t->bytes / (double)t->m;
+    int64_t released = 0;
+    for (int64_t r0 = 0; r0 < t->m; r0 += blk_rows) {
+        if (atomic_load_explicit(&r->stop, memory_order_relaxed)) return LM_OK;
+        int64_t nr = t->m - r0 < blk_rows ? t->m - r0 : blk_rows;
+        for (int k = 0; k < 3; k++) {
+            int rc = be->read_rows(be, blk[k], t->t[k], r0, nr, err);
+            if (rc) return rc;
+        }
+        be->mask_overlap(be, t->cnt, blk[0], blk[1], blk[2], (long)(nr * t->n), r->o->tol);
+        int64_t r1 = r0 + nr;
+        if ((double)(r1 - released) * row_bytes >= (double)RELEASE_BYTES || r1 == t->m) {
+            for (int k = 0; k < 3; k++) release_rows(t->t[k], t->m, released, r1);
+            released = r1;
+        }
+        run_progress(r, (double)nr * row_bytes);
+    }
+    return LM_OK;
+}
+
+static double ratio_or_nan(int64_t num, int64_t den) { return den > 0 ? (double)num / (double)den : NAN; }
+
+/* See layermap.h. One task per (selected layer, module), whole tensors per
+ * worker thread (counts are integers: the result does not depend on the
+ * order or the thread count). */
+int lm_diff_overlap(const lm_model *base, const lm_model *a, const lm_model *b, const lm_diff_opts *o,
+                    lm_matrix *out[LM_OVERLAP_COUNT], lm_err *err) {
+    lm_diff_opts defaults;
+    if (!o) {
+        lm_diff_opts_default(&defaults);
+        o = &defaults;
+    }
+    if (!out) return lm_fail(err, LM_EARG, "diff: no output array");
+    for (int k = 0; k < LM_OVERLAP_COUNT; k++) out[k] = NULL;
+    if (!base || !a || !b) return lm_fail(err, LM_EARG, "diff: missing model");
+    int rc = check_opts(o, err);
+    if (!rc) rc = check_models(base, a, err);
+    if (!rc) rc = check_models(base, b, err);
+    if (rc) return rc;
+    const int n_layer = base->cfg.n_layer;
+    diff_run run;
+    memset(&run, 0, sizeof run);
+    run.o = o;
+    run.be = o->backend ? o->backend : lm_backend_cpu();
+    atomic_init(&run.stop, 0);
+    ov_task *tasks = NULL;
+    float **blks = NULL;
+    int n_tasks = 0, nt = 0;
+    for (int i = 0; i < n_layer; i++) n_tasks += LM_N_MODULES * layer_wanted(o, i);
+    if (n_tasks == 0) return lm_fail(err, LM_EARG, "%s: none of its %d layers is selected", base->path, n_layer);
+    for (int k = 0; k < LM_OVERLAP_COUNT; k++) {
+        out[k] = lm_matrix_new(n_layer);
+        if (!out[k]) {
+            rc = lm_nomem(err, sizeof(double) * (size_t)n_layer * LM_N_MODULES, "overlap matrix");
+            goto done;
+        }
+        for (size_t c = 0; c < (size_t)n_layer * LM_N_MODULES; c++) out[k]->v[c] = NAN;
+    }
+    tasks = alloc_n((uint64_t)n_tasks, sizeof *tasks, err, "overlap tasks", &rc);
+    if (rc) goto done;
+    int64_t max_n = 1;
+    int ti = 0;
+    for (int i = 0; i < n_layer; i++) {
+        if (!layer_wanted(o, i)) continue;
+        for (int j = 0; j < LM_N_MODULES; j++) {
+            ov_task *t = &tasks[ti++];
+            memset(t, 0, sizeof *t);
+            t->layer = i;
+            t->mod = j;
+            t->t[0] = base->layers[i].w[j];
+            t->t[1] = a->layers[i].w[j];
+            t->t[2] = b->layers[i].w[j];
+            t->m = lm_tensor_rows(t->t[0]);
+            t->n = lm_tensor_cols(t->t[0]);
+            t->bytes = (double)t->t[0]->nbytes + (double)t->t[1]->nbytes + (double)t->t[2]->nbytes;
+            run.total_bytes += t->bytes;
+            if (t->n > max_n) max_n = t->n;
+        }
+    }
+    int64_t blk_rows = BLOCK_ELEMS_STATS / max_n;
+    if (blk_rows < 1) blk_rows = 1;
+    if (blk_rows > BLOCK_ROWS_MAX) blk_rows = BLOCK_ROWS_MAX;
+    nt = lm_num_threads(o->threads);
+    if (nt > n_tasks) nt = n_tasks;
+    blks = alloc_n((uint64_t)nt * 3, sizeof(float *), err, "overlap blocks", &rc);
+    if (rc) goto done;
+    for (int i = 0; i < 3 * nt; i++) blks[i] = NULL;
+    for (int i = 0; i < 3 * nt && !rc; i++)
+        blks[i] = alloc_on(run.be, (uint64_t)blk_rows * (uint64_t)max_n, sizeof(float), err, "overlap block", &rc);
+    if (rc) goto done;
+    run.last_report = lm_now();
+    if (o->progress) o->progress(o->progress_ctx, 0, run.total_bytes, "diff");
+    int next = 0;
+#pragma omp parallel num_threads(nt)
+    {
+        float **mine = blks + 3 * omp_get_thread_num();
+        lm_err terr;
+        memset(&terr, 0, sizeof terr);
+        for (;;) {
+            int i;
+#pragma omp atomic capture
+            i = next++;
+            if (i >= n_tasks || atomic_load(&run.stop)) break;
+            int trc = ov_run(&run, &tasks[i], mine, blk_rows, &terr);
+            if (trc) {
+                terr.code = trc;
+                run_fail(&run, &terr);
+                break;
+            }
+        }
+    }
+    if (run.rc) {
+        rc = run.rc;
+        if (err) *err = run.err;
+        goto done;
+    }
+    if (o->progress) o->progress(o->progress_ctx, run.total_bytes, run.total_bytes, "diff");
+    for (int i = 0; i < n_tasks; i++) {
+        const ov_task *t = &tasks[i];
+        int64_t na = t->cnt[0], nb = t->cnt[1], nab = t->cnt[2], all = t->m * t->n;
+        lm_matrix_set(out[LM_OVERLAP_JACCARD], t->layer, t->mod, ratio_or_nan(nab, na + nb - nab));
+        lm_matrix_set(out[LM_OVERLAP_COEF], t->layer, t->mod, ratio_or_nan(nab, na < nb ? na : nb));
+        lm_matrix_set(out[LM_OVERLAP_DENSITY_A], t->layer, t->mod, ratio_or_nan(na, all));
+        lm_matrix_set(out[LM_OVERLAP_DENSITY_B], t->layer, t->mod, ratio_or_nan(nb, all));
+    }
+    for (int k = 0; k < LM_OVERLAP_COUNT; k++) {
+        snprintf(out[k]->model, sizeof out[k]->model, "%.120s vs %.120s", a->name, b->name);
+        snprintf(out[k]->method, sizeof out[k]->method, "diff.%s", lm_overlap_metric_names[k]);
+        snprintf(out[k]->norm, sizeof out[k]->norm, "%s", lm_norm_name(LM_NORM_NONE));
+        snprintf(out[k]->note, sizeof out[k]->note, "updates of %.150s vs %.150s from base %.150s, tol=%g", a->path,
+                 b->path, base->path, o->tol);
+    }
+done:
+    if (blks)
+        for (int i = 0; i < 3 * nt; i++) run.be->release(run.be, blks[i]);
+    lm_free(blks);
+    lm_free(tasks);
+    if (rc)
+        for (int k = 0; k < LM_OVERLAP_COUNT; k++) {
+            lm_matrix_free(out[k]);
+            out[k] = NULL;
+        }
+    return rc;
+}

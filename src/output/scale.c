@@ -29,6 +29,10 @@ static const lm_quantity quantities[] = {
     {"diff.density", 0, "fraction of entries changed", NULL},
     {"diff.cosine", 0, "cos(W_base, W_ft)", NULL},
     {"diff.rank", 0, "effective rank of dW", NULL},
+    {"diff.jaccard", 0, "Jaccard of the update masks", NULL},
+    {"diff.overlap", 0, "overlap coefficient of the update masks", NULL},
+    {"diff.density-a", 0, "fraction of entries changed (first)", NULL},
+    {"diff.density-b", 0, "fraction of entries changed (second)", NULL},
 };
 
 #define PER_PARAM " per param"

@@ -79,14 +79,14 @@ enum {
     OP_GEMM_NT, OP_GEMM_NN, OP_GEMM_TN, OP_ADD, OP_AXPY, OP_SCALE, OP_ADD_ROWS, OP_SET_ROWS,
     OP_RMSNORM_FWD, OP_RMSNORM_BWD, OP_ROPE_FWD, OP_ROPE_BWD, OP_ATTN_FWD, OP_ATTN_SCRATCH, OP_ATTN_BWD,
     OP_GLU_FWD, OP_GLU_BWD, OP_XENT, OP_ACT_ROUND, OP_GRAD_REDUCE, OP_DOT, OP_COL_SUMSQ, OP_COL_SUM_ACC,
-    OP_COS_DIST, OP_ABS_COLSCALE, OP_ALL_FINITE, OP_DIFF_STATS, OP_ORTHO, OP_SVALS, OP_COUNT
+    OP_COS_DIST, OP_ABS_COLSCALE, OP_ALL_FINITE, OP_DIFF_STATS, OP_MASK_OVERLAP, OP_ORTHO, OP_SVALS, OP_COUNT
 };
 static const char *op_names[OP_COUNT] = {
     "alloc", "release", "upload", "download", "copy", "zero", "read_rows", "gather_rows",
     "gemm_nt", "gemm_nn", "gemm_tn", "add", "axpy", "scale", "add_rows", "set_rows",
     "rmsnorm_fwd", "rmsnorm_bwd", "rope_fwd", "rope_bwd", "attn_fwd", "attn_scratch_floats", "attn_bwd",
     "glu_fwd", "glu_bwd", "xent", "act_round", "grad_reduce", "dot", "col_sumsq", "col_sum_acc",
-    "cos_dist_sum", "abs_colscale_sum", "all_finite", "diff_stats", "orthonormalize", "singular_values",
+    "cos_dist_sum", "abs_colscale_sum", "all_finite", "diff_stats", "mask_overlap", "orthonormalize", "singular_values",
 };
 static long op_calls[OP_COUNT];
 
@@ -231,6 +231,9 @@ WRAP_RET(double, OP_ABS_COLSCALE, abs_colscale_sum,
 WRAP_RET(int, OP_ALL_FINITE, all_finite, (const lm_backend *be, const float *x, long n), (c, x, n), (x))
 WRAP_VOID(OP_DIFF_STATS, diff_stats, (const lm_backend *be, lm_diff_sums *s, const float *a, float *d, long n, double tol),
           (c, s, a, d, n, tol), (a, d))
+WRAP_VOID(OP_MASK_OVERLAP, mask_overlap,
+          (const lm_backend *be, int64_t cnt[3], const float *base, const float *a, const float *b, long n, double tol),
+          (c, cnt, base, a, b, n, tol), (base, a, b))
 WRAP_RET(int, OP_ORTHO, orthonormalize, (const lm_backend *be, float *x, int64_t r, int l, lm_err *e), (c, x, r, l, e), (x))
 WRAP_RET(int, OP_SVALS, singular_values,
          (const lm_backend *be, const float *z, int64_t n, int l, double *sv, lm_err *e), (c, z, n, l, sv, e), (z))
@@ -248,7 +251,7 @@ static const lm_backend wrap_backend = {
     .glu_fwd = w_glu_fwd, .glu_bwd = w_glu_bwd, .xent = w_xent, .act_round = w_act_round,
     .grad_reduce = w_grad_reduce, .dot = w_dot, .col_sumsq = w_col_sumsq, .col_sum_acc = w_col_sum_acc,
     .cos_dist_sum = w_cos_dist_sum, .abs_colscale_sum = w_abs_colscale_sum, .all_finite = w_all_finite,
-    .diff_stats = w_diff_stats, .orthonormalize = w_orthonormalize, .singular_values = w_singular_values,
+    .diff_stats = w_diff_stats, .mask_overlap = w_mask_overlap, .orthonormalize = w_orthonormalize, .singular_values = w_singular_values,
 };
 
 /* The wrapper really keeps buffers from the host: a read outside an
@@ -356,6 +359,22 @@ static void check_diff_identical(void) {
     printf("  diff (rel, density, cosine, rank): identical on both backends\n");
     for (int k = 0; k < 2; k++)
         for (int d = 0; d < LM_DIFF_COUNT; d++) lm_matrix_free(out[k][d]);
+    /* the update-mask overlap of two fine-tunes (here: the fine-tune and the base itself) */
+    lm_matrix *ov[2][LM_OVERLAP_COUNT];
+    for (int k = 0; k < 2; k++) {
+        lm_diff_opts o;
+        lm_diff_opts_default(&o);
+        o.threads = 2;
+        o.backend = k ? &wrap_backend : NULL;
+        CHECK_OK(lm_diff_overlap(a, b, a, &o, ov[k], &err), &err);
+    }
+    same = 1;
+    for (int d = 0; d < LM_OVERLAP_COUNT; d++)
+        for (int c = 0; ov[0][d] && ov[1][d] && c < a->cfg.n_layer * 7; c++)
+            same &= ov[0][d]->v[c] == ov[1][d]->v[c] || (isnan(ov[0][d]->v[c]) && isnan(ov[1][d]->v[c]));
+    CHECK(same, "diff overlap: the wrapping backend's matrices differ from the CPU backend's");
+    for (int k = 0; k < 2; k++)
+        for (int d = 0; d < LM_OVERLAP_COUNT; d++) lm_matrix_free(ov[k][d]);
     lm_model_close(a);
     lm_model_close(b);
 }

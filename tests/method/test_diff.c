@@ -332,6 +332,141 @@ static float fill_tiny_other(void *ctx, int layer, int mod, int64_t r, int64_t c
     return base_val(layer, mod, r, c);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Update-mask overlap of two fine-tunes                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Fine-tune 1 updates entries with (r + c + mod) % 3 == 0 by 1/64; fine-tune
+ * 2 those with (r + 2c + layer) % 4 == 0, by 1/64 where r is even and by
+ * 1/256 where it is odd (so tol 1/128 keeps only the even rows). Values stay
+ * exact in F32 (base multiples of 1/256 in [-1/2, 1/2]). Module v is never
+ * updated by either (no mask: NaN), k only by fine-tune 1. */
+static int in_m1(int layer, int mod, int64_t r, int64_t c) {
+    (void)layer;
+    return mod != LM_MOD_V && (r + c + mod) % 3 == 0;
+}
+static int in_m2(int layer, int mod, int64_t r, int64_t c) {
+    return mod != LM_MOD_V && mod != LM_MOD_K && (r + 2 * c + layer) % 4 == 0;
+}
+static float fill_ov1(void *ctx, int layer, int mod, int64_t r, int64_t c) {
+    return fill_base(ctx, layer, mod, r, c) + (in_m1(layer, mod, r, c) ? 1.0f / 64 : 0.0f);
+}
+static float fill_ov2(void *ctx, int layer, int mod, int64_t r, int64_t c) {
+    return fill_base(ctx, layer, mod, r, c) + (in_m2(layer, mod, r, c) ? (r % 2 ? 1.0f / 256 : 1.0f / 64) : 0.0f);
+}
+
+/* Expected Jaccard, overlap coefficient and densities by enumeration. */
+static void ov_expect(const tiny *s, int layer, int mod, double tol, double want[LM_OVERLAP_COUNT]) {
+    int64_t q = (int64_t)s->n_head * s->head_dim, kv = (int64_t)s->n_kv * s->head_dim;
+    int64_t shp[LM_N_MODULES][2] = {{q, s->dim}, {kv, s->dim}, {kv, s->dim}, {s->dim, q},
+                                    {s->ffn, s->dim}, {s->dim, s->ffn}, {s->ffn, s->dim}};
+    int64_t na = 0, nb = 0, nab = 0, m = shp[mod][0], n = shp[mod][1];
+    for (int64_t r = 0; r < m; r++)
+        for (int64_t c = 0; c < n; c++) {
+            int a = in_m1(layer, mod, r, c) && 1.0 / 64 > tol;
+            int b = in_m2(layer, mod, r, c) && (r % 2 ? 1.0 / 256 : 1.0 / 64) > tol;
+            na += a, nb += b, nab += a && b;
+        }
+    want[LM_OVERLAP_JACCARD] = na + nb - nab ? (double)nab / (double)(na + nb - nab) : NAN;
+    want[LM_OVERLAP_COEF] = (na < nb ? na : nb) ? (double)nab / (double)(na < nb ? na : nb) : NAN;
+    want[LM_OVERLAP_DENSITY_A] = (double)na / (double)(m * n);
+    want[LM_OVERLAP_DENSITY_B] = (double)nb / (double)(m * n);
+}
+
+static int isnan_or_eq(double got, double want);
+static int sh(const char *cmd);
+static int exists(const char *p);
+
+static void test_overlap(const char *scratch, const char *argv0) {
+    char db[600], d1[600], d2[600];
+    snprintf(db, sizeof db, "%s/ov-base", scratch);
+    snprintf(d1, sizeof d1, "%s/ov-ft1", scratch);
+    snprintf(d2, sizeof d2, "%s/ov-ft2", scratch);
+    tiny s = {2, 64, 8, 4, 8, 96, 64};
+    CHECK(write_tiny(db, &s, fill_base, NULL) == 0 && write_tiny(d1, &s, fill_ov1, NULL) == 0 &&
+              write_tiny(d2, &s, fill_ov2, NULL) == 0,
+          "write the overlap models");
+    lm_model *b = NULL, *m1 = NULL, *m2 = NULL;
+    lm_err err;
+    CHECK_OK(lm_model_open(&b, db, &err), &err);
+    CHECK_OK(lm_model_open(&m1, d1, &err), &err);
+    CHECK_OK(lm_model_open(&m2, d2, &err), &err);
+    if (!b || !m1 || !m2) goto out;
+    const double tols[2] = {0.0, 1.0 / 128};
+    for (int ti = 0; ti < 2; ti++) {
+        lm_diff_opts o;
+        lm_diff_opts_default(&o);
+        o.tol = tols[ti];
+        o.threads = 2;
+        lm_matrix *out[LM_OVERLAP_COUNT];
+        CHECK_OK(lm_diff_overlap(b, m1, m2, &o, out, &err), &err);
+        if (!out[0]) continue;
+        int bad = 0;
+        for (int l = 0; l < s.n_layer; l++)
+            for (int j = 0; j < LM_N_MODULES; j++) {
+                double want[LM_OVERLAP_COUNT];
+                ov_expect(&s, l, j, o.tol, want);
+                for (int k = 0; k < LM_OVERLAP_COUNT; k++) {
+                    double got = lm_matrix_get(out[k], l, j);
+                    if (!isnan_or_eq(got, want[k])) {
+                        if (bad++ < 5)
+                            printf("  overlap tol %g layer %d %s %s: %.17g, want %.17g\n", o.tol, l,
+                                   lm_module_names[j], lm_overlap_metric_names[k], got, want[k]);
+                    }
+                }
+            }
+        CHECK(bad == 0, "overlap (tol %g): %d cells differ from the enumeration", o.tol, bad);
+        /* v: nobody updated it; k: only the first */
+        CHECK(isnan(lm_matrix_get(out[LM_OVERLAP_JACCARD], 0, LM_MOD_V)), "no update: Jaccard NaN");
+        CHECK(lm_matrix_get(out[LM_OVERLAP_JACCARD], 0, LM_MOD_K) == 0.0, "one-sided update: Jaccard 0");
+        CHECK(!strcmp(out[0]->method, "diff.jaccard"), "method name %s", out[0]->method);
+        for (int k = 0; k < LM_OVERLAP_COUNT; k++) lm_matrix_free(out[k]);
+    }
+    /* a fine-tune against itself: every updated module overlaps fully */
+    lm_matrix *self[LM_OVERLAP_COUNT];
+    CHECK_OK(lm_diff_overlap(b, m1, m1, NULL, self, &err), &err);
+    if (self[0]) {
+        CHECK(lm_matrix_get(self[LM_OVERLAP_JACCARD], 1, LM_MOD_Q) == 1.0 &&
+                  lm_matrix_get(self[LM_OVERLAP_COEF], 1, LM_MOD_UP) == 1.0,
+              "self overlap is 1");
+        for (int k = 0; k < LM_OVERLAP_COUNT; k++) lm_matrix_free(self[k]);
+    }
+    /* a fine-tune of another shape: LM_ESHAPE naming both paths, no matrices */
+    {
+        char dx[600];
+        snprintf(dx, sizeof dx, "%s/ov-other", scratch);
+        tiny s2 = s;
+        s2.ffn = 128;
+        lm_model *mx = NULL;
+        lm_matrix *out[LM_OVERLAP_COUNT] = {0};
+        if (write_tiny(dx, &s2, fill_tiny_other, NULL) == 0 && lm_model_open(&mx, dx, &err) == LM_OK) {
+            int rc = lm_diff_overlap(b, m1, mx, NULL, out, &err);
+            CHECK(rc == LM_ESHAPE && strstr(err.msg, "ov-other") && !out[0], "overlap shape mismatch: %d %s", rc,
+                  err.msg);
+            lm_model_close(mx);
+        }
+    }
+    /* the command: three models, -m all, one CSV per metric */
+    {
+        char exe[1024], bin[1100], cmd[4096], csv[700], f[800];
+        snprintf(exe, sizeof exe, "%s", argv0);
+        snprintf(bin, sizeof bin, "%s/../layermap", dirname(exe));
+        snprintf(csv, sizeof csv, "%s/ov.csv", scratch);
+        snprintf(cmd, sizeof cmd, "'%s' diff '%s' '%s' '%s' -m all --csv '%s' -q", bin, db, d1, d2, csv);
+        CHECK(sh(cmd) == 0, "%s", cmd);
+        for (int k = 0; k < LM_OVERLAP_COUNT; k++) {
+            snprintf(f, sizeof f, "%s/ov-1v2-%s.csv", scratch, lm_overlap_metric_names[k]);
+            CHECK(exists(f), "%s written", f);
+        }
+        snprintf(cmd, sizeof cmd, "'%s' diff '%s' '%s' '%s' -m rel -q 2>/dev/null", bin, db, d1, d2);
+        CHECK(sh(cmd) == 2, "diff with three models and -m rel is a usage error");
+    }
+out:
+    lm_model_close(b);
+    lm_model_close(m1);
+    lm_model_close(m2);
+}
+
 /* Entropy effective rank of singular values s[0..n). */
 static double erank(const double *s, int n) {
     double sum = 0, h = 0;
@@ -770,6 +905,7 @@ int main(int argc, char **argv) {
     test_opts_threads_progress();
     test_faults();
     test_cli(argv[0], scratch);
+    test_overlap(scratch, argv[0]);
 
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", scratch);
