@@ -31,11 +31,12 @@ all="gguf safetensors st_index config tok_json tok_encode gguf_tok jsonl matrix 
 fz=build/fuzz
 
 # CPU seconds (user + system) of this shell's finished children so far, into
-# $cpu ("times" must run in this shell, not in a $(...) subshell).
+# $cpu ("times" must run in this shell, not in a $(...) subshell). $1 names
+# the file: parallel campaigns are subshells, which share $$.
 cpu_children() {
-    times >"$fz/times.$$"
-    cpu=$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] } printf "%d", t }' "$fz/times.$$")
-    rm -f "$fz/times.$$"
+    times >"$fz/times.$$.$1"
+    cpu=$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] } printf "%d", t }' "$fz/times.$$.$1")
+    rm -f "$fz/times.$$.$1"
 }
 
 # Harness scratch directories of processes that died (crashed or killed inputs).
@@ -79,7 +80,7 @@ campaign() {
     before=$(ls "$work" | wc -l)
     dict=""
     [ -f tests/fuzz/dict/"$n".dict ] && dict=-dict=tests/fuzz/dict/$n.dict
-    cpu_children; t0=$(date +%s) c0=$cpu
+    cpu_children "$n"; t0=$(date +%s) c0=$cpu
     execs=0 ooms=0 tmo=0 crs=0 cov=? rounds=0 used=0
     : >"$log"
     while :; do
@@ -95,7 +96,7 @@ campaign() {
             -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 -artifact_prefix="$art/" "$work" >"$log.round" 2>&1
         cat "$log.round" >>"$log"
         rounds=$((rounds + 1))
-        cpu_children; used=$((cpu - c0))
+        cpu_children "$n"; used=$((cpu - c0))
         sweep
         # fork mode's status lines: "#EXECS: cov: C ft: F corp: N exec/s E oom/timeout/crash: O/T/C time: S ..."
         last=$(grep -E '^#[0-9]+: cov: ' "$log.round" | tail -n 1)
