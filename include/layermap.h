@@ -246,6 +246,15 @@ typedef struct lm_matrix {
                         * increasing (a --layers selection); NULL = rows are layers 0, 1, 2, ... */
     char *meta;        /* optional JSON object text: how the matrix was made (run metadata,
                         * written as "meta" in JSON files); owned, NULL if none */
+    /* How much data is enough (attribute's data methods; JSON "se", "split_half", "samples"):
+     * se [n_layer * 7] the standard error of each cell over the run's samples (one sample =
+     * one pass of --batch sequences, one sequence by default), in the cell's units (scaled
+     * with the cell by lm_matrix_normalize, to first order); NULL if none. split_half: the
+     * Spearman rank correlation between the matrices of the odd and of the even samples
+     * (NaN if none); n_samples: the samples behind the matrix (0 if not recorded). */
+    double *se;
+    double split_half;
+    int n_samples;
 } lm_matrix;
 
 lm_matrix *lm_matrix_new(int n_layer); /* NULL on allocation failure; values 0 */
@@ -553,6 +562,10 @@ typedef struct lm_attr_opts {
     volatile int *cancel;  /* NULL, or a flag another thread or a signal handler may set:
                             * checked between passes; when nonzero the call saves its
                             * checkpoint (if any) and returns LM_ECANCELED */
+    double until_stable;   /* > 0: stop reading data once the split-half Spearman correlation
+                            * (lm_matrix.split_half) of every method of a pass has been >= this
+                            * for 3 samples in a row, after at least 8 samples; the result is
+                            * complete, over the sequences read (n_seq_done). 0 = read all */
 } lm_attr_opts;
 
 void lm_attr_opts_default(lm_attr_opts *o);
@@ -569,6 +582,10 @@ typedef struct lm_attr_result {
     double ig_gap;         /* IG: sum_m |IG_m - Delta_m| / sum_m |Delta_m| */
     double *block_influence; /* ACT_SQ/WANDA: per layer mean_t (1 - cos(h_in, h_out)), [n_layer] */
     double seconds;        /* wall time of this call */
+    int n_samples;         /* samples (passes of `batch` sequences) of the last phase; m->se,
+                            * m->split_half are over these (not for wanda: se NULL) */
+    double split_half;     /* = m->split_half */
+    int stopped_stable;    /* until_stable ended the run before the data did */
 } lm_attr_result;
 
 int lm_attribute(lm_engine *e, const lm_dataset *d, lm_method method, const lm_attr_opts *o,

@@ -114,7 +114,8 @@ class lm_model(Structure):
 class lm_matrix(Structure):
     _fields_ = [("n_layer", c_int), ("v", POINTER(c_double)), ("model", c_char * 256), ("method", c_char * 64),
                 ("norm", c_char * 16), ("note", c_char * 512), ("layer_extra", POINTER(c_double)),
-                ("layer_extra_name", c_char * 64), ("layer_index", POINTER(c_int)), ("meta", c_void_p)]
+                ("layer_extra_name", c_char * 64), ("layer_index", POINTER(c_int)), ("meta", c_void_p),
+                ("se", POINTER(c_double)), ("split_half", c_double), ("n_samples", c_int)]
 
 
 class lm_plot_opts(Structure):
@@ -149,13 +150,14 @@ class lm_attr_opts(Structure):
     _fields_ = [("ig_steps", c_int), ("batch", c_int), ("checkpoint_path", c_char_p), ("resume", c_int),
                 ("checkpoint_secs", c_double), ("max_seqs", c_int), ("progress", PROGRESS_FN),
                 ("progress_ctx", c_void_p), ("layers", POINTER(c_uint8)), ("n_layers", c_int),
-                ("cancel", POINTER(c_int))]
+                ("cancel", POINTER(c_int)), ("until_stable", c_double)]
 
 
 class lm_attr_result(Structure):
     _fields_ = [("m", POINTER(lm_matrix)), ("also", POINTER(lm_matrix)), ("loss_sum", c_double),
                 ("n_targets", c_int64), ("n_tokens", c_int64), ("n_seq_done", c_int), ("complete", c_int),
-                ("ig_gap", c_double), ("block_influence", POINTER(c_double)), ("seconds", c_double)]
+                ("ig_gap", c_double), ("block_influence", POINTER(c_double)), ("seconds", c_double),
+                ("n_samples", c_int), ("split_half", c_double), ("stopped_stable", c_int)]
 
 
 # every structure, for the layout test against the C compiler's offsetof

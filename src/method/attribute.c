@@ -44,6 +44,10 @@ void lm_attr_opts_default(lm_attr_opts *o) {
 /* ------------------------------------------------------------------------ */
 
 #define NM LM_N_MODULES
+/* --until-stable: the split-half correlation must hold for this many samples
+ * in a row, and is not trusted below this many samples. */
+#define STABLE_RUNS 3
+#define STABLE_MIN 8
 
 typedef struct method_def method_def;
 
@@ -57,6 +61,14 @@ typedef struct acc {
     double *vec;     /* ACT_SQ/WANDA: per-module input column sums of squares; ABLATE_MEAN: output sums */
     size_t *vec_off; /* (L*7 + 1) offsets into vec */
     double *bi;      /* (L) block influence sums */
+    /* how much data is enough: over samples (one pass of `batch` sequences)
+     * of the method's last phase, the sum of each sample's contribution
+     * squared and the sums of the odd and of the even samples */
+    double *sum2;    /* (L, 7) */
+    double *half;    /* (2, L, 7) */
+    double *prev;    /* (L, 7) sum before the current sample (not checkpointed) */
+    int n_samples;
+    int stopped_stable; /* --until-stable ended the run before the data did */
     double loss_sum;
     int64_t n_targets, n_tokens, n_pos_mean;
     int next_seq;    /* sequences done in the current phase */
@@ -101,6 +113,7 @@ struct method_def {
     /* own_pass: one batch of sequences; adds the clean loss via acc_count */
     int (*own_batch)(acc *a, const lm_seq *s, int nb, const lm_attr_opts *o, lm_err *err);
     int (*finish)(acc *a, lm_attr_result *res, lm_err *err);
+    int no_se;          /* the matrix is not the sum of the samples' contributions (wanda) */
 };
 
 static const method_def method_defs[LM_METHOD_COUNT];
@@ -115,6 +128,9 @@ static void acc_free(acc *a) {
     lm_free(a->vec);
     lm_free(a->vec_off);
     lm_free(a->bi);
+    lm_free(a->sum2);
+    lm_free(a->half);
+    lm_free(a->prev);
     lm_free(a->red);
     lm_free(a->mu_host);
     if (a->be) a->be->release(a->be, a->mu);
@@ -137,11 +153,16 @@ static int acc_init(acc *a, lm_engine *e, lm_method method, lm_err *err) {
     a->sum = lm_calloc((size_t)L * NM, sizeof(double));
     a->aux = lm_calloc((size_t)L * NM, sizeof(double));
     a->bi = lm_calloc((size_t)L, sizeof(double));
+    a->sum2 = lm_calloc((size_t)L * NM, sizeof(double));
+    a->half = lm_calloc((size_t)2 * L * NM, sizeof(double));
+    a->prev = lm_calloc((size_t)L * NM, sizeof(double));
     a->vec_off = lm_calloc((size_t)L * NM + 1, sizeof(size_t));
     a->red = lm_malloc(maxv * sizeof(double));
     a->mu_host = lm_malloc(maxv * sizeof(float));
     a->mu = a->be->alloc(a->be, maxv * sizeof(float));
-    if (!a->sum || !a->aux || !a->bi || !a->vec_off || !a->red || !a->mu_host || !a->mu) goto nomem;
+    if (!a->sum || !a->aux || !a->bi || !a->vec_off || !a->red || !a->mu_host || !a->mu || !a->sum2 || !a->half ||
+        !a->prev)
+        goto nomem;
     for (int i = 0; i < L * NM; i++)
         a->vec_off[i + 1] = a->vec_off[i] + (a->def->vec_len ? a->def->vec_len(e, i % NM) : 0);
     if (a->vec_off[L * NM]) {
@@ -175,8 +196,8 @@ static void acc_count(acc *a, const lm_seq *s, int nb, double clean) {
 
 /* Layout: ckpt_file (the method set), then for each method of the set, in
  * the file's order, a ckpt_head and its sums as doubles: sum (L*7),
- * aux (L*7), bi (L), vec (vec_len). */
-#define CKPT_MAGIC "LMCKPT02"
+ * aux (L*7), bi (L), vec (vec_len), sum2 (L*7), half (2*L*7). */
+#define CKPT_MAGIC "LMCKPT03"
 
 typedef struct ckpt_file {
     char magic[8];
@@ -186,7 +207,7 @@ typedef struct ckpt_file {
 
 typedef struct ckpt_head {
     int32_t method, L, phase, next_seq;
-    int32_t ig_steps, n_seq, batch, pad;
+    int32_t ig_steps, n_seq, batch, n_samples;
     int64_t n_targets, n_tokens, n_pos_mean;
     uint64_t data_hash;
     double loss_sum;
@@ -236,6 +257,7 @@ static int ckpt_write_one(FILE *f, const acc *a, const lm_dataset *d, const lm_a
     h.n_targets = a->n_targets;
     h.n_tokens = a->n_tokens;
     h.n_pos_mean = a->n_pos_mean;
+    h.n_samples = a->n_samples;
     h.data_hash = hash;
     h.loss_sum = a->loss_sum;
     h.vec_len = a->vec_off[a->L * NM];
@@ -243,7 +265,8 @@ static int ckpt_write_one(FILE *f, const acc *a, const lm_dataset *d, const lm_a
     return fwrite(&h, sizeof h, 1, f) == 1 && fwrite(a->sum, sizeof(double), LM7, f) == LM7 &&
            fwrite(a->aux, sizeof(double), LM7, f) == LM7 &&
            fwrite(a->bi, sizeof(double), (size_t)a->L, f) == (size_t)a->L &&
-           (h.vec_len == 0 || fwrite(a->vec, sizeof(double), h.vec_len, f) == h.vec_len);
+           (h.vec_len == 0 || fwrite(a->vec, sizeof(double), h.vec_len, f) == h.vec_len) &&
+           fwrite(a->sum2, sizeof(double), LM7, f) == LM7 && fwrite(a->half, sizeof(double), 2 * LM7, f) == 2 * LM7;
 }
 
 static int ckpt_save(const acc *accs, int n, const lm_dataset *d, const lm_attr_opts *o, lm_err *err) {
@@ -281,10 +304,14 @@ static int ckpt_read_one(FILE *f, acc *a, const lm_dataset *d, const lm_attr_opt
         return lm_fail(err, LM_EARG, "%s: checkpoint is for other data (%d sequences)", p, h.n_seq);
     if (h.next_seq < 0 || h.next_seq > d->n_seq || h.phase < 0 || h.phase >= a->def->phases)
         return LM_CORRUPT(err, "%s: checkpoint position %d out of range", p, h.next_seq);
+    if (h.n_samples < 0 || h.n_samples > d->n_seq)
+        return LM_CORRUPT(err, "%s: checkpoint holds %d samples of %d sequences", p, h.n_samples, d->n_seq);
     if (fread(a->sum, sizeof(double), LM7, f) != LM7 || fread(a->aux, sizeof(double), LM7, f) != LM7 ||
         fread(a->bi, sizeof(double), (size_t)a->L, f) != (size_t)a->L ||
-        (h.vec_len && fread(a->vec, sizeof(double), h.vec_len, f) != h.vec_len))
+        (h.vec_len && fread(a->vec, sizeof(double), h.vec_len, f) != h.vec_len) ||
+        fread(a->sum2, sizeof(double), LM7, f) != LM7 || fread(a->half, sizeof(double), 2 * LM7, f) != 2 * LM7)
         return LM_CORRUPT(err, "%s: checkpoint truncated", p);
+    a->n_samples = h.n_samples;
     a->phase = h.phase;
     a->next_seq = h.next_seq;
     a->n_targets = h.n_targets;
@@ -566,8 +593,99 @@ static const method_def method_defs[LM_METHOD_COUNT] = {
     [LM_METHOD_ACT_SQ] = {.fwd = fwd_act_stats, .block = block_influence, .vec_len = vec_in, .phases = 1,
                           .finish = finish_act_stats},
     [LM_METHOD_WANDA] = {.fwd = fwd_act_stats, .block = block_influence, .vec_len = vec_in, .phases = 1,
-                         .finish = finish_act_stats},
+                         .finish = finish_act_stats, .no_se = 1},
 };
+
+/* ------------------------------------------------------------------------ */
+/* How much data is enough: standard errors and split-half stability         */
+/* ------------------------------------------------------------------------ */
+
+/* Before a sample of the method's last phase: remember the sums. */
+static void sample_begin(acc *a) { memcpy(a->prev, a->sum, sizeof(double) * (size_t)a->L * NM); }
+
+/* After it: its contribution x = sum - prev into sum2 and its half. */
+static void sample_end(acc *a) {
+    size_t LM7 = (size_t)a->L * NM;
+    double *h = a->half + (size_t)(a->n_samples % 2) * LM7;
+    for (size_t i = 0; i < LM7; i++) {
+        double x = a->sum[i] - a->prev[i];
+        a->sum2[i] += x * x;
+        h[i] += x;
+    }
+    a->n_samples++;
+}
+
+/* Average ranks (ties share their mean rank) of v[idx[0..n)] into r. */
+static void rank_cells(const double *v, const int *idx, int n, double *r, int *ord) {
+    for (int i = 0; i < n; i++) ord[i] = i;
+    for (int i = 1; i < n; i++) { /* insertion sort by value: n <= layers x 7 */
+        int k = ord[i], j = i - 1;
+        while (j >= 0 && v[idx[ord[j]]] > v[idx[k]]) {
+            ord[j + 1] = ord[j];
+            j--;
+        }
+        ord[j + 1] = k;
+    }
+    for (int i = 0; i < n;) {
+        int j = i;
+        while (j + 1 < n && v[idx[ord[j + 1]]] == v[idx[ord[i]]]) j++;
+        for (int k = i; k <= j; k++) r[ord[k]] = (i + j) / 2.0 + 1;
+        i = j + 1;
+    }
+}
+
+/* Spearman correlation of the odd and even samples' sums over the cells
+ * where both are finite; NaN with fewer than 2 samples, 3 cells or no spread.
+ * Scratch: 5 * L * 7 doubles/ints from the heap (NaN on failure). */
+static double split_half(const acc *a) {
+    int LM7 = a->L * NM;
+    if (a->n_samples < 2) return NAN;
+    const double *h0 = a->half, *h1 = a->half + LM7;
+    int *idx = lm_malloc(sizeof(int) * (size_t)LM7 * 2);
+    double *r = lm_malloc(sizeof(double) * (size_t)LM7 * 2);
+    double rho = NAN;
+    if (!idx || !r) goto out;
+    int n = 0, *ord = idx + LM7;
+    for (int i = 0; i < LM7; i++)
+        if (isfinite(h0[i]) && isfinite(h1[i]) && layer_on(a, i / NM)) idx[n++] = i;
+    if (n < 3) goto out;
+    rank_cells(h0, idx, n, r, ord);
+    rank_cells(h1, idx, n, r + LM7, ord);
+    double m = (n + 1) / 2.0, sxy = 0, sxx = 0, syy = 0;
+    for (int i = 0; i < n; i++) {
+        double x = r[i] - m, y = r[LM7 + i] - m;
+        sxy += x * y;
+        sxx += x * x;
+        syy += y * y;
+    }
+    if (sxx > 0 && syy > 0) rho = sxy / sqrt(sxx * syy);
+out:
+    lm_free(idx);
+    lm_free(r);
+    return rho;
+}
+
+/* se of each cell of res->m, the split-half correlation and the sample count
+ * (methods whose matrix is the sum of the samples' contributions). The total
+ * S = sum_s x_s of N samples has standard error sqrt(N / (N - 1) (sum x^2 -
+ * S^2 / N)) (NaN below 2 samples). Skipped layers stay NaN. */
+static int attach_se(const acc *a, lm_attr_result *res, lm_err *err) {
+    res->n_samples = a->n_samples;
+    res->split_half = NAN;
+    if (a->def->no_se || !res->m) return LM_OK;
+    size_t LM7 = (size_t)a->L * NM;
+    lm_matrix *m = res->m;
+    m->se = lm_malloc(sizeof(double) * LM7);
+    if (!m->se) return lm_nomem(err, sizeof(double) * LM7, "standard errors");
+    double N = a->n_samples;
+    for (size_t i = 0; i < LM7; i++) {
+        double v = N >= 2 ? N / (N - 1) * (a->sum2[i] - a->sum[i] * a->sum[i] / N) : NAN;
+        m->se[i] = isnan(m->v[i]) ? NAN : v > 0 ? sqrt(v) : v == 0 ? 0.0 : isnan(v) ? NAN : 0.0;
+    }
+    m->split_half = res->split_half = split_half(a);
+    m->n_samples = a->n_samples;
+    return LM_OK;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Groups: the methods that one pass over the data serves                    */
@@ -582,6 +700,7 @@ typedef struct group {
     unsigned grad_sums;        /* union of the members' GR_* sums */
     float *dW;                 /* (largest out*in) one weight gradient G at a time */
     char label[128];           /* progress label: "grad-weight+fisher" */
+    int stable_runs;           /* --until-stable: samples in a row at or above the bound */
 } group;
 
 /* Shared forward hook: every member that observes module outputs. */
@@ -791,8 +910,13 @@ int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *method
                 }
                 int first = a0->next_seq;
                 int nb = d->n_seq - first < o.batch ? d->n_seq - first : o.batch;
+                int last_phase = a0->phase + 1 == phases;
+                if (last_phase)
+                    for (int i = 0; i < g->n; i++) sample_begin(g->mem[i]);
                 rc = group_batch(g, &d->seqs[first], nb, &o, err);
                 if (rc) goto out;
+                if (last_phase)
+                    for (int i = 0; i < g->n; i++) sample_end(g->mem[i]);
                 for (int i = 0; i < g->n; i++) g->mem[i]->next_seq += nb;
                 done_this_call += nb;
                 for (int s = first; s < first + nb; s++) done_tok += d->seqs[s].n;
@@ -802,8 +926,26 @@ int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *method
                     if (rc) goto out;
                     last_save = lm_now();
                 }
+                /* --until-stable: every member's split-half correlation at or
+                 * above the bound for STABLE_RUNS samples in a row (and at
+                 * least STABLE_MIN samples): the group has read enough */
+                if (o.until_stable > 0 && last_phase && a0->next_seq < d->n_seq) {
+                    double worst = INFINITY;
+                    int any = 0;
+                    for (int i = 0; i < g->n; i++) {
+                        if (g->mem[i]->def->no_se) continue;
+                        double rho = g->mem[i]->n_samples >= STABLE_MIN ? split_half(g->mem[i]) : NAN;
+                        any = 1;
+                        if (!(rho >= worst)) worst = rho; /* NaN counts as unstable */
+                    }
+                    g->stable_runs = any && worst >= o.until_stable ? g->stable_runs + 1 : 0;
+                    if (g->stable_runs >= STABLE_RUNS) {
+                        for (int i = 0; i < g->n; i++) g->mem[i]->stopped_stable = 1;
+                        break;
+                    }
+                }
             }
-            if (stopped || canceled || a0->phase + 1 >= phases) break;
+            if (stopped || canceled || a0->phase + 1 >= phases || a0->stopped_stable) break;
             for (int i = 0; i < g->n; i++) {
                 g->mem[i]->phase++;
                 g->mem[i]->next_seq = 0;
@@ -823,7 +965,9 @@ int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *method
         for (int i = 0; rc == LM_OK && i < n; i++) {
             rc = accs[i].def->finish(&accs[i], &res[i], err);
             res[i].complete = 1;
+            res[i].stopped_stable = accs[i].stopped_stable;
             if (rc == LM_OK) mask_layers(&accs[i], &res[i]);
+            if (rc == LM_OK) rc = attach_se(&accs[i], &res[i], err);
         }
         if (rc == LM_OK && o.checkpoint_path) rc = ckpt_save(accs, n, d, &o, err);
     }

@@ -17,8 +17,9 @@
  *          "modules": ["attn.q", ...], "layers": N,
  *          "values": [[7 numbers or null] x N],
  *          "layer_extra": {"name": str, "values": [N numbers or null]},
- *          "layer_index": [N layer numbers], "meta": {...}}
- *         (layer_extra, layer_index and meta only when present; meta is any
+ *          "layer_index": [N layer numbers], "meta": {...},
+ *          "se": [[7 numbers or null] x N], "split_half": number or null, "samples": n}
+ *         (layer_extra, layer_index, meta and se/split_half/samples only when present; meta is any
  *         object, kept as it is: the run metadata the CLI records). null is NaN; infinities are
  *         written as 1e999 / -1e999, which JSON parsers read back as inf.
  */
@@ -51,6 +52,7 @@ lm_matrix *lm_matrix_new(int n_layer) {
         return NULL;
     }
     m->n_layer = n_layer;
+    m->split_half = NAN;
     snprintf(m->norm, sizeof m->norm, "%s", "none");
     return m;
 }
@@ -62,6 +64,7 @@ void lm_matrix_free(lm_matrix *m) {
     lm_free(m->layer_extra);
     lm_free(m->layer_index);
     lm_free(m->meta);
+    lm_free(m->se);
     lm_free(m);
 }
 
@@ -83,6 +86,8 @@ int lm_matrix_select_layers(lm_matrix *m, const uint8_t *keep, int n_keep, lm_er
         int l = lm_matrix_layer(m, r);
         if (!(l < n_keep && keep[l])) continue;
         memmove(m->v + (size_t)k * LM_N_MODULES, m->v + (size_t)r * LM_N_MODULES, LM_N_MODULES * sizeof(double));
+        if (m->se)
+            memmove(m->se + (size_t)k * LM_N_MODULES, m->se + (size_t)r * LM_N_MODULES, LM_N_MODULES * sizeof(double));
         if (m->layer_extra) m->layer_extra[k] = m->layer_extra[r];
         idx[k++] = l;
     }
@@ -133,9 +138,10 @@ int lm_norm_parse(const char *s, lm_norm *out) {
 }
 
 /* Divide the cells v[i0 + k*stride], k < count, by the sum of their finite
- * absolute values. NaN cells stay NaN; a zero sum leaves the cells as they are
- * (all zero or NaN). Infinities do not enter the sum and stay infinite. */
-static void normalize_group(double *v, size_t i0, size_t stride, size_t count) {
+ * absolute values (and their standard errors se, when given, by the same).
+ * NaN cells stay NaN; a zero sum leaves the cells as they are (all zero or
+ * NaN). Infinities do not enter the sum and stay infinite. */
+static void normalize_group(double *v, double *se, size_t i0, size_t stride, size_t count) {
     double sum = 0;
     for (size_t k = 0; k < count; k++) {
         double x = v[i0 + k * stride];
@@ -143,6 +149,7 @@ static void normalize_group(double *v, size_t i0, size_t stride, size_t count) {
     }
     if (!(sum > 0) || !isfinite(sum)) return;
     for (size_t k = 0; k < count; k++) v[i0 + k * stride] /= sum;
+    for (size_t k = 0; se && k < count; k++) se[i0 + k * stride] /= sum;
 }
 
 /* Normalise in place (see lm_norm) and record the normalisation in m->norm.
@@ -154,13 +161,13 @@ int lm_matrix_normalize(lm_matrix *m, lm_norm norm, lm_err *err) {
     case LM_NORM_NONE:
         return LM_OK;
     case LM_NORM_LAYER:
-        for (size_t r = 0; r < rows; r++) normalize_group(m->v, r * cols, 1, cols);
+        for (size_t r = 0; r < rows; r++) normalize_group(m->v, m->se, r * cols, 1, cols);
         break;
     case LM_NORM_MODULE:
-        for (size_t c = 0; c < cols; c++) normalize_group(m->v, c, cols, rows);
+        for (size_t c = 0; c < cols; c++) normalize_group(m->v, m->se, c, cols, rows);
         break;
     case LM_NORM_GLOBAL:
-        normalize_group(m->v, 0, 1, rows * cols);
+        normalize_group(m->v, m->se, 0, 1, rows * cols);
         break;
     default:
         return lm_fail(err, LM_EARG, "normalize: unknown normalisation %d", (int)norm);
@@ -496,6 +503,23 @@ static void json_matrix(FILE *f, const lm_matrix *m, const char *ind) {
         fprintf(f, ",\n%s  \"meta\": ", ind);
         fputs(m->meta, f);
     }
+    if (m->se) {
+        fprintf(f, ",\n%s  \"se\": [", ind);
+        for (int l = 0; l < m->n_layer; l++) {
+            fprintf(f, "%s%s    [", l ? ",\n" : "\n", ind);
+            for (int c = 0; c < LM_N_MODULES; c++) {
+                if (c) fputs(", ", f);
+                json_value(f, m->se[(size_t)l * LM_N_MODULES + (size_t)c]);
+            }
+            fputc(']', f);
+        }
+        fprintf(f, "\n%s  ]", ind);
+    }
+    if (m->se || m->n_samples) {
+        fprintf(f, ",\n%s  \"split_half\": ", ind);
+        json_value(f, m->split_half);
+        fprintf(f, ",\n%s  \"samples\": %d", ind, m->n_samples);
+    }
     fprintf(f, "\n%s}", ind);
 }
 
@@ -661,6 +685,42 @@ static int json_to_matrix(const cJSON *root, const char *path, lm_matrix **out, 
         }
         lm_free(tmp);
         if (rc) goto done;
+    }
+    const cJSON *se = cJSON_GetObjectItemCaseSensitive(root, "se");
+    if (se && !cJSON_IsNull(se)) {
+        if (!cJSON_IsArray(se) || cJSON_GetArraySize(se) != n_layer) {
+            rc = LM_CORRUPT(err, "%s: \"se\" is not an array of %d rows", path, n_layer);
+            goto done;
+        }
+        m->se = lm_malloc((size_t)n_layer * LM_N_MODULES * sizeof(double));
+        if (!m->se) {
+            rc = lm_nomem(err, (size_t)n_layer * LM_N_MODULES * sizeof(double), "se");
+            goto done;
+        }
+        int r = 0;
+        for (const cJSON *row = se->child; row; row = row->next, r++) {
+            char what[48];
+            snprintf(what, sizeof what, "se[%d]", r);
+            rc = json_numbers(row, LM_N_MODULES, m->se + (size_t)r * LM_N_MODULES, path, what, err);
+            if (rc) goto done;
+        }
+    }
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(root, "split_half");
+    if (sh && !cJSON_IsNull(sh)) {
+        if (!cJSON_IsNumber(sh) || !(sh->valuedouble >= -1 && sh->valuedouble <= 1)) {
+            rc = LM_CORRUPT(err, "%s: \"split_half\" is not a correlation in [-1, 1]", path);
+            goto done;
+        }
+        m->split_half = sh->valuedouble;
+    }
+    const cJSON *ns = cJSON_GetObjectItemCaseSensitive(root, "samples");
+    if (ns && !cJSON_IsNull(ns)) {
+        if (!cJSON_IsNumber(ns) || !(ns->valuedouble >= 0 && ns->valuedouble <= 2e9) ||
+            ns->valuedouble != floor(ns->valuedouble)) {
+            rc = LM_CORRUPT(err, "%s: \"samples\" is not a count", path);
+            goto done;
+        }
+        m->n_samples = (int)ns->valuedouble;
     }
     const cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "meta");
     if (meta && !cJSON_IsNull(meta)) {
