@@ -46,8 +46,8 @@ esac
 
 if built; then echo "$BIN"; exit 0; fi
 
-command -v cmake >/dev/null 2>&1 || die "cmake not found (apt-get install cmake)"
-command -v c++ >/dev/null 2>&1 || die "no C++ compiler (apt-get install g++)"
+command -v cmake >/dev/null 2>&1 || die "cmake not found (scripts/deps.sh llamacpp installs it)"
+command -v c++ >/dev/null 2>&1 || die "no C++ compiler (scripts/deps.sh llamacpp installs g++)"
 "$PY" -m pip --version >/dev/null 2>&1 || die "'$PY -m pip' is not available"
 
 SDIST=$PKGS/llama_cpp_python-$VER.tar.gz
