@@ -422,7 +422,8 @@ typedef struct lm_data_opts {
     int llamacpp_chunks;  /* plain text only: cut as llama-imatrix / llama-perplexity -c seq_len
                            * do (chunk i = tokens [i*seq_len, (i+1)*seq_len) of the text, BOS
                            * included, its first token replaced by BOS; a partial last chunk,
-                           * or one max_tokens would cut, is dropped); 0: layermap's chunks */
+                           * or one max_tokens would cut, is dropped; one final newline of the
+                           * text is left out, as llama.cpp's -f does); 0: layermap's chunks */
 } lm_data_opts;
 
 /* Plain text (split into seq_len chunks, each starting with BOS when the model

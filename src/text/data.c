@@ -12,7 +12,8 @@
  *                llama-perplexity cut it: chunk i is tokens [i*seq_len,
  *                (i+1)*seq_len) of the tokenized text (BOS first when the model
  *                adds one), its first token replaced by BOS, and a final
- *                partial chunk (or one cut by max_tokens) dropped.
+ *                partial chunk (or one cut by max_tokens) dropped; one final
+ *                newline of the text is left out, as llama.cpp's -f does.
  *   JSONL text   {"text": "..."} per line: one sequence each (BOS as the model
  *                says), truncated to seq_len.
  *   JSONL p/c    {"prompt": "...", "completion": "..."}: prompt tokens then
@@ -97,6 +98,7 @@ static int load_text(builder *b, const lm_tokenizer *tok, const char *text, size
     int body = seq_len - (bos >= 0);
     int32_t *ids = NULL;
     int n = 0, rc;
+    if (llamacpp && len > 0 && text[len - 1] == '\n') len--; /* llama.cpp's -f drops one final newline */
     /* with a budget, tokenize a prefix cut at a line end, growing it until it
      * yields comfortably more tokens than needed (the tokens near the cut,
      * which could differ from the whole file's, are then never used) */

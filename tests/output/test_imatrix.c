@@ -68,13 +68,14 @@ static int run_act_sq(run *x, const char *model, int64_t max_tokens, lm_method m
     return x->r.m ? 0 : -1;
 }
 
-/* The whole text's tokens, for the chunking checks. */
+/* The whole text's tokens (less one final newline), for the chunking checks. */
 static int32_t *text_ids(const lm_tokenizer *tok, int *n) {
     FILE *f = fopen("data/calib.txt", "rb");
     if (!f) return NULL;
     static char buf[1 << 20];
     size_t len = fread(buf, 1, sizeof buf, f);
     fclose(f);
+    if (len && buf[len - 1] == '\n') len--; /* as llama.cpp's -f, and llamacpp_chunks */
     int32_t *ids = NULL;
     lm_err err = {0};
     if (lm_tokenize(tok, buf, len, 0, &ids, n, &err)) return NULL;
