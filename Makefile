@@ -3,10 +3,12 @@
 #   make test       unit, reference and corrupt-file tests (no Python needed)
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-cores the numeric tests under every OpenBLAS core this CPU can run
-#   make check      deps + test + test-cores + asan + test-report + pytest (what CI runs)
+#   make check      deps + test + test-cores + asan + test-report + test-llamacpp + pytest (what CI runs)
 #   make fuzz       libFuzzer harnesses of every reader in build/fuzz/ (clang; tests/fuzz/fuzz.sh runs them)
 #   make test-report  `layermap report` rendered by headless Chromium (skips without chromium)
 #   make test-peft  `layermap lora`'s JSON applied by PEFT to stories260K (venv in build/venv-peft)
+#   make test-llamacpp  `attribute --imatrix` against llama.cpp's llama-imatrix and llama-quantize
+#                   (tools from scripts/build_llamacpp.sh; skips loudly without them)
 #   make shared     liblayermap.so (-fPIC objects in build/pic) for the Python package
 #   make pytest     the Python package's tests (tests/python/run.sh: venv in build/venv,
 #                   pip install . + numpy/pandas/pytest/mypy from PyPI)
@@ -76,7 +78,7 @@ TESTBIN += $(BUILD)/tests/test_write_fail
 TESTBIN += $(BUILD)/tests/test_blas
 BIN     := $(BUILD)/layermap
 
-.PHONY: all test test-cores test-report test-peft asan check demo deps clean fuzz fuzz-bins shared pytest pytest-asan
+.PHONY: all test test-cores test-report test-peft test-llamacpp asan check demo deps clean fuzz fuzz-bins shared pytest pytest-asan
 all: $(BIN)
 
 deps:
@@ -150,6 +152,11 @@ $(BUILD)/tests/test_blas: tests/cli/test_blas.sh
 	@mkdir -p $(dir $@)
 	cp $< $@ && chmod +x $@
 
+# the peer test's judge: two imatrix GGUFs compared cell by cell (not a test_* of make test)
+$(BUILD)/tests/imatrix_cmp: tests/output/imatrix_cmp.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(LIB) $(LDLIBS)
+
 # libFuzzer: the library and the harnesses built again by clang with the fuzzer's
 # coverage instrumentation and ASan + UBSan, in build/fuzz/ (binaries build/fuzz/fuzz_NAME)
 FUZZ_OPT := -O1 -Wno-pass-failed -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
@@ -179,6 +186,12 @@ test-report: $(BIN)
 test-peft: $(BIN)
 	@LM_BIN=$(BIN) tests/method/peft_test.sh
 
+# the imatrix export judged by llama.cpp (tests/output/imatrix_peer.sh); skips
+# loudly when scripts/build_llamacpp.sh has not built the tools, fails then
+# under LM_REQUIRE_LLAMACPP=1 (.ci/run builds them first)
+test-llamacpp: $(BIN) $(BUILD)/tests/imatrix_cmp
+	@LM_BIN=$(BIN) LM_IMATRIX_CMP=$(BUILD)/tests/imatrix_cmp tests/output/imatrix_peer.sh
+
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
@@ -188,6 +201,7 @@ check: deps
 	LM_REQUIRE_REAL=1 LM_CORES_SKIP=$$($(BIN) --version | sed -n 's/.*, core \([A-Za-z0-9]*\).*/\1/p') $(MAKE) test-cores
 	LM_REQUIRE_REAL=1 $(MAKE) asan
 	$(MAKE) test-report
+	LM_REQUIRE_REAL=1 $(MAKE) test-llamacpp
 	$(MAKE) pytest
 
 demo: deps $(BIN)

@@ -41,6 +41,15 @@ static void usage(FILE *f) {
             "                      compares modules of different sizes, e.g. for LoRA targets)\n"
             "  --progress N        a progress line every N s when stderr is not a terminal (default 10;\n"
             "                      0: none)\n"
+            "  --imatrix FILE      also write llama.cpp's importance matrix (llama-quantize --imatrix FILE)\n"
+            "                      from act-sq's sums; needs act-sq, act-stats or wanda among the methods.\n"
+            "                      GGUF (default), or the legacy format when FILE ends in .dat\n"
+            "  --imatrix-chunk N   cut plain text as llama-imatrix -c N does (implies --seq-len N):\n"
+            "                      chunk i is tokens [iN, (i+1)N) of the text, BOS put over its first\n"
+            "                      token when the model uses BOS, a partial last chunk dropped: the file\n"
+            "                      then matches llama-imatrix's (within its F16 KV cache's rounding).\n"
+            "                      Without it the chunks are layermap's own (--seq-len: each holds\n"
+            "                      seq-len - 1 text tokens after BOS, the last short one kept)\n"
             "  -v, --verbose       also the BLAS kernel, and where a hub id was found\n\n"
             "MODEL is a .gguf, an HF directory, or a hub id ORG/NAME found in the local Hugging Face\n"
             "cache (--revision R: a branch, tag or commit; never downloads). Options take --opt=value too.\n"
@@ -254,7 +263,8 @@ static void warn_blind(const lm_config *c, lm_method method) {
 }
 
 int cmd_attribute(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *method_s = NULL, *ckpt = NULL, *layers_s = NULL;
+    const char *model = NULL, *data = NULL, *method_s = NULL, *ckpt = NULL, *layers_s = NULL, *imatrix = NULL;
+    long imatrix_chunk = 0, seq_len_given = 0;
     long seq_len = 512, max_tokens = 0, steps = 32, threads = 0, batch = 1, act_mb = 0, weight_mb = 0;
     int resume = 0, per_param = 0;
     cli_out out;
@@ -282,6 +292,11 @@ int cmd_attribute(int argc, char **argv) {
             layers_s = argv[++i];
         } else if (i + 1 < argc && !strcmp(a, "--seq-len")) {
             if (cli_parse_int(a, argv[++i], 2, 1 << 20, &seq_len)) return 2;
+            seq_len_given = 1;
+        } else if (i + 1 < argc && !strcmp(a, "--imatrix")) {
+            imatrix = argv[++i];
+        } else if (i + 1 < argc && !strcmp(a, "--imatrix-chunk")) {
+            if (cli_parse_int(a, argv[++i], 2, 1 << 20, &imatrix_chunk)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--max-tokens")) {
             if (cli_parse_int(a, argv[++i], 1, (long)1 << 50, &max_tokens)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--act-cache")) {
@@ -309,6 +324,18 @@ int cmd_attribute(int argc, char **argv) {
         return 2;
     }
     if (check_outputs(&out, set.n)) return 2;
+    int imq = -1; /* the result whose column sums make the imatrix */
+    for (int q = 0; q < set.n; q++)
+        if (imq < 0 && (set.m[q] == LM_METHOD_ACT_SQ || set.m[q] == LM_METHOD_WANDA)) imq = q;
+    if (imatrix && imq < 0)
+        return cli_errorf("attribute: --imatrix needs act-sq, act-stats or wanda among the methods (-m act-stats)") ? 2
+                                                                                                                   : 2;
+    if (imatrix_chunk) {
+        if (seq_len_given && seq_len != imatrix_chunk)
+            return cli_errorf("attribute: --seq-len %ld and --imatrix-chunk %ld differ (the chunk is the sequence)",
+                              seq_len, imatrix_chunk) ? 2 : 2;
+        seq_len = imatrix_chunk;
+    }
     if (resume && !ckpt) return cli_errorf("attribute: --resume needs --checkpoint FILE") ? 2 : 2;
     uint8_t *keep = NULL; /* --layers */
     int keep_max = -1;
@@ -321,7 +348,8 @@ int cmd_attribute(int argc, char **argv) {
         return cli_errorf("--checkpoint %s exists: pass --resume to continue that run, or delete the file", ckpt) ? 2
                                                                                                                 : 2;
     }
-    if (cli_out_check_writable(&out) || (ckpt && cli_check_writable("--checkpoint", ckpt))) {
+    if (cli_out_check_writable(&out) || (ckpt && cli_check_writable("--checkpoint", ckpt)) ||
+        (imatrix && cli_check_writable("--imatrix", imatrix))) {
         free(keep);
         return 1;
     }
@@ -348,7 +376,7 @@ int cmd_attribute(int argc, char **argv) {
     }
     for (int q = 0; q < set.n; q++)
         if (!set.act_stats[q]) warn_blind(&m->cfg, set.m[q]);
-    lm_data_opts dopt = {(int)seq_len, max_tokens};
+    lm_data_opts dopt = {.seq_len = (int)seq_len, .max_tokens = max_tokens, .llamacpp_chunks = imatrix_chunk > 0};
     if (lm_dataset_load(&ds, data, tok, &dopt, &err)) goto fail;
     int longest = 0;
     for (int s = 0; s < ds->n_seq; s++)
@@ -458,6 +486,17 @@ int cmd_attribute(int argc, char **argv) {
         }
     }
     rc = emit_outputs(&out, ms, names, k, set.n);
+    if (imatrix) {
+        /* llama.cpp's chunk count is tokens / chunk size; layermap's own chunks are the sequences */
+        lm_imatrix_info ii = {.dataset = data, .chunk_size = (int)seq_len,
+                              .chunk_count = imatrix_chunk ? (int)(res[imq].n_tokens / seq_len) : res[imq].n_seq_done,
+                              .layers = keep, .n_layers = keep ? keep_max + 1 : 0};
+        if (lm_imatrix_write(m, &res[imq], &ii, imatrix, &err))
+            rc |= cli_error(&err);
+        else if (!out.quiet)
+            fprintf(stderr, "layermap: wrote %s (imatrix, %d chunks of %ld tokens%s)\n", imatrix, ii.chunk_count,
+                    seq_len, imatrix_chunk ? ", llama-imatrix's chunks" : ", layermap's chunks");
+    }
     if (cli_cancel_signal()) { /* came after the work: the outputs were still written whole */
         cli_errorf("interrupted (%s) after the work; the outputs are complete", strsignal(cli_cancel_signal()));
         rc = 128 + cli_cancel_signal();

@@ -66,7 +66,7 @@ int cmd_ppl(int argc, char **argv) {
     char hub_path[4096], hub_name[256];
     if (cli_resolve_model(&model, hub_path, sizeof hub_path, hub_name, sizeof hub_name)) return 1;
     if (lm_model_open(&m, model, &err) || lm_tokenizer_open(&tok, m, &err)) goto fail;
-    lm_data_opts dopt = {(int)seq_len, max_tokens};
+    lm_data_opts dopt = {.seq_len = (int)seq_len, .max_tokens = max_tokens};
     if (lm_dataset_load(&ds, file, tok, &dopt, &err)) goto fail;
     int longest = 0;
     for (int s = 0; s < ds->n_seq; s++)

@@ -442,6 +442,11 @@ typedef struct lm_dataset {
 typedef struct lm_data_opts {
     int seq_len;        /* max tokens per sequence (BOS included) */
     int64_t max_tokens; /* stop after this many tokens (0 = all) */
+    int llamacpp_chunks;  /* plain text only: cut as llama-imatrix / llama-perplexity -c seq_len
+                           * do (chunk i = tokens [i*seq_len, (i+1)*seq_len) of the text, BOS
+                           * included, its first token replaced by BOS; a partial last chunk,
+                           * or one max_tokens would cut, is dropped; one final newline of the
+                           * text is left out, as llama.cpp's -f does); 0: layermap's chunks */
 } lm_data_opts;
 
 /* Plain text (split into seq_len chunks, each starting with BOS when the model
@@ -586,6 +591,13 @@ typedef struct lm_attr_result {
                             * m->split_half are over these (not for wanda: se NULL) */
     double split_half;     /* = m->split_half */
     int stopped_stable;    /* until_stable ended the run before the data did */
+    /* ACT_SQ/WANDA: sum over every token of x_j^2 for each input column j of each
+     * module's input (what llama-imatrix calls in_sum2): module (l, m) has its
+     * input width of values from in_sum2 + in_sum2_off[l * 7 + m] (offsets
+     * [L*7 + 1]); NULL for other methods. Layers outside lm_attr_opts.layers
+     * are 0. Each sum counts n_tokens tokens. */
+    double *in_sum2;
+    size_t *in_sum2_off;
 } lm_attr_result;
 
 int lm_attribute(lm_engine *e, const lm_dataset *d, lm_method method, const lm_attr_opts *o,
@@ -689,6 +701,32 @@ int lm_lora_write_json(const lm_lora_plan *p, const lm_lora_opts *o, const char 
  * topk); and the text of recipe_path when not NULL. No external URL. Atomic. */
 int lm_report_write(const char *const *inputs, int n, const char *recipe_path, int topk,
                     const char *path, lm_err *err);
+
+/* llama.cpp importance matrix (imatrix.c) from an ACT_SQ or WANDA result:
+ * what llama-imatrix writes for the same chunks, read by llama-quantize
+ * --imatrix. One entry per module weight, named as llama.cpp names it
+ * (lm_model_gguf_name: the GGUF file's own names, or blk.N.attn_q.weight ...
+ * for an HF model), entries sorted by name, of the layers in layers[0..n_layers)
+ * (NULL: all).
+ *   GGUF (default; any path not ending in .dat): general.type = "imatrix",
+ *     imatrix.datasets = [dataset] ([] when NULL), imatrix.chunk_count,
+ *     imatrix.chunk_size (u32), and per weight NAME.in_sum2 (F32, [n_in]: the
+ *     sums of x^2 per input column) and NAME.counts (F32, [1]: the tokens counted).
+ *   legacy .dat: i32 n_entries, per entry i32 len, name, i32 ncall = ceil(count /
+ *     chunk_size), i32 n_in, f32 (sum / count) * ncall [n_in]; then i32
+ *     chunk_count, i32 len, dataset.
+ * LM_EARG when r has no column sums, chunk_size < 1, or a sum is not finite
+ * (llama-quantize refuses those; the message names the weight). Atomic. */
+typedef struct lm_imatrix_info {
+    const char *dataset;    /* the data file as given, or NULL */
+    int chunk_size;         /* tokens per chunk (llama-imatrix -c) */
+    int chunk_count;        /* chunks the sums cover */
+    const uint8_t *layers;  /* layers to write, [n_layers] flags; NULL: all */
+    int n_layers;
+} lm_imatrix_info;
+
+int lm_imatrix_write(const lm_model *m, const lm_attr_result *r, const lm_imatrix_info *info, const char *path,
+                     lm_err *err);
 
 #ifdef __cplusplus
 }

@@ -19,6 +19,18 @@ if [ "$1" = fuzz ]; then
     }
     exit 0
 fi
+# `deps.sh llamacpp` (scripts/build_llamacpp.sh): cmake and a C++ compiler, only
+if [ "$1" = llamacpp ]; then
+    command -v cmake >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1 && exit 0
+    echo "deps: building llama.cpp's tools needs cmake and g++ -- installing Debian cmake g++" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake g++ >/dev/null; } || {
+        echo "deps: apt-get install cmake g++ failed" >&2
+        exit 1
+    }
+    exit 0
+fi
 pkgs="cairo libcjson libpcre2-8 libutf8proc openblas"
 missing=""
 for p in $pkgs; do pkg-config --exists "$p" 2>/dev/null || missing="$missing $p"; done

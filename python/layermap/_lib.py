@@ -138,7 +138,7 @@ class lm_dataset(Structure):
 
 
 class lm_data_opts(Structure):
-    _fields_ = [("seq_len", c_int), ("max_tokens", c_int64)]
+    _fields_ = [("seq_len", c_int), ("max_tokens", c_int64), ("llamacpp_chunks", c_int)]
 
 
 class lm_engine_opts(Structure):
@@ -157,7 +157,8 @@ class lm_attr_result(Structure):
     _fields_ = [("m", POINTER(lm_matrix)), ("also", POINTER(lm_matrix)), ("loss_sum", c_double),
                 ("n_targets", c_int64), ("n_tokens", c_int64), ("n_seq_done", c_int), ("complete", c_int),
                 ("ig_gap", c_double), ("block_influence", POINTER(c_double)), ("seconds", c_double),
-                ("n_samples", c_int), ("split_half", c_double), ("stopped_stable", c_int)]
+                ("n_samples", c_int), ("split_half", c_double), ("stopped_stable", c_int),
+                ("in_sum2", POINTER(c_double)), ("in_sum2_off", POINTER(c_size_t))]
 
 
 # every structure, for the layout test against the C compiler's offsetof

@@ -568,6 +568,13 @@ static int finish_act_stats(acc *a, lm_attr_result *res, lm_err *err) {
                             lm_method_names[is_wanda ? LM_METHOD_ACT_SQ : LM_METHOD_WANDA]);
     lm_free(wanda);
     if (!res->m || !res->also) return lm_nomem(err, sizeof(double) * (size_t)L * NM, "result matrix");
+    /* the per-column sums themselves (the imatrix export) */
+    size_t nv = a->vec_off[L * NM];
+    res->in_sum2 = lm_malloc(sizeof(double) * nv);
+    res->in_sum2_off = lm_malloc(sizeof(size_t) * ((size_t)L * NM + 1));
+    if (!res->in_sum2 || !res->in_sum2_off) return lm_nomem(err, sizeof(double) * nv, "input column sums");
+    memcpy(res->in_sum2, a->vec, sizeof(double) * nv);
+    memcpy(res->in_sum2_off, a->vec_off, sizeof(size_t) * ((size_t)L * NM + 1));
     res->m->layer_extra = lm_malloc(sizeof(double) * (size_t)L);
     if (res->m->layer_extra) {
         memcpy(res->m->layer_extra, res->block_influence, sizeof(double) * (size_t)L);
@@ -805,6 +812,8 @@ void lm_attr_result_free(lm_attr_result *r) {
     lm_matrix_free(r->m);
     lm_matrix_free(r->also);
     lm_free(r->block_influence);
+    lm_free(r->in_sum2);
+    lm_free(r->in_sum2_off);
     memset(r, 0, sizeof *r);
 }
 

@@ -112,6 +112,14 @@ static lm_tensor *find_mut(const lm_model *m, const char *name) {
 
 const lm_tensor *lm_model_find(const lm_model *m, const char *name) { return find_mut(m, name); }
 
+const char *lm_model_gguf_name(const lm_model *m, int l, int mod, char *buf, size_t size) {
+    if (!strcmp(m->format, "gguf"))
+        snprintf(buf, size, "%s", m->layers[l].w[mod]->name);
+    else
+        snprintf(buf, size, "blk.%d.%s", l, gguf_names.w[mod]);
+    return buf;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Binding and shape checks                                                  */
 /* ------------------------------------------------------------------------ */

@@ -18,6 +18,11 @@ const lm_gguf *lm_model_gguf(const lm_model *m);
  * NULL for a GGUF model. Valid until lm_model_close. */
 const char *lm_model_dir(const lm_model *m);
 
+/* llama.cpp's name of module mod's weight in layer l: the name in the file
+ * for a GGUF model, "blk.<l>.attn_q.weight" etc. for an HF model. Returns
+ * buf (truncated to size). */
+const char *lm_model_gguf_name(const lm_model *m, int l, int mod, char *buf, size_t size);
+
 /* config.c: fill cfg from an HF config.json (+ tokenizer_config.json) in dir,
  * or from GGUF metadata. On error cfg is unspecified and err names the file
  * and the key. */

@@ -8,6 +8,12 @@
  *                seq_len tokens; each chunk starts with BOS when the model adds
  *                one (BOS counts in seq_len); a last short chunk is kept when
  *                it has at least 2 tokens. Every next-token prediction counts.
+ *                With llamacpp_chunks, cut as llama.cpp's llama-imatrix and
+ *                llama-perplexity cut it: chunk i is tokens [i*seq_len,
+ *                (i+1)*seq_len) of the tokenized text (BOS first when the model
+ *                adds one), its first token replaced by BOS, and a final
+ *                partial chunk (or one cut by max_tokens) dropped; one final
+ *                newline of the text is left out, as llama.cpp's -f does.
  *   JSONL text   {"text": "..."} per line: one sequence each (BOS as the model
  *                says), truncated to seq_len.
  *   JSONL p/c    {"prompt": "...", "completion": "..."}: prompt tokens then
@@ -87,11 +93,12 @@ static int text_fail(builder *b, int rc, int line) {
 
 /* Tokenize the file (only a long enough prefix when there is a budget) and
  * cut it into chunks. */
-static int load_text(builder *b, const lm_tokenizer *tok, const char *text, size_t len, int seq_len) {
+static int load_text(builder *b, const lm_tokenizer *tok, const char *text, size_t len, int seq_len, int llamacpp) {
     int32_t bos = lm_tokenizer_add_bos(tok) ? lm_tokenizer_bos(tok) : -1;
     int body = seq_len - (bos >= 0);
     int32_t *ids = NULL;
     int n = 0, rc;
+    if (llamacpp && len > 0 && text[len - 1] == '\n') len--; /* llama.cpp's -f drops one final newline */
     /* with a budget, tokenize a prefix cut at a line end, growing it until it
      * yields comfortably more tokens than needed (the tokens near the cut,
      * which could differ from the whole file's, are then never used) */
@@ -111,6 +118,21 @@ static int load_text(builder *b, const lm_tokenizer *tok, const char *text, size
         want = want > SIZE_MAX / 4 ? len : want * 4;
     }
     rc = LM_OK;
+    if (llamacpp) {
+        /* t = [BOS] + ids (t = ids without BOS); chunk c = t[c*seq_len ..
+         * (c+1)*seq_len) with t[c*seq_len] := BOS: BOS, then t[c*seq_len + 1 ..]
+         * = ids[c*seq_len ..]; without BOS ids[c*seq_len ..] as they are */
+        int has_bos = bos >= 0;
+        int64_t total = (int64_t)n + has_bos, n_chunk = total / seq_len;
+        if (b->budget > 0 && n_chunk > b->budget / seq_len) n_chunk = b->budget / seq_len;
+        for (int64_t c = 0; c < n_chunk && !rc; c++) rc = add_seq(b, bos, ids + c * seq_len, seq_len, 0);
+        lm_free(ids);
+        if (!rc && n_chunk == 0)
+            rc = lm_fail(b->err, LM_EARG, "%s: %lld tokens%s, less than one whole chunk of %d (a partial chunk is dropped)",
+                         b->path, (long long)(b->budget > 0 && b->budget < total ? b->budget : total),
+                         b->budget > 0 && b->budget < total ? " allowed by max_tokens" : "", seq_len);
+        return rc;
+    }
     for (int i = 0; i < n && !full(b) && !rc; i += body) {
         int take = n - i < body ? n - i : body;
         rc = add_seq(b, bos, ids + i, take + (bos >= 0), 0);
@@ -250,8 +272,10 @@ int lm_dataset_load(lm_dataset **out, const char *path, const lm_tokenizer *tok,
         rc = lm_nomem(err, sizeof *b.d, "dataset");
         goto done;
     }
-    if (data[first] == '{') rc = load_jsonl(&b, tok, data + base, len - base, base, o->seq_len);
-    else rc = load_text(&b, tok, data + base, len - base, o->seq_len);
+    if (data[first] == '{' && o->llamacpp_chunks)
+        rc = lm_fail(err, LM_EARG, "%s: JSONL data, but llama.cpp's chunks (llamacpp_chunks) cut plain text only", path);
+    else if (data[first] == '{') rc = load_jsonl(&b, tok, data + base, len - base, base, o->seq_len);
+    else rc = load_text(&b, tok, data + base, len - base, o->seq_len, o->llamacpp_chunks);
     if (!rc && b.d->n_seq == 0)
         rc = lm_fail(err, LM_EARG, "%s: no sequence with a prediction to score (every text gives fewer than 2 tokens%s)",
                      path, data[first] == '{' ? " or an empty completion" : "");
@@ -305,7 +329,7 @@ int lm_dataset_from_text(lm_dataset **out, const char *text, size_t len, const l
         text += 3;
         len -= 3;
     }
-    return mem_end(&b, load_text(&b, tok, text, len, o->seq_len), 0, out);
+    return mem_end(&b, load_text(&b, tok, text, len, o->seq_len, o->llamacpp_chunks), 0, out);
 }
 
 /* n texts, one sequence each (as JSONL "text" lines), or n prompt/completion

@@ -175,6 +175,29 @@ int main(void) {
     CHECK(rc != 0 && strstr(out, "/nonexistent-dir/z.png"), "unwritable output: %s", out);
     rc = run(out, sizeof out, "%s attribute %s --data data/calib.txt -m no-such-method", bin(), model);
     CHECK(rc != 0 && strstr(out, "no-such-method"), "unknown method: %s", out);
+
+    /* --imatrix: written with act-stats (GGUF magic, llama.cpp's chunk count in
+     * the message); refused without act-sq/wanda, with a --seq-len that is not
+     * the chunk, for JSONL under --imatrix-chunk, and unwritable before any work */
+    snprintf(p1, sizeof p1, "%s/im.gguf", dir);
+    rc = run(out, sizeof out, "%s attribute %s --data data/calib.txt -m grad-weight,act-stats --imatrix-chunk 64 "
+             "--max-tokens 700 --imatrix %s --csv %s/im-{method}.csv", bin(), model, p1, dir);
+    const char *im = read_file(p1);
+    CHECK(rc == 0 && im && !memcmp(im, "GGUF", 4) && strstr(out, "10 chunks of 64 tokens, llama-imatrix's chunks"),
+          "--imatrix: %s", out);
+    rc = run(out, sizeof out, "%s attribute %s --data data/calib.txt -m fisher --imatrix %s/x.gguf", bin(), model, dir);
+    CHECK(rc == 2 && strstr(out, "--imatrix needs act-sq"), "--imatrix without act-sq: %s", out);
+    rc = run(out, sizeof out, "%s attribute %s --data data/calib.txt -m act-sq --imatrix-chunk 64 --seq-len 128", bin(),
+             model);
+    CHECK(rc == 2 && strstr(out, "--imatrix-chunk 64"), "--seq-len vs --imatrix-chunk: %s", out);
+    snprintf(p2, sizeof p2, "%s/t.jsonl", dir);
+    rc = run(out, sizeof out, "echo '{\"text\": \"Once upon a time\"}' > %s && %s attribute %s --data %s -m act-sq "
+             "--imatrix-chunk 8 --imatrix %s/j.gguf", p2, bin(), model, p2, dir);
+    CHECK(rc == 1 && strstr(out, "t.jsonl") && strstr(out, "JSONL"), "JSONL with --imatrix-chunk: %s", out);
+    rc = run(out, sizeof out, "%s attribute %s --data data/calib.txt -m act-stats --imatrix /nonexistent-dir/i.gguf",
+             bin(), model);
+    CHECK(rc == 1 && strstr(out, "/nonexistent-dir/i.gguf") && !strstr(out, "tokens/s"), "unwritable --imatrix: %s",
+          out);
     CHECK(no_temp_files(dir), "temp files left in %s", dir);
     return TEST_END();
 }

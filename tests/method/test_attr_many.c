@@ -46,7 +46,7 @@ static int open_run(run_ctx *r, const char *model, int seq_len, int64_t max_toke
     if (!r->m) return -1;
     CHECK_OK(lm_tokenizer_open(&r->tok, r->m, &err), &err);
     if (!r->tok) return -1;
-    lm_data_opts dopt = {seq_len, max_tokens};
+    lm_data_opts dopt = {.seq_len = seq_len, .max_tokens = max_tokens};
     CHECK_OK(lm_dataset_load(&r->ds, "data/calib.txt", r->tok, &dopt, &err), &err);
     if (!r->ds) return -1;
     lm_engine_opts eo = {.threads = threads, .max_seq = seq_len, .max_batch = batch};

@@ -35,7 +35,7 @@ static const char *write_str(const char *name, const char *s) { return write_fil
 static lm_dataset *load(const char *path, const lm_tokenizer *t, int seq_len, int64_t max_tokens, int *rc,
                         lm_err *err) {
     lm_dataset *d = NULL;
-    lm_data_opts o = {seq_len, max_tokens};
+    lm_data_opts o = {.seq_len = seq_len, .max_tokens = max_tokens};
     *rc = lm_dataset_load(&d, path, t, &o, err);
     return d;
 }
@@ -272,7 +272,7 @@ static void test_errors(void) {
 /* Load the file ctx with the stories tokenizer (fault-injection run). */
 static int fault_load(void *ctx, lm_err *err, const char **why) {
     lm_dataset *d = NULL;
-    lm_data_opts o = {16, 0};
+    lm_data_opts o = {.seq_len = 16};
     int rc = lm_dataset_load(&d, ctx, stories, &o, err);
     if (rc != LM_OK && d) *why = "dataset not NULL after a failure";
     lm_dataset_free(d);
@@ -303,7 +303,7 @@ static int same_data(const lm_dataset *a, const lm_dataset *b) {
 static void test_memory(void) {
     lm_err err = {0};
     int rc;
-    lm_data_opts o = {16, 0}, o_budget = {16, 40};
+    lm_data_opts o = {.seq_len = 16}, o_budget = {.seq_len = 16, .max_tokens = 40};
     for (int k = 0; k < 2; k++) {
         const lm_tokenizer *t = k ? smol : stories;
         const lm_data_opts *opts[2] = {&o, &o_budget};
@@ -350,7 +350,7 @@ static void test_memory(void) {
     if (d) check_totals(d, "from_ids");
     lm_dataset_free(d);
     d = NULL;
-    CHECK_OK(lm_dataset_from_ids(&d, ids, lens, 3, 512, &(lm_data_opts){16, 8}, &err), &err);
+    CHECK_OK(lm_dataset_from_ids(&d, ids, lens, 3, 512, &(lm_data_opts){.seq_len = 16, .max_tokens = 8}, &err), &err);
     CHECK(d && d->n_tokens == 8 && d->n_seq == 2 && d->seqs[1].n == 3, "from_ids max_tokens 8");
     lm_dataset_free(d);
     /* errors */
@@ -367,7 +367,7 @@ static void test_memory(void) {
     CHECK(rc == LM_EARG && !d && strstr(err.msg, "no sequence"), "too short: rc %d '%s'", rc, err.msg);
     rc = lm_dataset_from_texts(&d, bad, bl, NULL, NULL, 0, smol, &o, &err);
     CHECK(rc == LM_EARG && !d, "no texts: rc %d '%s'", rc, err.msg);
-    rc = lm_dataset_from_text(&d, STORY, strlen(STORY), smol, &(lm_data_opts){1, 0}, &err);
+    rc = lm_dataset_from_text(&d, STORY, strlen(STORY), smol, &(lm_data_opts){.seq_len = 1}, &err);
     CHECK(rc == LM_EARG && !d, "seq_len 1: rc %d '%s'", rc, err.msg);
     /* allocation failures: LM_ENOMEM, nothing leaked */
     long bad_runs = 0;
