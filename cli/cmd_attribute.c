@@ -29,6 +29,11 @@ static void usage(FILE *f) {
             "  --layers L          only these layers, e.g. 0-5,20 (rows keep their layer numbers)\n"
             "  --batch N           sequences packed into one pass (default 1; helps short sequences)\n"
             "  --steps N           integrated-gradients steps (default 32)\n"
+            "  --until-stable R    stop reading data once every method's split-half Spearman correlation\n"
+            "                      (odd vs even samples) has stayed >= R (0 < R <= 1) for 3 samples, after\n"
+            "                      at least 8; a sample is one pass of --batch sequences. Every data\n"
+            "                      method reports it with each cell's standard error (JSON \"se\",\n"
+            "                      \"split_half\", \"samples\"; the summary line)\n"
             "  -t, --threads N     worker threads (default: all cores)\n"
             "  --checkpoint FILE   save the accumulated sums there while running (an existing FILE\n"
             "                      needs --resume); Ctrl-C or SIGTERM saves it and stops\n"
@@ -237,6 +242,22 @@ static void summary(const lm_attr_result *r, const char *method, double secs, co
             method, (long long)r->n_tokens, (long long)r->n_targets,
             r->n_targets ? r->loss_sum / (double)r->n_targets : NAN, ppl, secs, secs > 0 ? work / secs : 0.0,
             resumed ? " (this run's work only)" : "");
+    const lm_matrix *m = r->m;
+    if (m && m->se && r->n_samples >= 2) { /* how much data is enough */
+        double rel[LM_N_MODULES * 4096];
+        int n = 0;
+        for (int i = 0; i < m->n_layer * LM_N_MODULES && n < (int)(sizeof rel / sizeof rel[0]); i++)
+            if (isfinite(m->se[i]) && isfinite(m->v[i]) && m->v[i] != 0) rel[n++] = m->se[i] / fabs(m->v[i]);
+        for (int i = 1; i < n; i++) /* insertion sort for the median */
+            for (int j = i; j > 0 && rel[j - 1] > rel[j]; j--) {
+                double t = rel[j];
+                rel[j] = rel[j - 1];
+                rel[j - 1] = t;
+            }
+        fprintf(stderr, "layermap: %s: %d samples, split-half Spearman %.4f, standard error median %.3g%% of |cell|%s\n",
+                method, r->n_samples, r->split_half, n ? 100 * rel[n / 2] : NAN,
+                r->stopped_stable ? " (--until-stable: stopped, stable)" : "");
+    }
 }
 
 /* One line when the method cannot see some modules on this architecture:
@@ -267,6 +288,7 @@ int cmd_attribute(int argc, char **argv) {
     long imatrix_chunk = 0, seq_len_given = 0;
     long seq_len = 512, max_tokens = 0, steps = 32, threads = 0, batch = 1, act_mb = 0, weight_mb = 0;
     int resume = 0, per_param = 0;
+    double until_stable = 0;
     cli_out out;
     cli_out_init(&out);
     for (int i = 1; i < argc; i++) {
@@ -305,6 +327,10 @@ int cmd_attribute(int argc, char **argv) {
             if (cli_parse_int(a, argv[++i], 1, 1L << 30, &weight_mb)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--batch")) {
             if (cli_parse_int(a, argv[++i], 1, 4096, &batch)) return 2;
+        } else if (i + 1 < argc && !strcmp(a, "--until-stable")) {
+            if (cli_parse_double(a, argv[++i], &until_stable)) return 2;
+            if (!(until_stable > 0 && until_stable <= 1))
+                return cli_errorf("--until-stable: %g is not a correlation in (0, 1]", until_stable) ? 2 : 2;
         } else if (i + 1 < argc && !strcmp(a, "--steps")) {
             if (cli_parse_int(a, argv[++i], 1, 100000, &steps)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--threads")) {
@@ -390,6 +416,7 @@ int cmd_attribute(int argc, char **argv) {
     lm_attr_opts_default(&ao);
     ao.ig_steps = (int)steps;
     ao.batch = (int)batch;
+    ao.until_stable = until_stable;
     ao.checkpoint_path = ckpt;
     ao.resume = resume;
     ao.layers = keep; /* --layers: ablate, ig and act-stats skip the other layers' work */
@@ -458,10 +485,11 @@ int cmd_attribute(int argc, char **argv) {
         for (int i = 0; per_param && i < 2; i++) {
             if (!two[i]) continue;
             for (int l = 0; l < two[i]->n_layer; l++)
-                for (int c = 0; c < LM_N_MODULES; c++)
-                    lm_matrix_set(two[i], l, c,
-                                  lm_matrix_get(two[i], l, c) /
-                                      (double)lm_model_module_params(m, lm_matrix_layer(two[i], l), c));
+                for (int c = 0; c < LM_N_MODULES; c++) {
+                    double np = (double)lm_model_module_params(m, lm_matrix_layer(two[i], l), c);
+                    lm_matrix_set(two[i], l, c, lm_matrix_get(two[i], l, c) / np);
+                    if (two[i]->se) two[i]->se[(size_t)l * LM_N_MODULES + (size_t)c] /= np;
+                }
             snprintf(two[i]->method + strlen(two[i]->method), sizeof two[i]->method - strlen(two[i]->method),
                      " per param");
         }
