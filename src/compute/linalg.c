@@ -34,7 +34,10 @@ extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a,
 
 /* The difference of two F32 values is exact in double, so density compares
  * the exact |D| with tol; d becomes D rounded once to F32. */
-DIFF_CLONES void diff_block_stats(lm_diff_sums *st, const float *restrict a, float *restrict d, long k, double tol) {
+/* (The cloned functions are static, called by plain exported ones: clang
+ * emits the dispatcher of a target_clones function only where it is used.) */
+DIFF_CLONES static void block_stats(lm_diff_sums *st, const float *restrict a, float *restrict d, long k,
+                                    double tol) {
     double dd = 0, aa = 0, bb = 0, ab = 0;
     int64_t cnt = 0;
 #pragma omp simd reduction(+ : dd, aa, bb, ab, cnt)
@@ -55,8 +58,8 @@ DIFF_CLONES void diff_block_stats(lm_diff_sums *st, const float *restrict a, flo
     st->cnt += cnt;
 }
 
-DIFF_CLONES void mask_overlap_counts(int64_t n[3], const float *restrict base, const float *restrict a,
-                                     const float *restrict b, long cnt, double tol) {
+DIFF_CLONES static void overlap_counts(int64_t n[3], const float *restrict base, const float *restrict a,
+                                       const float *restrict b, long cnt, double tol) {
     int64_t na = 0, nb = 0, nab = 0;
 #pragma omp simd reduction(+ : na, nb, nab)
     for (long i = 0; i < cnt; i++) {
@@ -68,6 +71,12 @@ DIFF_CLONES void mask_overlap_counts(int64_t n[3], const float *restrict base, c
     n[0] += na;
     n[1] += nb;
     n[2] += nab;
+}
+
+void diff_block_stats(lm_diff_sums *st, const float *a, float *d, long k, double tol) { block_stats(st, a, d, k, tol); }
+
+void mask_overlap_counts(int64_t n[3], const float *base, const float *a, const float *b, long cnt, double tol) {
+    overlap_counts(n, base, a, b, cnt, tol);
 }
 
 static double *alloc_doubles(int64_t n, lm_err *err, const char *what, int *rc) {
