@@ -156,6 +156,26 @@ static int meta_table(FILE *f, const input *in, lm_err *err) {
     char n[32];
     snprintf(n, sizeof n, "%d", m->n_layer);
     kv(f, "layers", n);
+    if (m->n_samples > 0) { /* how much data is enough */
+        char b[96];
+        snprintf(n, sizeof n, "%d", m->n_samples);
+        kv(f, "samples", n);
+        snprintf(b, sizeof b, "%.4f (Spearman, odd vs even samples)", m->split_half);
+        kv(f, "split-half stability", isnan(m->split_half) ? "- (fewer than 2 samples)" : b);
+        if (m->se) {
+            double worst = 0, sum = 0;
+            int k = 0;
+            for (int i = 0; i < m->n_layer * LM_N_MODULES; i++)
+                if (isfinite(m->se[i]) && isfinite(m->v[i]) && m->v[i] != 0) {
+                    double r = m->se[i] / fabs(m->v[i]);
+                    worst = r > worst ? r : worst;
+                    sum += r;
+                    k++;
+                }
+            snprintf(b, sizeof b, "mean %.3g%%, largest %.3g%% of |cell|", k ? 100 * sum / k : NAN, 100 * worst);
+            kv(f, "standard error", b);
+        }
+    }
     /* "note" as an object (its keys, like "meta"), then "meta" */
     const cJSON *note = in->doc ? cJSON_GetObjectItemCaseSensitive(in->doc, "note") : NULL;
     if (cJSON_IsObject(note)) {
@@ -184,8 +204,12 @@ static void values_table(FILE *f, const lm_matrix *m) {
     for (int l = 0; l < m->n_layer; l++) {
         fprintf(f, "<tr><th>%d</th>", l);
         for (int c = 0; c < LM_N_MODULES; c++) {
-            char b[32];
-            fprintf(f, "<td>%s</td>", fmt4(b, sizeof b, m->v[(size_t)l * LM_N_MODULES + c]));
+            char b[32], e[32];
+            size_t i = (size_t)l * LM_N_MODULES + c;
+            if (m->se)
+                fprintf(f, "<td>%s &plusmn; %s</td>", fmt4(b, sizeof b, m->v[i]), fmt4(e, sizeof e, m->se[i]));
+            else
+                fprintf(f, "<td>%s</td>", fmt4(b, sizeof b, m->v[i]));
         }
         fputs("</tr>\n", f);
     }

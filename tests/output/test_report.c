@@ -98,6 +98,18 @@ static void test_document(void) {
     CHECK(strstr(h, "0.04899") && strstr(h, "(k=5)"), "compare table");
     lm_free(h);
 
+    /* how much data is enough: samples, split-half and the standard errors beside the values */
+    const char *sej = write_text(
+        "se.json", "{\"method\": \"fisher\", \"layers\": 1, \"values\": [[1,2,4,8,16,32,64]],\n"
+                   " \"se\": [[0.5,0.5,0.5,0.5,0.5,0.5,0.5]], \"split_half\": 0.875, \"samples\": 12}\n");
+    const char *sein[] = {sej};
+    CHECK_OK(lm_report_write(sein, 1, NULL, 10, out, &err), &err);
+    h = slurp(out);
+    CHECK(h && strstr(h, "<th>samples</th><td>12</td>") && strstr(h, "0.8750 (Spearman, odd vs even samples)") &&
+              strstr(h, "largest 50% of |cell|") && strstr(h, "1 &plusmn; 0.5"),
+          "stability in the report");
+    lm_free(h);
+
     /* a matrix of NaN only and a 1-matrix report */
     const char *nanj = write_text("nan.csv", "layer,attn.q,attn.k,attn.v,attn.o,mlp.up,mlp.down,mlp.gate\n0,,,,,,,\n");
     const char *one[] = {nanj};
