@@ -610,10 +610,13 @@ static const method_def method_defs[LM_METHOD_COUNT] = {
 /* Before a sample of the method's last phase: remember the sums. */
 static void sample_begin(acc *a) { memcpy(a->prev, a->sum, sizeof(double) * (size_t)a->L * NM); }
 
-/* After it: its contribution x = sum - prev into sum2 and its half. */
-static void sample_end(acc *a) {
+/* After it: its contribution x = sum - prev into sum2 and its half. The
+ * half is the parity of the sample's place in the data (index = its first
+ * sequence / batch), not of the order samples are run in: the same split
+ * whichever process ran which sample. */
+static void sample_end(acc *a, int index) {
     size_t LM7 = (size_t)a->L * NM;
-    double *h = a->half + (size_t)(a->n_samples % 2) * LM7;
+    double *h = a->half + (size_t)(index % 2) * LM7;
     for (size_t i = 0; i < LM7; i++) {
         double x = a->sum[i] - a->prev[i];
         a->sum2[i] += x * x;
@@ -925,7 +928,7 @@ int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *method
                 rc = group_batch(g, &d->seqs[first], nb, &o, err);
                 if (rc) goto out;
                 if (last_phase)
-                    for (int i = 0; i < g->n; i++) sample_end(g->mem[i]);
+                    for (int i = 0; i < g->n; i++) sample_end(g->mem[i], first / o.batch);
                 for (int i = 0; i < g->n; i++) g->mem[i]->next_seq += nb;
                 done_this_call += nb;
                 for (int s = first; s < first + nb; s++) done_tok += d->seqs[s].n;
