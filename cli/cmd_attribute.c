@@ -254,7 +254,7 @@ static void summary(const lm_attr_result *r, const char *method, double secs, co
                 rel[j] = rel[j - 1];
                 rel[j - 1] = t;
             }
-        fprintf(stderr, "layermap: %s: %d samples, split-half Spearman %.4f, standard error median %.3g%% of |cell|%s\n",
+        fprintf(stderr, "layermap: %s stability: %d samples, split-half Spearman %.4f, standard error median %.3g%% of |cell|%s\n",
                 method, r->n_samples, r->split_half, n ? 100 * rel[n / 2] : NAN,
                 r->stopped_stable ? " (--until-stable: stopped, stable)" : "");
     }
