@@ -78,7 +78,7 @@ TESTBIN += $(BUILD)/tests/test_write_fail
 TESTBIN += $(BUILD)/tests/test_blas
 BIN     := $(BUILD)/layermap
 
-.PHONY: all test test-cores test-report test-peft test-llamacpp asan check demo deps clean fuzz fuzz-bins shared pytest pytest-asan
+.PHONY: all test test-clang test-cores test-report test-peft test-llamacpp asan check demo deps clean fuzz fuzz-bins shared pytest pytest-asan
 all: $(BIN)
 
 deps:
@@ -192,6 +192,11 @@ test-peft: $(BIN)
 test-llamacpp: $(BIN) $(BUILD)/tests/imatrix_cmp
 	@LM_BIN=$(BIN) LM_IMATRIX_CMP=$(BUILD)/tests/imatrix_cmp tests/output/imatrix_peer.sh
 
+# the same tests built by clang (Debian clang and libomp, as make fuzz installs them)
+test-clang:
+	@scripts/deps.sh fuzz
+	$(MAKE) CC=clang BUILD=build-clang test
+
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
@@ -200,6 +205,7 @@ check: deps
 	LM_REQUIRE_REAL=1 $(MAKE) test
 	LM_REQUIRE_REAL=1 LM_CORES_SKIP=$$($(BIN) --version | sed -n 's/.*, core \([A-Za-z0-9]*\).*/\1/p') $(MAKE) test-cores
 	LM_REQUIRE_REAL=1 $(MAKE) asan
+	LM_REQUIRE_REAL=1 $(MAKE) test-clang
 	$(MAKE) test-report
 	LM_REQUIRE_REAL=1 $(MAKE) test-llamacpp
 	$(MAKE) pytest
@@ -211,4 +217,4 @@ demo: deps $(BIN)
 	$(BIN) diff $(MODELS)/stories260K-hf $(MODELS)/stories260K-ft-hf -o demo-diff.png --csv demo-diff.csv
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-clang
