@@ -125,10 +125,10 @@ int cli_mpi_sum(double *buf, size_t n);
  * err the first failing rank's message ("rank R of N: ..." when R > 0), so
  * that each can return it and rank 0 alone prints it; 0 when none failed. */
 int cli_mpi_agree(int failed, lm_err *err);
-/* Collective: does every rank hold the same dataset as rank 0 (tokens and
- * masks hashed)? 0, or 1 on every rank as cli_mpi_agree, the message naming
- * path and the rank that differs. 0 when alone. */
-int cli_mpi_same_data(const lm_dataset *d, const char *path, lm_err *err);
+/* Collective: does every rank hold a model of rank 0's shapes and the same
+ * dataset (tokens and masks hashed)? 0, or 1 on every rank as cli_mpi_agree,
+ * the message naming the model or path and the rank that differs. 0 when alone. */
+int cli_mpi_same_data(const lm_model *m, const lm_dataset *d, const char *path, lm_err *err);
 /* With several ranks: print "layermap: rank R of N: msg" on this rank's
  * stderr and end the whole job (MPI_Abort); does nothing when alone. For a
  * failure the others learn of at no known point. */

@@ -418,7 +418,7 @@ int cmd_attribute(int argc, char **argv) {
                          .act_cache_bytes = (size_t)act_mb << 20, .weight_cache_bytes = (size_t)weight_mb << 20};
     lm_engine_new(&e, m, &eo, &err);
 loaded:
-    if (cli_mpi_agree(err.code != 0, &err) || cli_mpi_same_data(ds, data, &err)) goto fail;
+    if (cli_mpi_agree(err.code != 0, &err) || cli_mpi_same_data(m, ds, data, &err)) goto fail;
 
     lm_attr_opts ao;
     lm_attr_opts_default(&ao);

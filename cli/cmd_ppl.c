@@ -84,7 +84,7 @@ int cmd_ppl(int argc, char **argv) {
         }
     }
 loaded:
-    if (cli_mpi_agree(err.code != 0, &err) || cli_mpi_same_data(ds, file, &err)) goto fail;
+    if (cli_mpi_agree(err.code != 0, &err) || cli_mpi_same_data(m, ds, file, &err)) goto fail;
     cli_progress prog;
     cli_progress_init(&prog);
     prog.unit = "tok";

@@ -131,17 +131,30 @@ static uint64_t data_hash(const lm_dataset *d) {
     return h;
 }
 
-int cli_mpi_same_data(const lm_dataset *d, const char *path, lm_err *err) {
+int cli_mpi_same_data(const lm_model *m, const lm_dataset *d, const char *path, lm_err *err) {
     if (g_size < 2) return 0;
-    uint64_t mine[3] = {data_hash(d), (uint64_t)d->n_seq, (uint64_t)d->n_tokens}, first[3];
+    const lm_config *c = &m->cfg; /* the shapes every reduced sum has */
+    uint64_t mine[9] = {data_hash(d), (uint64_t)d->n_seq, (uint64_t)d->n_tokens, (uint64_t)c->arch,
+                        (uint64_t)c->n_layer, (uint64_t)c->dim, (uint64_t)c->n_head * 65536u + (uint64_t)c->n_kv_head,
+                        (uint64_t)c->ffn_dim, (uint64_t)c->vocab};
+    uint64_t first[9];
     memcpy(first, mine, sizeof first);
-    MPI_Bcast(first, 3, MPI_UINT64_T, 0, MPI_COMM_WORLD);
-    int bad = memcmp(mine, first, sizeof mine) != 0;
-    if (bad) {
+    MPI_Bcast(first, 9, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+    int bad = 0;
+    if (memcmp(mine + 3, first + 3, 6 * sizeof mine[0])) {
+        bad = 1;
         err->code = LM_EARG;
         snprintf(err->msg, sizeof err->msg,
-                 "%s: other data here than on rank 0 (%d sequences, %lld tokens; rank 0: %d, %lld): every rank must "
-                 "read the same file",
+                 "%.800s: another model here than on rank 0 (%d layers, dim %d, ffn %d, vocab %d; rank 0: %d, %d, %d, "
+                 "%d): every rank must read the same model",
+                 m->path, c->n_layer, c->dim, c->ffn_dim, c->vocab, (int)first[4], (int)first[5], (int)first[7],
+                 (int)first[8]);
+    } else if (memcmp(mine, first, 3 * sizeof mine[0])) {
+        bad = 1;
+        err->code = LM_EARG;
+        snprintf(err->msg, sizeof err->msg,
+                 "%.800s: other data here than on rank 0 (%d sequences, %lld tokens; rank 0: %d, %lld): every rank "
+                 "must read the same file",
                  path, d->n_seq, (long long)d->n_tokens, (int)first[1], (long long)first[2]);
     }
     return cli_mpi_agree(bad, err);
@@ -191,7 +204,8 @@ int cli_mpi_agree(int failed, lm_err *err) {
     (void)err;
     return failed;
 }
-int cli_mpi_same_data(const lm_dataset *d, const char *path, lm_err *err) {
+int cli_mpi_same_data(const lm_model *m, const lm_dataset *d, const char *path, lm_err *err) {
+    (void)m;
     (void)d;
     (void)path;
     (void)err;

@@ -54,7 +54,7 @@ def main():
                 if not close(a, b, tol):
                     print(f"mpi_cmp: {name}[{li}][{ci}]: {a!r} vs {b!r}")
                     bad = 1
-                elif a is not None and tol > 0:
+                if a is not None and b is not None and tol > 0:
                     worst = max(worst, abs(a - b) / tol * REL)
                 if "se" in r:
                     sa, sb = r["se"][li][ci], g["se"][li][ci]
@@ -64,7 +64,7 @@ def main():
                         sum2 = sa * sa * (n - 1) / n + (a or 0) ** 2 / n
                         tol_se = REL * (sum2 + (a or 0) ** 2 / n) / sa
                         ok = abs(sa - sb) <= tol_se
-                        worst_se = max(worst_se, abs(sa - sb) / tol_se * REL)
+                        worst_se = max(worst_se, abs(sa - sb) / tol_se * REL)  # in units of that scale
                     if not ok:
                         print(f"mpi_cmp: {name} se[{li}][{ci}]: {sa!r} vs {sb!r}")
                         bad = 1
@@ -76,8 +76,8 @@ def main():
             print(f"mpi_cmp: {name}: meta options.ranks {g.get('meta', {}).get('options', {}).get('ranks')!r}, "
                   f"expected {ranks}")
             bad = 1
-        print(f"mpi_cmp: {name}: largest difference {worst:.2g} of the cell (bound {REL:g}), "
-              f"se {worst_se:.2g} of its bound's scale")
+        print(f"mpi_cmp: {name}: largest relative difference {worst:.2g} (bound {REL:g}); "
+              f"standard errors {worst_se:.2g} of their rounding scale (bound {REL:g})")
     return bad
 
 
