@@ -13,8 +13,20 @@
 #   make pytest     the Python package's tests (tests/python/run.sh: venv in build/venv,
 #                   pip install . + numpy/pandas/pytest/mypy from PyPI)
 #   make pytest-asan  the Python tests over the ASan+UBSan library and CLI
+#   make MPI=1      the same with data parallelism over MPI ranks (mpicc, into build-mpi/:
+#                   mpirun -np N build-mpi/layermap attribute|ppl ...; docs/CLUSTER.md)
+#   make test-mpi   attribute and ppl under mpirun -np 1/2/3 against one process
+#                   (tests/cli/test_mpi.sh; skips loudly without Open MPI)
 #   make demo       fetch SmolLM2-135M, attribute data/calib.txt (heatmap demo-attribute.png),
 #                   and diff base vs fine-tuned stories260K (demo-diff.png)
+# MPI=1: cli/mpi.c gets MPI (-DLM_MPI) and everything is built by mpicc in its
+# own folder; the library has no MPI either way (lm_attr_dist), and the default
+# build neither includes mpi.h nor links libmpi.
+ifeq ($(MPI),1)
+CC      := mpicc
+BUILD   ?= build-mpi
+CFLAGS  += -DLM_MPI
+endif
 CC      ?= cc
 BUILD   ?= build
 PKGS    := cairo libcjson libpcre2-8 libutf8proc openblas
@@ -78,6 +90,7 @@ TESTBIN += $(BUILD)/tests/test_write_fail
 TESTBIN += $(BUILD)/tests/test_blas
 BIN     := $(BUILD)/layermap
 
+.PHONY: test-mpi
 .PHONY: all test test-clang test-cores test-report test-peft test-llamacpp asan check demo deps clean fuzz fuzz-bins shared pytest pytest-asan
 all: $(BIN)
 
@@ -197,6 +210,15 @@ test-clang:
 	@scripts/deps.sh fuzz
 	$(MAKE) CC=clang BUILD=build-clang test
 
+# attribute (several methods in one pass, ablate-mean, ig) and ppl under mpirun
+# -np 1/2/3 equal to one process within 1e-9, failures that end every rank, the
+# default build free of MPI, and 2 ranks in 2 network namespaces over TCP
+# (tests/cli/test_mpi.sh). Skips loudly without mpicc/mpirun (scripts/deps.sh mpi
+# installs Open MPI), fails then under LM_REQUIRE_MPI=1 (.ci/run).
+test-mpi: $(BIN)
+	@if command -v mpicc >/dev/null 2>&1; then $(MAKE) --no-print-directory MPI=1 BUILD=build-mpi build-mpi/layermap; fi
+	@LM_BIN=$(BIN) LM_MPI_BIN=build-mpi/layermap tests/cli/test_mpi.sh
+
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
@@ -217,4 +239,4 @@ demo: deps $(BIN)
 	$(BIN) diff $(MODELS)/stories260K-hf $(MODELS)/stories260K-ft-hf -o demo-diff.png --csv demo-diff.csv
 
 clean:
-	rm -rf build build-asan build-clang
+	rm -rf build build-asan build-clang build-mpi

@@ -109,6 +109,34 @@ int cli_check_writable(const char *opt, const char *path);
 /* The same for every output file of o. */
 int cli_out_check_writable(const cli_out *o);
 
+/* ---- mpi.c: data parallelism over MPI ranks (make MPI=1; stubs otherwise) -- */
+
+/* Start MPI when a launcher (mpirun, srun) started this process; ranks > 0
+ * then print nothing but their own failures. Call once, first thing in main. */
+void cli_mpi_init(int *argc, char ***argv);
+int cli_mpi_rank(void); /* 0 when alone */
+int cli_mpi_size(void); /* 1 when alone or built without MPI */
+/* For lm_attr_opts.dist: NULL when alone. */
+const lm_attr_dist *cli_mpi_dist(void);
+/* buf[0..n) summed over every rank, the same on each (reduce to 0 + bcast). */
+int cli_mpi_sum(double *buf, size_t n);
+/* Collective, at a point every rank reaches: failed != 0 on the ranks that
+ * failed (err their message). Returns 1 on every rank when any failed, with
+ * err the first failing rank's message ("rank R of N: ..." when R > 0), so
+ * that each can return it and rank 0 alone prints it; 0 when none failed. */
+int cli_mpi_agree(int failed, lm_err *err);
+/* Collective: does every rank hold a model of rank 0's shapes and the same
+ * dataset (tokens and masks hashed)? 0, or 1 on every rank as cli_mpi_agree,
+ * the message naming the model or path and the rank that differs. 0 when alone. */
+int cli_mpi_same_data(const lm_model *m, const lm_dataset *d, const char *path, lm_err *err);
+/* With several ranks: print "layermap: rank R of N: msg" on this rank's
+ * stderr and end the whole job (MPI_Abort); does nothing when alone. For a
+ * failure the others learn of at no known point. */
+void cli_mpi_fail(const lm_err *err);
+/* main's exit: MPI_Finalize, or MPI_Abort for a failure that cli_mpi_agree
+ * did not share (the other ranks may wait in a collective). Returns rc. */
+int cli_mpi_exit(int rc);
+
 /* ---- hub.c --------------------------------------------------------------- */
 
 /* If *path is not a file or directory but a hub id (ORG/NAME, or

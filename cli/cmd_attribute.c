@@ -363,6 +363,9 @@ int cmd_attribute(int argc, char **argv) {
         seq_len = imatrix_chunk;
     }
     if (resume && !ckpt) return cli_errorf("attribute: --resume needs --checkpoint FILE") ? 2 : 2;
+    if (cli_mpi_size() > 1 && (ckpt || until_stable > 0)) /* the same on every rank: no collective needed */
+        return cli_errorf("attribute: %s is not yet supported with more than one rank (mpirun -np %d)",
+                          ckpt ? "--checkpoint" : "--until-stable", cli_mpi_size()) ? 2 : 2;
     uint8_t *keep = NULL; /* --layers */
     int keep_max = -1;
     if (layers_s && cli_parse_layers(layers_s, &keep, &keep_max)) return 2;
@@ -394,23 +397,28 @@ int cmd_attribute(int argc, char **argv) {
     memset(res, 0, sizeof res);
     int rc = 1;
     volatile int *cancel = cli_cancel_install(); /* from here on: a signal while loading stops before the work */
-    if (lm_model_open(&m, model, &err) || lm_tokenizer_open(&tok, m, &err)) goto fail;
+    /* loading: under mpirun every rank loads, and all learn of any rank's
+     * failure at `loaded` (cli_mpi_agree), so that they end together */
+    if (lm_model_open(&m, model, &err) || lm_tokenizer_open(&tok, m, &err)) goto loaded;
     if (hub_name[0]) snprintf(m->name, sizeof m->name, "%s", hub_name);
     if (keep && keep_max >= m->cfg.n_layer) {
-        cli_errorf("--layers %s: %s has layers 0-%d", layers_s, model, m->cfg.n_layer - 1);
-        goto done;
+        err.code = LM_EARG;
+        snprintf(err.msg, sizeof err.msg, "--layers %s: %s has layers 0-%d", layers_s, model, m->cfg.n_layer - 1);
+        goto loaded;
     }
     for (int q = 0; q < set.n; q++)
         if (!set.act_stats[q]) warn_blind(&m->cfg, set.m[q]);
     lm_data_opts dopt = {.seq_len = (int)seq_len, .max_tokens = max_tokens, .llamacpp_chunks = imatrix_chunk > 0};
-    if (lm_dataset_load(&ds, data, tok, &dopt, &err)) goto fail;
+    if (lm_dataset_load(&ds, data, tok, &dopt, &err)) goto loaded;
     int longest = 0;
     for (int s = 0; s < ds->n_seq; s++)
         if (ds->seqs[s].n > longest) longest = ds->seqs[s].n;
     if (batch > ds->n_seq) batch = ds->n_seq;
     lm_engine_opts eo = {.threads = (int)threads, .max_seq = longest, .max_batch = (int)batch,
                          .act_cache_bytes = (size_t)act_mb << 20, .weight_cache_bytes = (size_t)weight_mb << 20};
-    if (lm_engine_new(&e, m, &eo, &err)) goto fail;
+    lm_engine_new(&e, m, &eo, &err);
+loaded:
+    if (cli_mpi_agree(err.code != 0, &err) || cli_mpi_same_data(m, ds, data, &err)) goto fail;
 
     lm_attr_opts ao;
     lm_attr_opts_default(&ao);
@@ -424,12 +432,18 @@ int cmd_attribute(int argc, char **argv) {
     attr_progress prog = {.ds = ds, .ckpt = ckpt_exists && resume ? ckpt : NULL, .batch = (int)batch, .k = -1};
     cli_progress_init(&prog.p);
     prog.p.unit = "tok";
-    ao.progress = attr_progress_cb;
+    ao.progress = cli_mpi_rank() == 0 ? attr_progress_cb : NULL; /* rank 0's share, scaled to all the data */
     ao.progress_ctx = &prog;
+    ao.dist = cli_mpi_dist(); /* NULL when alone */
     if (resume && !ckpt_exists) fprintf(stderr, "layermap: no checkpoint %s yet: starting from the beginning\n", ckpt);
     ao.cancel = cancel;
     int arc = lm_attribute_many(e, ds, set.m, set.n, &ao, res, &err);
     cli_progress_end(&prog.p);
+    if (arc) cli_mpi_fail(&err); /* several ranks: the others may wait in a reduction; ends them all */
+    if (cli_mpi_rank() > 0) { /* every rank holds the reduced sums; rank 0 alone writes them */
+        rc = 0;
+        goto done;
+    }
     if (arc == LM_ECANCELED && cli_cancel_signal()) {
         int sig = cli_cancel_signal();
         if (ckpt)
@@ -461,9 +475,10 @@ int cmd_attribute(int argc, char **argv) {
         char opts[768];
         snprintf(opts, sizeof opts,
                  "{\"method\": \"%s\", \"methods\": \"%s\", \"seq_len\": %ld, \"max_tokens\": %ld, \"batch\": %ld, "
-                 "\"ig_steps\": %ld, \"per_param\": %s, \"resumed\": %s, \"layers\": \"%s\"}",
+                 "\"ig_steps\": %ld, \"per_param\": %s, \"resumed\": %s, \"layers\": \"%s\", \"ranks\": %d}",
                  mname, method_s ? method_s : "grad-weight", seq_len, max_tokens, batch, steps,
-                 per_param ? "true" : "false", prog.ckpt ? "true" : "false", layers_s ? layers_s : "all");
+                 per_param ? "true" : "false", prog.ckpt ? "true" : "false", layers_s ? layers_s : "all",
+                 cli_mpi_size());
         cli_meta mt = {.command = "attribute", .model = m, .data = data, .tokens = r->n_tokens,
                        .predicted = r->n_targets,
                        .loss = r->n_targets ? r->loss_sum / (double)r->n_targets : NAN,

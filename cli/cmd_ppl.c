@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void usage(FILE *f) {
@@ -65,33 +66,62 @@ int cmd_ppl(int argc, char **argv) {
     int rc = 1;
     char hub_path[4096], hub_name[256];
     if (cli_resolve_model(&model, hub_path, sizeof hub_path, hub_name, sizeof hub_name)) return 1;
-    if (lm_model_open(&m, model, &err) || lm_tokenizer_open(&tok, m, &err)) goto fail;
+    int *owner = NULL; /* under mpirun: owner[s] computes sequence s (lm_dataset_share) */
+    /* every rank loads; all learn of any rank's failure at cli_mpi_agree */
+    if (lm_model_open(&m, model, &err) || lm_tokenizer_open(&tok, m, &err)) goto loaded;
     lm_data_opts dopt = {.seq_len = (int)seq_len, .max_tokens = max_tokens};
-    if (lm_dataset_load(&ds, file, tok, &dopt, &err)) goto fail;
+    if (lm_dataset_load(&ds, file, tok, &dopt, &err)) goto loaded;
     int longest = 0;
     for (int s = 0; s < ds->n_seq; s++)
         if (ds->seqs[s].n > longest) longest = ds->seqs[s].n;
     lm_engine_opts eo = {.threads = (int)threads, .max_seq = longest, .ggml_compat = compat};
-    if (lm_engine_new(&e, m, &eo, &err)) goto fail;
+    if (lm_engine_new(&e, m, &eo, &err)) goto loaded;
+    if (cli_mpi_size() > 1 && (!(owner = malloc(sizeof(int) * (size_t)(ds->n_seq ? ds->n_seq : 1))) ||
+                               lm_dataset_share(ds, 1, cli_mpi_size(), owner, &err))) {
+        if (!err.code) {
+            err.code = LM_ENOMEM;
+            snprintf(err.msg, sizeof err.msg, "out of memory for the data shares");
+        }
+    }
+loaded:
+    if (cli_mpi_agree(err.code != 0, &err) || cli_mpi_same_data(m, ds, file, &err)) goto fail;
     cli_progress prog;
     cli_progress_init(&prog);
     prog.unit = "tok";
-    double nll = 0.0, t0 = cli_now();
+    double nll = 0.0, t0 = cli_now(), mine = (double)ds->n_tokens; /* this rank's tokens */
+    if (owner) {
+        mine = 0;
+        for (int s = 0; s < ds->n_seq; s++)
+            if (owner[s] == cli_mpi_rank()) mine += ds->seqs[s].n;
+    }
     int64_t count = 0, done = 0;
     for (int s = 0; s < ds->n_seq; s++) {
+        if (owner && owner[s] != cli_mpi_rank()) continue;
         double l;
         int64_t c;
         if (lm_engine_loss(e, &ds->seqs[s], &l, &c, &err)) {
             cli_progress_end(&prog);
+            cli_mpi_fail(&err); /* several ranks: ends them all */
             goto fail;
         }
         nll += l;
         count += c;
         done += ds->seqs[s].n;
-        cli_progress_cb(&prog, (double)done, (double)ds->n_tokens, "ppl");
+        /* rank 0's share scaled to the whole text: an estimate of the global progress */
+        if (cli_mpi_rank() == 0) cli_progress_cb(&prog, (double)done * (double)ds->n_tokens / mine, (double)ds->n_tokens, "ppl");
     }
     cli_progress_end(&prog);
+    if (owner) { /* the sums over every rank (the count exact as a double below 2^53) */
+        double sums[2] = {nll, (double)count};
+        cli_mpi_sum(sums, 2);
+        nll = sums[0];
+        count = (int64_t)sums[1];
+    }
     double secs = cli_now() - t0;
+    if (cli_mpi_rank() > 0) { /* rank 0 alone prints */
+        rc = 0;
+        goto done;
+    }
     if (count == 0) {
         cli_errorf("%s: no token to predict (text too short?)", file);
         goto done;
@@ -101,12 +131,14 @@ int cmd_ppl(int argc, char **argv) {
     printf("tokens     %lld in %d sequence%s, %lld predicted\n", (long long)ds->n_tokens, ds->n_seq,
            ds->n_seq == 1 ? "" : "s", (long long)count);
     fprintf(stderr, "layermap: %.2f s, %.1f tokens/s\n", secs, secs > 0 ? (double)ds->n_tokens / secs : 0.0);
+    if (cli_mpi_size() > 1) fprintf(stderr, "layermap: %d ranks\n", cli_mpi_size());
     if (cli_verbose) fprintf(stderr, "layermap: %s\n", lm_engine_kernel_name());
     rc = 0;
     goto done;
 fail:
     cli_error(&err);
 done:
+    free(owner);
     lm_engine_free(e);
     lm_dataset_free(ds);
     lm_tokenizer_free(tok);

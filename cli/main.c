@@ -68,12 +68,30 @@ static void fix_runtime_env(char **argv) {
     /* exec failed: carry on as we are; --version tells the user the core */
 }
 
+static int run(int argc, char **argv);
+
 int main(int argc, char **argv) {
     /* Past a file-size limit (ulimit -f) the kernel sends SIGXFSZ, whose default
      * kills us mid-write and leaves the temp file behind; ignored, write()
      * fails with EFBIG and the writer reports it and removes its temp file. */
     signal(SIGXFSZ, SIG_IGN);
     fix_runtime_env(argv);
+    cli_mpi_init(&argc, &argv); /* after the re-exec: the process MPI knows is this image */
+    return cli_mpi_exit(run(argc, argv));
+}
+
+/* Under mpirun only attribute and ppl share out their work; every other
+ * command would run once per rank and write the same files. */
+static int one_process_only(const char *cmd) {
+    if (cli_mpi_size() < 2 || !strcmp(cmd, "attribute") || !strcmp(cmd, "ppl")) return 0;
+    lm_err err = {.code = LM_EARG};
+    snprintf(err.msg, sizeof err.msg, "%s runs as one process (under mpirun only attribute and ppl share their work; "
+             "use -np 1)", cmd);
+    cli_mpi_agree(1, &err); /* every rank fails here alike: one message, no MPI_Abort */
+    return cli_error(&err);
+}
+
+static int run(int argc, char **argv) {
     /* Which OpenBLAS build the loader gave us is a property of the process:
      * said once, here, for every command (src/compute/blas_info.c says why it
      * matters), so that a slow install shows before the slow run. */
@@ -94,7 +112,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     for (int i = 0; i < N_COMMANDS; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+        if (!strcmp(argv[1], commands[i].name))
+            return one_process_only(argv[1]) ? 2 : commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "layermap: unknown command '%s' (try layermap --help)\n", argv[1]);
     return 2;
 }

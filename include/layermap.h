@@ -470,6 +470,14 @@ int lm_dataset_from_texts(lm_dataset **out, const char *const *texts, const size
                           const lm_tokenizer *tok, const lm_data_opts *o, lm_err *err);
 int lm_dataset_from_ids(lm_dataset **out, const int32_t *const *ids, const int *lens, int n, int vocab,
                         const lm_data_opts *o, lm_err *err);
+/* Data parallelism: the dataset's samples (sample k = sequences [k*group,
+ * (k+1)*group), the last one shorter) shared among `parts` processes, balanced
+ * by token count: owner[k] in [0, parts) for each of the ceil(n_seq / group)
+ * samples. Greedy, largest sample first (ties: lower index), each to the part
+ * with the fewest tokens so far (ties: lower part): a function of the dataset
+ * alone, so every process computes the same shares. LM_OK, or LM_EARG for
+ * group or parts < 1. */
+int lm_dataset_share(const lm_dataset *d, int group, int parts, int *owner, lm_err *err);
 
 
 /* ------------------------------------------------------------------------ */
@@ -548,6 +556,25 @@ typedef enum {
 extern const char *const lm_method_names[LM_METHOD_COUNT];
 int lm_method_parse(const char *s, lm_method *out);
 
+/* Several processes (e.g. MPI ranks) sharing one attribution: process `rank`
+ * of `size` runs only its share of the samples (lm_dataset_share with group =
+ * the batch), and sum() makes buf[0..n) the element-wise sum over every
+ * process, the same result on each (an allreduce: MPI_Reduce to one rank, then
+ * MPI_Bcast, say). The library itself links no MPI: the caller supplies the
+ * collective. Every process calls sum() at the same points in the same order
+ * (after a phase whose sums the next phase uses, ablate-mean's means; at the
+ * end, every accumulated sum: the float64 sums and the counts, the counts as
+ * doubles, exact below 2^53), so each process ends with the whole result.
+ * A process whose call fails returns without reaching the next sum(): the
+ * caller must then end every process (MPI_Abort), which wait there. Not with
+ * checkpoint_path, max_seqs or until_stable (LM_EARG): their stopping points
+ * depend on the order the samples are run in. */
+typedef struct lm_attr_dist {
+    int rank, size;
+    void *ctx;
+    int (*sum)(void *ctx, double *buf, size_t n, lm_err *err);
+} lm_attr_dist;
+
 typedef struct lm_attr_opts {
     int ig_steps;          /* default 32 */
     int batch;             /* sequences per pass (<= the engine's max_batch); default 1 */
@@ -571,6 +598,9 @@ typedef struct lm_attr_opts {
                             * (lm_matrix.split_half) of every method of a pass has been >= this
                             * for 3 samples in a row, after at least 8 samples; the result is
                             * complete, over the sequences read (n_seq_done). 0 = read all */
+    const lm_attr_dist *dist; /* NULL (or size 1): this process does all the work. Progress
+                            * then reports this process's share scaled to the whole data
+                            * (an estimate of the global progress) */
 } lm_attr_opts;
 
 void lm_attr_opts_default(lm_attr_opts *o);

@@ -31,6 +31,18 @@ if [ "$1" = llamacpp ]; then
     }
     exit 0
 fi
+# `deps.sh mpi` (make MPI=1, make test-mpi): Open MPI's compiler wrapper and launcher, only
+if [ "$1" = mpi ]; then
+    command -v mpicc >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1 && exit 0
+    echo "deps: make MPI=1 needs mpicc and mpirun -- installing Debian openmpi-bin libopenmpi-dev" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null; } || {
+        echo "deps: apt-get install openmpi-bin libopenmpi-dev failed" >&2
+        exit 1
+    }
+    exit 0
+fi
 pkgs="cairo libcjson libpcre2-8 libutf8proc openblas"
 missing=""
 for p in $pkgs; do pkg-config --exists "$p" 2>/dev/null || missing="$missing $p"; done

@@ -150,7 +150,8 @@ class lm_attr_opts(Structure):
     _fields_ = [("ig_steps", c_int), ("batch", c_int), ("checkpoint_path", c_char_p), ("resume", c_int),
                 ("checkpoint_secs", c_double), ("max_seqs", c_int), ("progress", PROGRESS_FN),
                 ("progress_ctx", c_void_p), ("layers", POINTER(c_uint8)), ("n_layers", c_int),
-                ("cancel", POINTER(c_int)), ("until_stable", c_double)]
+                ("cancel", POINTER(c_int)), ("until_stable", c_double),
+                ("dist", c_void_p)]  # lm_attr_dist *: MPI ranks (the CLI's); NULL here
 
 
 class lm_attr_result(Structure):

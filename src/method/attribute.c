@@ -843,7 +843,98 @@ static int check_args(lm_engine *e, const lm_dataset *d, const lm_method *method
         return lm_fail(err, LM_EARG, "batch of %d sequences, but the engine was made for %d", o->batch,
                        lm_eng_max_batch(e));
     if (!d || d->n_seq <= 0) return lm_fail(err, LM_EARG, "no data to attribute");
+    const lm_attr_dist *dist = o->dist;
+    if (dist && dist->size > 1) {
+        if (dist->rank < 0 || dist->rank >= dist->size || !dist->sum)
+            return lm_fail(err, LM_EARG, "process %d of %d, or no sum function", dist->rank, dist->size);
+        const char *what = o->checkpoint_path ? "a checkpoint" : o->max_seqs > 0 ? "a sequence limit (max_seqs)"
+                           : o->until_stable > 0                ? "--until-stable"
+                                                                : NULL;
+        if (what) /* each would stop at a point that depends on which process ran which sample */
+            return lm_fail(err, LM_EARG, "attribute: %s is not yet supported with more than one rank (%d ranks)", what,
+                           dist->size);
+    }
     return LM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Several processes (lm_attr_dist)                                          */
+/* ------------------------------------------------------------------------ */
+
+/* The split and the reductions live here, beside the sums they reduce, and
+ * MPI lives in the CLI (cli/mpi.c, built only with make MPI=1), which hands
+ * its collective in as lm_attr_dist.sum: the library stays free of MPI, the
+ * default build has no MPI symbol, and the split is tested in one process
+ * (tests/method/test_dist.c runs the "ranks" as threads with a sum over
+ * shared memory). Every sum is float64 (the counts as doubles, exact below
+ * 2^53), so the many-process result is the one-process result up to the order
+ * of the additions. */
+
+typedef struct dist_seg {
+    double *p;
+    size_t n;
+} dist_seg;
+
+/* One sum() over the segments sg[0..k) packed into one buffer. */
+static int dist_sum_segs(const lm_attr_dist *dist, const dist_seg *sg, int k, lm_err *err) {
+    size_t tot = 0, at = 0;
+    for (int i = 0; i < k; i++) tot += sg[i].n;
+    double *buf = lm_malloc(sizeof(double) * (tot ? tot : 1));
+    if (!buf) return lm_nomem(err, sizeof(double) * tot, "sums to reduce across processes");
+    for (int i = 0; i < k; at += sg[i].n, i++)
+        if (sg[i].n) memcpy(buf + at, sg[i].p, sizeof(double) * sg[i].n);
+    int rc = dist->sum(dist->ctx, buf, tot, err);
+    at = 0;
+    for (int i = 0; rc == LM_OK && i < k; at += sg[i].n, i++)
+        if (sg[i].n) memcpy(sg[i].p, buf + at, sizeof(double) * sg[i].n);
+    lm_free(buf);
+    return rc;
+}
+
+/* Between the phases of a method that has two (ablate-mean): the sums the
+ * next phase uses, its per-module output sums and their token count, so that
+ * every process ablates with the means over all the data. */
+static int dist_sum_phase(const lm_attr_dist *dist, acc *a, lm_err *err) {
+    double cnt = (double)a->n_pos_mean;
+    dist_seg sg[2] = {{a->vec, a->vec_off[a->L * NM]}, {&cnt, 1}};
+    int rc = dist_sum_segs(dist, sg, 2, err);
+    a->n_pos_mean = (int64_t)cnt;
+    return rc;
+}
+
+/* At the end: every accumulated sum of every method, in one sum(). A method
+ * with several phases had its vec and n_pos_mean summed between them. */
+static int dist_sum_final(const lm_attr_dist *dist, acc *accs, int n, lm_err *err) {
+    dist_seg sg[LM_METHOD_COUNT * 7] = {{0}};
+    double cnt[LM_METHOD_COUNT][5];
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        acc *a = &accs[i];
+        size_t LM7 = (size_t)a->L * NM;
+        int before = a->def->phases > 1; /* vec and n_pos_mean already global */
+        cnt[i][0] = a->n_samples;
+        cnt[i][1] = a->loss_sum;
+        cnt[i][2] = (double)a->n_targets;
+        cnt[i][3] = (double)a->n_tokens;
+        cnt[i][4] = (double)a->n_pos_mean;
+        sg[k++] = (dist_seg){a->sum, LM7};
+        sg[k++] = (dist_seg){a->aux, LM7};
+        sg[k++] = (dist_seg){a->bi, (size_t)a->L};
+        sg[k++] = (dist_seg){a->vec, before ? 0 : a->vec_off[a->L * NM]};
+        sg[k++] = (dist_seg){a->sum2, LM7};
+        sg[k++] = (dist_seg){a->half, 2 * LM7};
+        sg[k++] = (dist_seg){cnt[i], before ? 4 : 5};
+    }
+    int rc = dist_sum_segs(dist, sg, k, err);
+    for (int i = 0; rc == LM_OK && i < n; i++) {
+        acc *a = &accs[i];
+        a->n_samples = (int)cnt[i][0];
+        a->loss_sum = cnt[i][1];
+        a->n_targets = (int64_t)cnt[i][2];
+        a->n_tokens = (int64_t)cnt[i][3];
+        if (a->def->phases == 1) a->n_pos_mean = (int64_t)cnt[i][4];
+    }
+    return rc;
 }
 
 /* Tokens of finished phases and sequences of group g (for progress). */
@@ -865,6 +956,8 @@ int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *method
     int rc = check_args(e, d, methods, n, &o, err);
     if (rc) return rc;
     double t0 = lm_now();
+    const lm_attr_dist *dist = o.dist && o.dist->size > 1 ? o.dist : NULL;
+    int *owner = NULL; /* several processes: owner[k] runs sample k */
     acc accs[LM_METHOD_COUNT];
     group groups[LM_METHOD_COUNT];
     memset(accs, 0, sizeof accs);
@@ -899,11 +992,27 @@ int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *method
                     goto out;
                 }
     }
-    double total = 0.0, done_tok = 0.0;
+    /* several processes: the samples this one runs (owner[first / batch]),
+     * and its share of the tokens, to scale its progress to the whole data */
+    double own_tokens = (double)d->n_tokens;
+    if (dist) {
+        owner = lm_malloc(sizeof(int) * (size_t)((d->n_seq - 1) / o.batch + 1));
+        if (!owner) {
+            rc = lm_nomem(err, sizeof(int) * (size_t)d->n_seq, "data shares");
+            goto out;
+        }
+        if ((rc = lm_dataset_share(d, o.batch, dist->size, owner, err))) goto out;
+        own_tokens = 0.0;
+        for (int s = 0; s < d->n_seq; s++)
+            if (owner[s / o.batch] == dist->rank) own_tokens += d->seqs[s].n;
+    }
+    double total = 0.0, done_tok = 0.0, own_total = 0.0;
     for (int gi = 0; gi < n_groups; gi++) {
         total += (double)d->n_tokens * groups[gi].mem[0]->def->phases;
+        own_total += own_tokens * groups[gi].mem[0]->def->phases;
         done_tok += group_done_tokens(&groups[gi], d);
     }
+    double prog_scale = own_total > 0 ? total / own_total : 1.0;
     double last_save = lm_now();
     int done_this_call = 0, stopped = 0, canceled = 0;
     for (int gi = 0; gi < n_groups && !stopped && !canceled; gi++) {
@@ -922,6 +1031,10 @@ int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *method
                 }
                 int first = a0->next_seq;
                 int nb = d->n_seq - first < o.batch ? d->n_seq - first : o.batch;
+                if (owner && owner[first / o.batch] != dist->rank) { /* another process's sample */
+                    for (int i = 0; i < g->n; i++) g->mem[i]->next_seq += nb;
+                    continue;
+                }
                 int last_phase = a0->phase + 1 == phases;
                 if (last_phase)
                     for (int i = 0; i < g->n; i++) sample_begin(g->mem[i]);
@@ -932,7 +1045,7 @@ int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *method
                 for (int i = 0; i < g->n; i++) g->mem[i]->next_seq += nb;
                 done_this_call += nb;
                 for (int s = first; s < first + nb; s++) done_tok += d->seqs[s].n;
-                if (o.progress) o.progress(o.progress_ctx, done_tok, total, g->label);
+                if (o.progress) o.progress(o.progress_ctx, done_tok * prog_scale, total, g->label);
                 if (o.checkpoint_path && lm_now() - last_save >= o.checkpoint_secs) {
                     rc = ckpt_save(accs, n, d, &o, err);
                     if (rc) goto out;
@@ -958,6 +1071,8 @@ int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *method
                 }
             }
             if (stopped || canceled || a0->phase + 1 >= phases || a0->stopped_stable) break;
+            for (int i = 0; dist && i < g->n; i++)
+                if ((rc = dist_sum_phase(dist, g->mem[i], err))) goto out;
             for (int i = 0; i < g->n; i++) {
                 g->mem[i]->phase++;
                 g->mem[i]->next_seq = 0;
@@ -974,6 +1089,7 @@ int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *method
                 rc = lm_fail(err, LM_ECANCELED, "attribute: canceled");
         }
     } else {
+        if (dist) rc = dist_sum_final(dist, accs, n, err);
         for (int i = 0; rc == LM_OK && i < n; i++) {
             rc = accs[i].def->finish(&accs[i], &res[i], err);
             res[i].complete = 1;
@@ -994,5 +1110,6 @@ out:
     }
     for (int gi = 0; gi < n_groups; gi++) group_free(&groups[gi]);
     for (int i = 0; i < n_acc; i++) acc_free(&accs[i]);
+    lm_free(owner);
     return rc;
 }
