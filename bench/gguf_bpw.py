@@ -1,0 +1,20 @@
+#!/usr/bin/env python3
+"""Bits per weight of a GGUF's quantizable weights (2-D tensors named *weight,
+not *_norm.weight: what llama-quantize quantizes and `layermap recipe` assigns),
+from `layermap inspect --tensors --json` on stdin. Prints: bpw weights bytes
+and a histogram of the dtypes."""
+import collections, json, sys
+
+d = json.load(sys.stdin)
+w = b = 0
+hist = collections.Counter()
+for t in d["tensors"]:
+    if len(t["shape"]) < 2 or not t["name"].endswith("weight") or "_norm.weight" in t["name"]:
+        continue
+    n = 1
+    for s in t["shape"]:
+        n *= s
+    w += n
+    b += t["bytes"]
+    hist[t["dtype"]] += n
+print(f"{8 * b / w:.6f} {w} {b} " + " ".join(f"{k}:{100 * v / w:.1f}%" for k, v in sorted(hist.items())))
