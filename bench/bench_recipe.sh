@@ -61,6 +61,7 @@ for m in grad-weight act-sq act-sq-pw; do
     "$LM" recipe "$W/$TAG-$src.json" --model "$F32" --bpw "$B" $pw -o "$W/$TAG-types-$m.txt" -q
     $Q --imatrix "$IM" --tensor-type-file "$W/$TAG-types-$m.txt" "$F32" "$W/$TAG-recipe-$m.gguf" Q8_0 \
         >"$W/$TAG-recipe-$m.log" 2>&1
+    "$LM" inspect "$W/$TAG-recipe-$m.gguf" --tensors --json | python3 bench/gguf_bpw.py --check "$W/$TAG-types-$m.txt" >/dev/null
 done
 # uniform: every module q4_0, the fixed tensors as in the recipe
 sed 's/^\(\^blk[^=]*\)=.*/\1=q4_0/' "$W/$TAG-types-grad-weight.txt" >"$W/$TAG-types-uniform.txt"
