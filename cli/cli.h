@@ -20,6 +20,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_lora(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_recipe(int argc, char **argv);
 
 /* Print "layermap: <msg>" to stderr and return 1 (exit code for errors). */
 int cli_error(const lm_err *err);

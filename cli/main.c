@@ -26,6 +26,7 @@ static const command commands[] = {
     {"generate", cmd_generate, "greedy continuation of a prompt"},
     {"compare", cmd_compare, "rank agreement (Spearman, Kendall, top-k) of saved matrices"},
     {"lora", cmd_lora, "PEFT LoraConfig JSON: which modules get adapters, at which rank"},
+    {"recipe", cmd_recipe, "llama.cpp quantization types per tensor within a bits-per-weight budget"},
     {"report", cmd_report, "one self-contained HTML report of saved matrices"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])

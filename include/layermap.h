@@ -16,7 +16,7 @@
  *   model    config.c, model.c (lm_model), dequant.c (lm_tensor_read_rows)
  *   text     tokenizers, datasets (data.c)
  *   compute  backend.h (the interface a pass runs through) + backend_cpu.c, kernels.c, linalg.c; engine.c
- *   method   attribute.c (from data), diff.c (two checkpoints), lora.c
+ *   method   attribute.c (from data), diff.c (two checkpoints), lora.c, recipe.c
  *   output   matrix.c (lm_matrix, csv/json/terminal), scale.c (quantities, colour
  *            scale), plot.c (cairo PNG/PDF, own SVG), compare.c, report.c
  * The CLI (cli/) and the Python package (python/) are thin layers over this header.
@@ -722,6 +722,125 @@ const char *lm_lora_hf_name(int module);
  * (.*\.)?(k)$), task_type "CAUSAL_LM"; nothing else, so that LoraConfig takes it
  * as it is. A plan with no adapter is LM_EARG (PEFT needs targets). Atomic. */
 int lm_lora_write_json(const lm_lora_plan *p, const lm_lora_opts *o, const char *path, lm_err *err);
+
+/* Quantization recipe for llama.cpp (recipe.c): a GGUF type for every weight
+ * tensor of a model (the 7 modules of every layer, token_embd, output) that
+ * keeps as much of an attribution matrix as a bits-per-weight budget allows.
+ *
+ * Types and their cost: bytes per block of ggml (ggml-common.h): q4_0 18 B per
+ * 32 values (4.5 bpw), q4_1 20 (5.0), q5_0 22 (5.5), q5_1 24 (6.0), q8_0 34
+ * (8.5); per 256 values q2_k 84 (2.625), q3_k 110 (3.4375), q4_k 144 (4.5),
+ * q5_k 176 (5.5), q6_k 210 (6.5625); f16 and bf16 2 B per value (16). A type
+ * fits a tensor when its row length ne0 (the input dim) is a multiple of its
+ * block: k-quants need ne0 % 256 == 0 (SmolLM2's 576 and Gemma 3's 640 are
+ * not), the 32-block types ne0 % 32 == 0, f16 anything.
+ *
+ * Error model: err(T) is the relative mean squared error of round-to-nearest
+ * on Gaussian weights with T's scheme, (step)^2 / 12 over sigma^2 with step
+ * 2 E[max|x|] / 2^b (symmetric types: q4_0, q5_0, q8_0 (/ 254), q3_k, q6_k) or
+ * E[max x - min x] / (2^b - 1) (types with a minimum: q4_1, q5_1, q2_k, q4_k,
+ * q5_k), the expectations over the scale's group (32 values, or 16 for q2_k,
+ * q3_k, q6_k); f16/bf16: rounding to 11/8 significant bits, 2^(-2p) / 3. So
+ * each extra bit divides err by about 4, and at equal bits a type with a
+ * minimum or a smaller group errs less (q4_k < q4_0). lm_qtype_info gives it.
+ *
+ * Objective: a tensor of importance I at type T keeps I * (1 - err(T)); the
+ * recipe maximises the sum over the tensors, i.e. minimises sum I * err(T),
+ * subject to sum bytes(T) <= bpw * weights / 8. I is the matrix cell (a total
+ * over the module's weights, as grad-weight, fisher and act-sq are; per_weight:
+ * the cell times the module's weights). The damage I * err(T) is what a
+ * second-order model of the loss gives when every weight of the tensor gets
+ * the same relative error. Greedy (the Lagrangian relaxation of this multiple-
+ * choice knapsack): every module starts at its cheapest fitting type and
+ * climbs the lower convex hull of (bytes, err) of the types that fit it (types
+ * off the hull, e.g. q4_1 next to q4_0 and q5_0, are never chosen); each round
+ * takes the step with the largest damage removed per byte that still fits the
+ * budget left (ties: the lower tensor); a tensor whose next step does not fit
+ * climbs no further. Hull steps of one tensor have decreasing gains per byte,
+ * so two modules of the same shape get types in the order of their importance.
+ * Cells <= 0 keep the cheapest type unless bytes are left over.
+ *
+ * token_embd and output have no cell: output.weight, or token_embd.weight
+ * when the embeddings are tied (it then is the output), gets q6_k when its rows
+ * fit k-quants, else q8_0 (llama.cpp's rule for the output in its k-quant
+ * mixtures, with its own q6_k -> q8_0 fallback); an untied token_embd gets
+ * q4_k, else q4_0 (the base type of llama.cpp's Q4_K_M mixture, which keeps the
+ * embedding at its base type). Options override both. Their bytes come out of
+ * the budget first. */
+typedef enum lm_qtype {
+    LM_QT_Q2_K = 0, LM_QT_Q3_K, LM_QT_Q4_0, LM_QT_Q4_1, LM_QT_Q4_K, LM_QT_Q5_0, LM_QT_Q5_1,
+    LM_QT_Q5_K, LM_QT_Q6_K, LM_QT_Q8_0, LM_QT_F16, LM_QT_BF16, LM_QT_COUNT
+} lm_qtype;
+
+typedef struct lm_qtype_info {
+    const char *name; /* llama.cpp's name, as --tensor-type takes it: "q4_0", "q6_k", "f16" */
+    int block;        /* values per block */
+    int bytes;        /* bytes per block */
+    double err;       /* the error model's relative mean squared error */
+} lm_qtype_info;
+
+/* NULL for a type out of range. */
+const lm_qtype_info *lm_qtype_get(lm_qtype t);
+/* Name (case-insensitive, "Q4_K" or "q4_k") -> type; LM_EARG listing the types. */
+int lm_qtype_parse(const char *s, lm_qtype *out, lm_err *err);
+
+#define LM_RECIPE_EMBD (-1)   /* lm_recipe_tensor.module of token_embd */
+#define LM_RECIPE_OUTPUT (-2) /* ... of output (or of a tied token_embd) */
+
+typedef struct lm_recipe_opts {
+    double bpw;      /* budget: bits per weight over every tensor of the recipe (> 0) */
+    int per_weight;  /* 0 (default): a cell is the module's total importance; 1: per weight */
+    int embd_type;   /* an lm_qtype for token_embd, or -1 (default): the rule above */
+    int output_type; /* an lm_qtype for output (a tied token_embd), or -1: the rule */
+} lm_recipe_opts;
+
+void lm_recipe_opts_default(lm_recipe_opts *o);
+
+typedef struct lm_recipe_tensor {
+    char name[128];    /* GGUF name: "blk.3.attn_q.weight", "token_embd.weight" */
+    int layer;         /* matrix row, or -1 for token_embd / output */
+    int module;        /* LM_MOD_*, LM_RECIPE_EMBD or LM_RECIPE_OUTPUT */
+    int64_t ne0, ne1;  /* row length (input dim) and rows */
+    double importance; /* I (after per_weight); NaN for token_embd / output */
+    lm_qtype type;     /* the choice */
+} lm_recipe_tensor;
+
+typedef struct lm_recipe {
+    int n;              /* tensors */
+    lm_recipe_tensor *t; /* [n], in the order given */
+    int64_t weights;    /* sum of ne0 * ne1 */
+    int64_t bytes;      /* sum of each tensor's bytes at its type */
+    int64_t budget_bytes; /* floor(bpw * weights / 8) */
+    double bpw;         /* 8 * bytes / weights (<= opts bpw) */
+    double min_bpw;     /* with every module at its cheapest type */
+    double damage;      /* sum over the modules of I * err(type) */
+    double importance;  /* sum over the modules of max(I, 0) */
+} lm_recipe;
+
+/* Choose the types of in[0..n) (name, layer, module, ne0, ne1 filled; layer
+ * in [0, m->n_layer) for a module) from the cells of m. LM_EARG for a bad
+ * budget or option, for a budget below min_bpw (the message gives it), for a
+ * module whose cell is NaN or whose ne0 no type fits; LM_ENOMEM. Free with
+ * lm_recipe_free. */
+int lm_recipe_select(const lm_matrix *m, const lm_recipe_tensor *in, int n, const lm_recipe_opts *o,
+                     lm_recipe *out, lm_err *err);
+/* The same over the tensors of a model: the 7 modules of every layer, named as
+ * llama.cpp names them (lm_model_gguf_name), token_embd and output (one tensor
+ * when tied). LM_ESHAPE (naming the model) when the matrix's layers are not the
+ * model's (another count, or a --layers selection); LM_EUNSUPPORTED when a GGUF
+ * has another 2-D weight llama-quantize would quantize. */
+int lm_recipe_select_model(const lm_matrix *m, const lm_model *model, const lm_recipe_opts *o,
+                           lm_recipe *out, lm_err *err);
+void lm_recipe_free(lm_recipe *r);
+/* The llama-quantize pattern of a tensor name: "^blk\.3\.attn_q\.weight$"
+ * (llama-quantize matches each --tensor-type pattern as a regex anywhere in the
+ * name and takes the first that matches: an unanchored "output.weight" would
+ * also take blk.N.attn_output.weight). Returns buf (truncated to size). */
+const char *lm_recipe_pattern(const char *name, char *buf, size_t size);
+/* Write llama-quantize's --tensor-type-file: one "PATTERN=type" per line, in
+ * the recipe's order (llama-quantize reads whitespace-separated tokens, so the
+ * file has no comments). Atomic. */
+int lm_recipe_write(const lm_recipe *r, const char *path, lm_err *err);
 
 /* One self-contained HTML file (report.c): for every matrix file (.json or
  * .csv) an inline SVG heatmap (rects and text, the diverging scale of the
