@@ -34,12 +34,15 @@ class Matrix:
              predicted token), version (of layermap), and per method extras (ig_gap, ...)
     layer_extra       optional per-layer vector (act-sq/wanda: block influence) or None
     layer_extra_name  its name ("block-influence") or ""
+    se       optional (layers, 7) standard error of each cell over the run's samples, or None;
+             meta["split_half"] (the odd/even samples' Spearman correlation) and
+             meta["samples"] go with it (attribute's data methods)
     """
 
     modules: Tuple[str, ...] = _lib.MODULES
 
     def __init__(self, values: Any, meta: Optional[Dict[str, Any]] = None,
-                 layer_extra: Optional[Any] = None, layer_extra_name: str = "") -> None:
+                 layer_extra: Optional[Any] = None, layer_extra_name: str = "", se: Optional[Any] = None) -> None:
         v = np.array(values, dtype=np.float64)
         if v.ndim != 2 or v.shape[1] != len(self.modules) or v.shape[0] < 1:
             raise ValueError(f"values must have shape (layers, {len(self.modules)}), not {v.shape}")
@@ -57,6 +60,12 @@ class Matrix:
                 raise ValueError(f"layer_extra must have shape ({v.shape[0]},), not {e.shape}")
             self.layer_extra = e
         self.layer_extra_name = layer_extra_name
+        self.se: Optional[np.ndarray] = None
+        if se is not None:
+            s = np.array(se, dtype=np.float64)
+            if s.shape != v.shape:
+                raise ValueError(f"se must have the shape of values {v.shape}, not {s.shape}")
+            self.se = s
 
     # -- shape ---------------------------------------------------------------
     @property
@@ -107,6 +116,17 @@ class Matrix:
             ctypes.memmove(buf, np.ascontiguousarray(self.layer_extra).ctypes.data, self.layers * 8)
             c.layer_extra = ctypes.cast(buf, ctypes.POINTER(ctypes.c_double))
             c.layer_extra_name = self.layer_extra_name.encode()[:63]
+        if self.se is not None:
+            nb = self.layers * len(self.modules) * 8
+            buf = _lib.libc.malloc(nb)
+            if not buf:
+                _lib.lib.lm_matrix_free(p)
+                raise MemoryError("layermap: cannot allocate a matrix")
+            ctypes.memmove(buf, np.ascontiguousarray(self.se).ctypes.data, nb)
+            c.se = ctypes.cast(buf, ctypes.POINTER(ctypes.c_double))
+        sh = self.meta.get("split_half")
+        c.split_half = float("nan") if sh is None else float(sh)
+        c.n_samples = int(self.meta.get("samples") or 0)
         return p
 
     @classmethod
@@ -119,9 +139,14 @@ class Matrix:
              "norm": c.norm.decode() or "none", "note": c.note.decode("utf-8", "replace")}
         tok = re.search(r"(?:^| )tokens=(\d+)", m["note"])
         m["tokens"] = int(tok.group(1)) if tok else None
+        if c.n_samples or c.se:
+            m["split_half"] = None if c.split_half != c.split_half else c.split_half  # NaN: none
+            m["samples"] = c.n_samples
         m.update(meta or {})
         extra = np.ctypeslib.as_array(c.layer_extra, shape=(n,)).copy() if c.layer_extra else None
-        return cls(values, m, extra, c.layer_extra_name.decode("utf-8", "replace"))
+        se = np.ctypeslib.as_array(c.se, shape=(n * len(cls.modules),)).copy().reshape(n, len(cls.modules)) \
+            if c.se else None
+        return cls(values, m, extra, c.layer_extra_name.decode("utf-8", "replace"), se)
 
     # -- normalisation ---------------------------------------------------------
     def normalize(self, norm: str = "layer") -> "Matrix":

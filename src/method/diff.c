@@ -439,6 +439,19 @@ static void fill_results(const diff_run *r, const lm_model *a, const lm_model *b
     }
 }
 
+/* The start of lm_diff and lm_diff_overlap: the default options for NULL,
+ * the n_out results cleared, the models there (have_models). */
+static int diff_start(const lm_diff_opts **o, lm_diff_opts *defaults, lm_matrix **out, int n_out, int have_models,
+                      lm_err *err) {
+    if (!*o) {
+        lm_diff_opts_default(defaults);
+        *o = defaults;
+    }
+    if (!out) return lm_fail(err, LM_EARG, "diff: no output array");
+    for (int k = 0; k < n_out; k++) out[k] = NULL;
+    return have_models ? LM_OK : lm_fail(err, LM_EARG, "diff: missing model");
+}
+
 /* 1 when layer l is to be compared (o->layers selects, NULL = all). */
 static int layer_wanted(const lm_diff_opts *o, int l) {
     return !o->layers || (l < o->n_layers_mask && o->layers[l]);
@@ -451,14 +464,8 @@ static int layer_wanted(const lm_diff_opts *o, int l) {
 int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o, lm_matrix *out[LM_DIFF_COUNT],
             lm_err *err) {
     lm_diff_opts defaults;
-    if (!o) {
-        lm_diff_opts_default(&defaults);
-        o = &defaults;
-    }
-    if (!out) return lm_fail(err, LM_EARG, "diff: no output array");
-    for (int k = 0; k < LM_DIFF_COUNT; k++) out[k] = NULL;
-    if (!base || !ft) return lm_fail(err, LM_EARG, "diff: missing model");
-    int rc = check_opts(o, err);
+    int rc = diff_start(&o, &defaults, out, LM_DIFF_COUNT, base && ft, err);
+    if (!rc) rc = check_opts(o, err);
     if (!rc) rc = check_models(base, ft, err);
     if (rc) return rc;
 
@@ -659,14 +666,8 @@ static double ratio_or_nan(int64_t num, int64_t den) { return den > 0 ? (double)
 int lm_diff_overlap(const lm_model *base, const lm_model *a, const lm_model *b, const lm_diff_opts *o,
                     lm_matrix *out[LM_OVERLAP_COUNT], lm_err *err) {
     lm_diff_opts defaults;
-    if (!o) {
-        lm_diff_opts_default(&defaults);
-        o = &defaults;
-    }
-    if (!out) return lm_fail(err, LM_EARG, "diff: no output array");
-    for (int k = 0; k < LM_OVERLAP_COUNT; k++) out[k] = NULL;
-    if (!base || !a || !b) return lm_fail(err, LM_EARG, "diff: missing model");
-    int rc = check_opts(o, err);
+    int rc = diff_start(&o, &defaults, out, LM_OVERLAP_COUNT, base && a && b, err);
+    if (!rc) rc = check_opts(o, err);
     if (!rc) rc = check_models(base, a, err);
     if (!rc) rc = check_models(base, b, err);
     if (rc) return rc;

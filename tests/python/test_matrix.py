@@ -29,6 +29,9 @@ def test_read_cli_files_and_round_trip(cli_files, tmp_path):
     assert c == j and c.values.shape == (5, 7) and c.values.dtype == np.float64
     assert j.meta["method"] == "grad-weight-signed" and j.meta["model"] == "stories260K" and j.meta["tokens"] == 256
     assert c.meta["model"] == "a" and c.meta["method"] == ""  # a CSV holds only numbers
+    # how much data is enough: the JSON's standard errors and split-half come along (not in a CSV)
+    assert j.se is not None and j.se.shape == (5, 7) and j.meta["samples"] == 4 and -1 <= j.meta["split_half"] <= 1
+    assert c.se is None and "samples" not in c.meta
     j.to_json(tmp_path / "b.json")
     assert json_without_run_meta(tmp_path / "b.json") == json_without_run_meta(cli_files / "a.json")
     c.to_csv(tmp_path / "b.csv")
