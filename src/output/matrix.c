@@ -17,8 +17,9 @@
  *          "modules": ["attn.q", ...], "layers": N,
  *          "values": [[7 numbers or null] x N],
  *          "layer_extra": {"name": str, "values": [N numbers or null]},
- *          "layer_index": [N layer numbers], "meta": {...},
- *          "se": [[7 numbers or null] x N], "split_half": number or null, "samples": n}
+ *          "layer_index": [N layer numbers],
+ *          "se": [[7 numbers or null] x N], "split_half": number or null, "samples": n,
+ *          "meta": {...}}
  *         (layer_extra, layer_index, meta and se/split_half/samples only when present; meta is any
  *         object, kept as it is: the run metadata the CLI records). null is NaN; infinities are
  *         written as 1e999 / -1e999, which JSON parsers read back as inf.
@@ -499,10 +500,6 @@ static void json_matrix(FILE *f, const lm_matrix *m, const char *ind) {
         for (int l = 0; l < m->n_layer; l++) fprintf(f, "%s%d", l ? ", " : "", m->layer_index[l]);
         fputc(']', f);
     }
-    if (m->meta) {
-        fprintf(f, ",\n%s  \"meta\": ", ind);
-        fputs(m->meta, f);
-    }
     if (m->se) {
         fprintf(f, ",\n%s  \"se\": [", ind);
         for (int l = 0; l < m->n_layer; l++) {
@@ -519,6 +516,10 @@ static void json_matrix(FILE *f, const lm_matrix *m, const char *ind) {
         fprintf(f, ",\n%s  \"split_half\": ", ind);
         json_value(f, m->split_half);
         fprintf(f, ",\n%s  \"samples\": %d", ind, m->n_samples);
+    }
+    if (m->meta) {
+        fprintf(f, ",\n%s  \"meta\": ", ind);
+        fputs(m->meta, f);
     }
     fprintf(f, "\n%s}", ind);
 }
