@@ -80,6 +80,7 @@ campaign() {
     before=$(ls "$work" | wc -l)
     dict=""
     [ -f tests/fuzz/dict/"$n".dict ] && dict=-dict=tests/fuzz/dict/$n.dict
+    : >"$fz/stamp-$n" # this campaign's failing inputs are the files newer than it
     cpu_children "$n"; t0=$(date +%s) c0=$cpu
     execs=0 ooms=0 tmo=0 crs=0 cov=? rounds=0 used=0
     : >"$log"
@@ -112,6 +113,16 @@ campaign() {
         execs=$((execs + e)) ooms=$((ooms + o)) tmo=$((tmo + ${rest%%/*})) crs=$((crs + ${rest#*/}))
     done
     rm -f "$log.round"
+    # failing inputs by their saved files too: a round's last status line can
+    # precede an event at its end
+    for kind in crash timeout oom; do
+        k=$(find "$art" -name "$kind-*" -newer "$fz/stamp-$n" 2>/dev/null | wc -l)
+        case $kind in
+        crash) [ "$crs" = ? ] || [ "$k" -le "$crs" ] || crs=$k ;;
+        timeout) [ "$tmo" = ? ] || [ "$k" -le "$tmo" ] || tmo=$k ;;
+        oom) [ "$ooms" = ? ] || [ "$k" -le "$ooms" ] || ooms=$k ;;
+        esac
+    done
     t1=$(date +%s)
     after=$(ls "$work" | wc -l)
     printf '%-12s %7s %11s %9s %8s %8s %9s %5s %6s\n' "$n" "$((t1 - t0))" "$execs" "$cov" "$((after - before))" "$crs" "$tmo" \
