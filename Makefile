@@ -52,6 +52,15 @@ ifneq ($(wildcard $(OMPBLAS)/libopenblas.so.0),)
 BLASRPATH := -Wl,--enable-new-dtags -Wl,-rpath,$(OMPBLAS)
 endif
 LDLIBS  += $(BLASRPATH)
+# oneDNN (Debian libdnnl-dev) runs the bf16 products (--compute bf16) on AMX or
+# AVX512_BF16; without it the build still works and --compute bf16 says so.
+DNNLH   := $(wildcard /usr/include/oneapi/dnnl/dnnl.h)
+ifneq ($(DNNLH),)
+DNNLDEFS := -DLM_HAVE_DNNL=1
+LDLIBS  += -ldnnl
+else
+DNNLDEFS := -DLM_HAVE_DNNL=0
+endif
 OPT     ?= -O2
 CFLAGS  ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -fopenmp -Iinclude -Isrc
@@ -124,6 +133,7 @@ $(PIC)/src/%.o: src/%.c include/layermap.h $(wildcard src/*/*.h) $(BLASSTAMP)
 	$(CC) $(CFLAGS) -fPIC -c $< -o $@
 
 $(BUILD)/src/compute/blas_info.o $(PIC)/src/compute/blas_info.o: CFLAGS += $(BLASDEFS)
+$(BUILD)/src/compute/backend_bf16.o $(PIC)/src/compute/backend_bf16.o: CFLAGS += $(DNNLDEFS)
 
 $(SOLIB): $(PICOBJ)
 	$(CC) $(CFLAGS) -shared -Wl,-soname,liblayermap.so -o $@ $(PICOBJ) $(LDLIBS)

@@ -80,6 +80,13 @@ double cli_now(void);
 /* Parse helpers: return 0 ok, print an error and return -1 otherwise. */
 int cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 int cli_parse_double(const char *opt, const char *s, double *out);
+/* --compute NAME (f32 | bf16 | bf16-ref | auto) into *out (LM_COMPUTE_*). */
+int cli_parse_compute(const char *opt, const char *s, int *out);
+/* After lm_engine_new with compute `asked`: says (one line, stderr) when auto
+ * fell back to F32, and with -v what the products run on. */
+void cli_compute_note(const lm_engine *e, int asked);
+/* The help lines of --compute. */
+extern const char cli_compute_help[];
 
 /* ---- args.c: conventions shared by every command ------------------------ */
 

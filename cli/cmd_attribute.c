@@ -55,11 +55,12 @@ static void usage(FILE *f) {
             "                      then matches llama-imatrix's (within its F16 KV cache's rounding).\n"
             "                      Without it the chunks are layermap's own (--seq-len: each holds\n"
             "                      seq-len - 1 text tokens after BOS, the last short one kept)\n"
+            "%s"
             "  -v, --verbose       also the BLAS kernel, and where a hub id was found\n\n"
             "MODEL is a .gguf, an HF directory, or a hub id ORG/NAME found in the local Hugging Face\n"
             "cache (--revision R: a branch, tag or commit; never downloads). Options take --opt=value too.\n"
             "%s",
-            cli_out_help);
+            cli_compute_help, cli_out_help);
 }
 
 /* Progress of an attribute run. The library reports tokens done over all
@@ -287,7 +288,7 @@ int cmd_attribute(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *method_s = NULL, *ckpt = NULL, *layers_s = NULL, *imatrix = NULL;
     long imatrix_chunk = 0, seq_len_given = 0;
     long seq_len = 512, max_tokens = 0, steps = 32, threads = 0, batch = 1, act_mb = 0, weight_mb = 0;
-    int resume = 0, per_param = 0;
+    int resume = 0, per_param = 0, compute = LM_COMPUTE_F32;
     double until_stable = 0;
     cli_out out;
     cli_out_init(&out);
@@ -335,6 +336,8 @@ int cmd_attribute(int argc, char **argv) {
             if (cli_parse_int(a, argv[++i], 1, 100000, &steps)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--threads")) {
             if (cli_parse_int(a, argv[++i], 1, 4096, &threads)) return 2;
+        } else if (i + 1 < argc && !strcmp(a, "--compute")) {
+            if (cli_parse_compute(a, argv[++i], &compute)) return 2;
         } else if (a[0] == '-' && a[1]) {
             return cli_errorf("attribute: unknown or incomplete option '%s' (see --help)", a) ? 2 : 2;
         } else if (!model) {
@@ -415,8 +418,9 @@ int cmd_attribute(int argc, char **argv) {
         if (ds->seqs[s].n > longest) longest = ds->seqs[s].n;
     if (batch > ds->n_seq) batch = ds->n_seq;
     lm_engine_opts eo = {.threads = (int)threads, .max_seq = longest, .max_batch = (int)batch,
-                         .act_cache_bytes = (size_t)act_mb << 20, .weight_cache_bytes = (size_t)weight_mb << 20};
-    lm_engine_new(&e, m, &eo, &err);
+                         .act_cache_bytes = (size_t)act_mb << 20, .weight_cache_bytes = (size_t)weight_mb << 20,
+                         .compute = compute};
+    if (lm_engine_new(&e, m, &eo, &err) == LM_OK && cli_mpi_rank() == 0) cli_compute_note(e, compute);
 loaded:
     if (cli_mpi_agree(err.code != 0, &err) || cli_mpi_same_data(m, ds, data, &err)) goto fail;
 
@@ -475,10 +479,11 @@ loaded:
         char opts[768];
         snprintf(opts, sizeof opts,
                  "{\"method\": \"%s\", \"methods\": \"%s\", \"seq_len\": %ld, \"max_tokens\": %ld, \"batch\": %ld, "
-                 "\"ig_steps\": %ld, \"per_param\": %s, \"resumed\": %s, \"layers\": \"%s\", \"ranks\": %d}",
+                 "\"ig_steps\": %ld, \"per_param\": %s, \"resumed\": %s, \"layers\": \"%s\", \"ranks\": %d, "
+                 "\"compute\": \"%s\"}",
                  mname, method_s ? method_s : "grad-weight", seq_len, max_tokens, batch, steps,
                  per_param ? "true" : "false", prog.ckpt ? "true" : "false", layers_s ? layers_s : "all",
-                 cli_mpi_size());
+                 cli_mpi_size(), lm_compute_name(lm_engine_compute(e)));
         cli_meta mt = {.command = "attribute", .model = m, .data = data, .tokens = r->n_tokens,
                        .predicted = r->n_targets,
                        .loss = r->n_targets ? r->loss_sum / (double)r->n_targets : NAN,

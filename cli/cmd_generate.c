@@ -10,7 +10,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: layermap generate MODEL [PROMPT | -f FILE] [-n N] [--ids] [--no-bos] [-t N]\n\n"
+            "usage: layermap generate MODEL [PROMPT | -f FILE] [-n N] [--ids] [--no-bos] [-t N] [--compute C]\n\n"
             "Greedy continuation of PROMPT (default: empty, i.e. from BOS) by N tokens (default 32).\n"
             "  -f FILE    read the prompt from FILE\n"
             "  --ids      print the token ids of prompt + continuation instead of text\n"
@@ -18,13 +18,15 @@ static void usage(FILE *f) {
             "The prompt's processing speed (one forward, last logits only) goes to stderr.\n"
             "  --no-bos   do not add BOS even if the model adds one\n"
             "  --llamacpp-arith  round activations as llama.cpp does (8-bit for quantized\n"
-            "             products, F16 KV cache) to compare with it token for token\n");
+            "             products, F16 KV cache) to compare with it token for token\n"
+            "%s",
+            cli_compute_help);
 }
 
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *prompt_file = NULL;
     long n_new = 32, threads = 0, bench = 0;
-    int ids = 0, no_bos = 0, compat = 0;
+    int ids = 0, no_bos = 0, compat = 0, compute = LM_COMPUTE_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -42,6 +44,8 @@ int cmd_generate(int argc, char **argv) {
             if (cli_parse_int(a, argv[++i], 0, 1 << 20, &n_new)) return 2;
         } else if (!strcmp(a, "--llamacpp-arith")) {
             compat = 1;
+        } else if (i + 1 < argc && !strcmp(a, "--compute")) {
+            if (cli_parse_compute(a, argv[++i], &compute)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--threads")) {
             if (cli_parse_int(a, argv[++i], 1, 4096, &threads)) return 2;
         } else if (a[0] == '-' && a[1]) {
@@ -56,6 +60,9 @@ int cmd_generate(int argc, char **argv) {
             return 2;
         }
     }
+    if (compat && compute != LM_COMPUTE_F32)
+        return cli_errorf("generate: --llamacpp-arith rounds as llama.cpp's F32 path does: it needs --compute f32") ? 2
+                                                                                                                 : 2;
     if (!model) {
         usage(stderr);
         return 2;
@@ -107,8 +114,10 @@ int cmd_generate(int argc, char **argv) {
         cli_errorf("generate: empty prompt and the model adds no BOS: give a prompt");
         goto done;
     }
-    lm_engine_opts eo = {.threads = (int)threads, .max_seq = (int)(np + n_new), .ggml_compat = compat};
+    lm_engine_opts eo = {
+        .threads = (int)threads, .max_seq = (int)(np + n_new), .ggml_compat = compat, .compute = compute};
     if (lm_engine_new(&e, m, &eo, &err)) goto fail;
+    cli_compute_note(e, compute);
     {   /* prompt processing speed: one forward, logits of the last position only */
         double times[1001];
         int runs = bench > 0 ? (int)bench + 1 : 1;

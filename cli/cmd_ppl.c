@@ -10,7 +10,8 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: layermap ppl MODEL [FILE | -f FILE] [--seq-len N] [--max-tokens N] [-t N] [--llamacpp-arith]\n\n"
+            "usage: layermap ppl MODEL [FILE | -f FILE] [--seq-len N] [--max-tokens N] [-t N] [--compute C]\n"
+            "                    [--llamacpp-arith]\n\n"
             "Perplexity = exp(mean next-token negative log-likelihood over every predicted token).\n"
             "The text is split into sequences of --seq-len tokens (default 512; a shorter text is one\n"
             "sequence), each starting with BOS when the model's metadata says to add it.\n"
@@ -18,13 +19,15 @@ static void usage(FILE *f) {
             "                    F16 KV cache) to compare with it\n"
             "  --max-tokens N    only the first N >= 1 tokens (default: all)\n"
             "  -t, --threads N   worker threads (default: all cores)\n"
-            "MODEL: a .gguf, an HF directory, or a hub id ORG/NAME in the local HF cache (--revision R).\n");
+            "%s"
+            "MODEL: a .gguf, an HF directory, or a hub id ORG/NAME in the local HF cache (--revision R).\n",
+            cli_compute_help);
 }
 
 int cmd_ppl(int argc, char **argv) {
     const char *model = NULL, *file = NULL;
     long seq_len = 512, max_tokens = 0, threads = 0;
-    int compat = 0;
+    int compat = 0, compute = LM_COMPUTE_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -40,6 +43,8 @@ int cmd_ppl(int argc, char **argv) {
             file = argv[++i];
         } else if (!strcmp(a, "--llamacpp-arith")) {
             compat = 1;
+        } else if (i + 1 < argc && !strcmp(a, "--compute")) {
+            if (cli_parse_compute(a, argv[++i], &compute)) return 2;
         } else if (i + 1 < argc && !strcmp(a, "--threads")) {
             if (cli_parse_int(a, argv[++i], 1, 4096, &threads)) return 2;
         } else if (a[0] == '-' && a[1]) {
@@ -58,6 +63,8 @@ int cmd_ppl(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    if (compat && compute != LM_COMPUTE_F32)
+        return cli_errorf("ppl: --llamacpp-arith rounds as llama.cpp's F32 path does: it needs --compute f32") ? 2 : 2;
     lm_err err = {0};
     lm_model *m = NULL;
     lm_tokenizer *tok = NULL;
@@ -74,8 +81,9 @@ int cmd_ppl(int argc, char **argv) {
     int longest = 0;
     for (int s = 0; s < ds->n_seq; s++)
         if (ds->seqs[s].n > longest) longest = ds->seqs[s].n;
-    lm_engine_opts eo = {.threads = (int)threads, .max_seq = longest, .ggml_compat = compat};
+    lm_engine_opts eo = {.threads = (int)threads, .max_seq = longest, .ggml_compat = compat, .compute = compute};
     if (lm_engine_new(&e, m, &eo, &err)) goto loaded;
+    cli_compute_note(e, compute);
     if (cli_mpi_size() > 1 && (!(owner = malloc(sizeof(int) * (size_t)(ds->n_seq ? ds->n_seq : 1))) ||
                                lm_dataset_share(ds, 1, cli_mpi_size(), owner, &err))) {
         if (!err.code) {

@@ -204,6 +204,32 @@ int cli_parse_double(const char *opt, const char *s, double *out) {
     return 0;
 }
 
+/* See cli.h. */
+int cli_parse_compute(const char *opt, const char *s, int *out) {
+    int c = s ? lm_compute_parse(s) : -1;
+    if (c < 0) {
+        cli_errorf("%s: '%s' is not one of f32, bf16, bf16-ref, auto", opt, s ? s : "");
+        return -1;
+    }
+    *out = c;
+    return 0;
+}
+
+void cli_compute_note(const lm_engine *e, int asked) {
+    int got = lm_engine_compute(e);
+    if (asked == LM_COMPUTE_AUTO && got == LM_COMPUTE_F32)
+        fprintf(stderr, "layermap: --compute auto: no bf16 instructions (AVX512_BF16 / AMX) or no oneDNN here: "
+                        "computing in f32\n");
+    if (cli_verbose) fprintf(stderr, "layermap: products in %s\n", lm_compute_name(got));
+}
+
+const char cli_compute_help[] =
+    "  --compute C         matrix products: f32 (default, the reference) | bf16 (inputs rounded to\n"
+    "                      bf16, F32 accumulation, element-wise work in F32: oneDNN on AMX or\n"
+    "                      AVX512_BF16; an error on other CPUs) | auto (bf16 where the CPU has it,\n"
+    "                      else f32) | bf16-ref (bf16's rounding on any CPU at f32 speed: to check\n"
+    "                      accuracy). README \"bf16\" has its measured accuracy\n";
+
 /* ------------------------------------------------------------------------ */
 /* Output options                                                            */
 /* ------------------------------------------------------------------------ */

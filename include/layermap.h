@@ -497,8 +497,22 @@ typedef struct lm_engine_opts {
     size_t act_cache_bytes;    /* every layer's intermediates kept (no recompute in the
                                 * backward) when they fit; 0 = auto (a sixth of RAM); 1 = never */
     const struct lm_backend *backend; /* what the engine computes through (src/compute/backend.h);
-                                       * NULL = the CPU backend */
+                                       * NULL = the CPU backend (F32, or as `compute` asks) */
+    int compute;          /* the matrix products (when backend is NULL): LM_COMPUTE_F32 (default,
+                           * the reference), _BF16 (inputs rounded to bf16, F32 accumulation:
+                           * oneDNN on AMX / AVX512_BF16; LM_EUNSUPPORTED on other CPUs),
+                           * _BF16_REF (the same rounding on any CPU at F32 speed: to check
+                           * accuracy), _AUTO (BF16 where the CPU has it, else F32) */
 } lm_engine_opts;
+
+enum { LM_COMPUTE_F32 = 0, LM_COMPUTE_BF16, LM_COMPUTE_BF16_REF, LM_COMPUTE_AUTO };
+/* Can LM_COMPUTE_BF16 run here (built with oneDNN, CPU with bf16 instructions)? */
+int lm_compute_bf16_available(void);
+/* "f32", "bf16", "bf16-ref", "auto"; lm_compute_parse gives -1 for other names. */
+const char *lm_compute_name(int compute);
+int lm_compute_parse(const char *s);
+/* What the engine's products do: LM_COMPUTE_F32, _BF16 or _BF16_REF (AUTO resolved). */
+int lm_engine_compute(const lm_engine *e);
 
 int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, lm_err *err);
 void lm_engine_free(lm_engine *e);

@@ -49,6 +49,7 @@ for p in $pkgs; do pkg-config --exists "$p" 2>/dev/null || missing="$missing $p"
 command -v cc >/dev/null 2>&1 || missing="$missing cc"
 [ -f /usr/lib/x86_64-linux-gnu/openblas-openmp/pkgconfig/openblas.pc ] || [ "$(uname -m)" != x86_64 ] || missing="$missing openblas-openmp"
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing="$missing fonts-dejavu-core"
+[ -f /usr/include/oneapi/dnnl/dnnl.h ] || [ "$(uname -m)" != x86_64 ] || missing="$missing libdnnl-dev"
 [ -z "$missing" ] && exit 0
 echo "deps: missing:$missing -- installing Debian packages" >&2
 SUDO=""
@@ -57,3 +58,5 @@ $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
     build-essential pkg-config libopenblas-dev libopenblas-openmp-dev libopenblas0-openmp libcjson-dev \
     libpcre2-dev libutf8proc-dev libcairo2-dev fonts-dejavu-core >/dev/null
+# oneDNN: bf16 products on AMX / AVX512_BF16 (--compute bf16); x86-64 only
+[ "$(uname -m)" != x86_64 ] || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libdnnl-dev >/dev/null

@@ -64,6 +64,17 @@ static inline const char *model_path(char *buf, size_t n, const char *rel) {
     return buf;
 }
 
+/* buf = the real models' cache ($LAYERMAP_CACHE, else ~/.cache/layermap:
+ * scripts/fetch_models.sh puts them there)/file */
+static inline const char *cache_path(char *buf, size_t n, const char *file) {
+    const char *c = getenv("LAYERMAP_CACHE");
+    if (c && *c)
+        snprintf(buf, n, "%s/%s", c, file);
+    else
+        snprintf(buf, n, "%s/.cache/layermap/%s", getenv("HOME") ? getenv("HOME") : "/root", file);
+    return buf;
+}
+
 /* buf = tests/data/rel: the test data in the repository (tests run from its
  * root, as make test and tests/run.sh do). */
 static inline const char *data_path(char *buf, size_t n, const char *rel) {

@@ -185,13 +185,23 @@ def _dataset(model: Model, kind: str, payload: Any, seq_len: int, max_tokens: in
     return d
 
 
+def _compute(compute: str) -> int:
+    """--compute: "f32" (default, the reference), "bf16", "bf16-ref", "auto" -> LM_COMPUTE_*."""
+    if not isinstance(compute, str):
+        raise TypeError(f"compute must be a str, not {type(compute).__name__}")
+    c = int(_lib.lib.lm_compute_parse(compute.encode()))
+    if c < 0:
+        raise ValueError(f"compute: {compute!r} is not one of f32, bf16, bf16-ref, auto")
+    return c
+
+
 def _engine(model: Model, d: Any, batch: int, threads: int, ggml_compat: bool = False, act_cache_mb: int = 0,
-            weight_cache_mb: int = 0) -> ctypes.c_void_p:
+            weight_cache_mb: int = 0, compute: int = 0) -> ctypes.c_void_p:
     ds = d.contents
     longest = max(ds.seqs[s].n for s in range(ds.n_seq))
     eo = _lib.lm_engine_opts(threads=threads, max_seq=longest, max_batch=min(batch, ds.n_seq),
                              weight_cache_bytes=weight_cache_mb << 20, ggml_compat=int(ggml_compat),
-                             act_cache_bytes=act_cache_mb << 20)
+                             act_cache_bytes=act_cache_mb << 20, compute=compute)
     e = ctypes.c_void_p()
     err = _err()
     check(_lib.lib.lm_engine_new(ctypes.byref(e), model._c(), ctypes.byref(eo), ctypes.byref(err)), err)
@@ -228,7 +238,7 @@ def attribute(model: Union[Model, PathLike], data: Data, method: Union[str, Sequ
               seq_len: int = 512, max_tokens: Optional[int] = None, batch: int = 1, steps: int = 32,
               checkpoint: Optional[PathLike] = None, resume: bool = False, progress: ProgressArg = None,
               threads: Optional[int] = None, per_param: bool = False, act_cache_mb: Optional[int] = None,
-              weight_cache_mb: Optional[int] = None) -> Union[Matrix, Dict[str, Matrix]]:
+              weight_cache_mb: Optional[int] = None, compute: str = "f32") -> Union[Matrix, Dict[str, Matrix]]:
     """The attribution matrix of a model from data (`layermap attribute`, docs/METHODS.md).
 
     data: a path (text or JSONL file, read as the CLI reads it), a str (a file name when it
@@ -244,8 +254,11 @@ def attribute(model: Union[Model, PathLike], data: Data, method: Union[str, Sequ
     checkpoint + "." + method).
     Ctrl-C (KeyboardInterrupt) stops after the current pass: the checkpoint is saved, nothing
     leaks, and KeyboardInterrupt is raised.
+    compute: the matrix products, as the CLI's --compute: "f32" (default), "bf16" (oneDNN on
+    AMX / AVX512_BF16; LayermapError on other CPUs), "auto", "bf16-ref".
     """
     check_progress(progress)
+    comp = _compute(compute)
     methods, many = _methods(method)
     seq_len = _opt_int("seq_len", seq_len, 2, none_ok=False)
     max_tok = _opt_int("max_tokens", max_tokens, 0)
@@ -279,7 +292,7 @@ def attribute(model: Union[Model, PathLike], data: Data, method: Union[str, Sequ
             results: List[_lib.lm_attr_result] = []
             try:
                 d = _dataset(mdl, kind, payload, seq_len, max_tok)
-                e = _engine(mdl, d, batch, nthreads, act_cache_mb=act_mb, weight_cache_mb=weight_mb)
+                e = _engine(mdl, d, batch, nthreads, act_cache_mb=act_mb, weight_cache_mb=weight_mb, compute=comp)
                 o = _lib.lm_attr_opts()
                 _lib.lib.lm_attr_opts_default(ctypes.byref(o))
                 o.ig_steps, o.batch = steps, min(batch, d.contents.n_seq)
@@ -370,9 +383,13 @@ class Perplexity:
 
 
 def ppl(model: Union[Model, PathLike], data: Data, seq_len: int = 512, max_tokens: Optional[int] = None,
-        threads: Optional[int] = None, llamacpp_arith: bool = False, progress: ProgressArg = None) -> Perplexity:
-    """Perplexity of a model on data (`layermap ppl`); data as for attribute()."""
+        threads: Optional[int] = None, llamacpp_arith: bool = False, progress: ProgressArg = None,
+        compute: str = "f32") -> Perplexity:
+    """Perplexity of a model on data (`layermap ppl`); data and compute as for attribute()."""
     check_progress(progress)
+    comp = _compute(compute)
+    if llamacpp_arith and comp != 0:
+        raise ValueError("ppl: llamacpp_arith rounds as llama.cpp's F32 path does: it needs compute='f32'")
     seq_len = _opt_int("seq_len", seq_len, 2, none_ok=False)
     max_tok = _opt_int("max_tokens", max_tokens, 0)
     nthreads = _opt_int("threads", threads, 1)
@@ -382,7 +399,7 @@ def ppl(model: Union[Model, PathLike], data: Data, seq_len: int = 512, max_token
             d = e = None
             try:
                 d = _dataset(mdl, kind, payload, seq_len, max_tok)
-                e = _engine(mdl, d, 1, nthreads, ggml_compat=llamacpp_arith)
+                e = _engine(mdl, d, 1, nthreads, ggml_compat=llamacpp_arith, compute=comp)
                 ds = d.contents
                 nll, count, done = 0.0, 0, 0
                 loss, c = ctypes.c_double(), ctypes.c_int64()
@@ -507,10 +524,15 @@ def detokenize(model: Union[Model, PathLike], ids: Union[Sequence[int], np.ndarr
 
 def generate(model: Union[Model, PathLike], prompt: Union[str, bytes] = "", n: int = 32,
              add_bos: Optional[bool] = None, ids: bool = False, threads: Optional[int] = None,
-             llamacpp_arith: bool = False, progress: ProgressArg = False) -> Union[str, np.ndarray]:
+             llamacpp_arith: bool = False, progress: ProgressArg = False,
+             compute: str = "f32") -> Union[str, np.ndarray]:
     """Greedy continuation of prompt by up to n tokens (`layermap generate`): the text of
-    prompt + continuation, or with ids=True its token ids (numpy int32)."""
+    prompt + continuation, or with ids=True its token ids (numpy int32); compute as for
+    attribute()."""
     check_progress(progress)
+    comp = _compute(compute)
+    if llamacpp_arith and comp != 0:
+        raise ValueError("generate: llamacpp_arith rounds as llama.cpp's F32 path does: it needs compute='f32'")
     b = _text_bytes(prompt, "prompt")
     n = _opt_int("n", n, 0, none_ok=False)
     nthreads = _opt_int("threads", threads, 1)
@@ -528,7 +550,7 @@ def generate(model: Union[Model, PathLike], prompt: Union[str, bytes] = "", n: i
             if prompt_ids.size == 0:
                 raise ValueError("generate: empty prompt and the model adds no BOS: give a prompt")
             eo = _lib.lm_engine_opts(threads=nthreads, max_seq=int(prompt_ids.size + n),
-                                     ggml_compat=int(llamacpp_arith))
+                                     ggml_compat=int(llamacpp_arith), compute=comp)
             e = ctypes.c_void_p()
             check(_lib.lib.lm_engine_new(ctypes.byref(e), mdl._c(), ctypes.byref(eo), ctypes.byref(err)), err)
             try:

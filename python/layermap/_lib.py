@@ -143,7 +143,7 @@ class lm_data_opts(Structure):
 
 class lm_engine_opts(Structure):
     _fields_ = [("threads", c_int), ("max_seq", c_int), ("max_batch", c_int), ("weight_cache_bytes", c_size_t),
-                ("ggml_compat", c_int), ("act_cache_bytes", c_size_t), ("backend", c_void_p)]
+                ("ggml_compat", c_int), ("act_cache_bytes", c_size_t), ("backend", c_void_p), ("compute", c_int)]
 
 
 class lm_attr_opts(Structure):
@@ -207,6 +207,8 @@ _PROTOS = {
     "lm_dataset_free": (None, [_P(lm_dataset)]),
     "lm_engine_new": (c_int, [_P(c_void_p), _P(lm_model), _P(lm_engine_opts), _P(lm_err)]),
     "lm_engine_free": (None, [c_void_p]),
+    "lm_compute_parse": (c_int, [c_char_p]),
+    "lm_engine_compute": (c_int, [c_void_p]),
     "lm_engine_loss": (c_int, [c_void_p, _P(lm_seq), _P(c_double), _P(c_int64), _P(lm_err)]),
     "lm_engine_kernel_name": (c_char_p, []),
     "lm_blas_core": (c_char_p, []),

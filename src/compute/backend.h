@@ -77,6 +77,20 @@ struct lm_backend {
     void (*gemm_tn)(const lm_backend *be, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                     float beta, float *C, int ldc);
 
+    /* ---- products with a weight in the backend's product format ------- */
+    /* Optional (NULL in an F32 backend: the engine then multiplies the F32
+     * weights). A backend whose products round their inputs (bf16) keeps a
+     * copy of each weight W (rows, cols) in its own format, made once when
+     * the weight is loaded: wcopy_bytes says how large, wcopy_make fills it. */
+    size_t (*wcopy_bytes)(const lm_backend *be, long rows, long cols);
+    void (*wcopy_make)(const lm_backend *be, void *dst, const float *W, long rows, long cols);
+    /* gemm_nt / gemm_nn with B a weight: B its F32 form (dense: ldb = K for
+     * nt, N for nn), Bw its copy (the same values in the product format). */
+    void (*gemm_nt_w)(const lm_backend *be, int M, int N, int K, const float *A, int lda, const float *B,
+                      const void *Bw, float beta, float *C, int ldc);
+    void (*gemm_nn_w)(const lm_backend *be, int M, int N, int K, const float *A, int lda, const float *B,
+                      const void *Bw, float beta, float *C, int ldc);
+
     /* ---- element-wise ------------------------------------------------- */
     /* y (cnt) = a + b (y may be a or b) */
     void (*add)(const lm_backend *be, float *y, const float *a, const float *b, long cnt);

@@ -22,6 +22,7 @@
  * unless the caller asks for them.
  */
 #include "compute/backend.h"
+#include "compute/bf16.h"
 #include "compute/engine.h"
 #include "compute/kernels.h"
 
@@ -187,6 +188,7 @@ typedef struct layer_f32 {
     size_t bytes;
     long last_use;  /* for eviction */
     float *w[LM_N_MODULES];    /* (out, in) */
+    void *wc[LM_N_MODULES];    /* w's copy in the backend's product format (bf16), or NULL */
     float *b[LM_N_MODULES];    /* (out) or NULL */
     float *attn_norm, *ffn_norm;      /* (dim) */
     float *q_norm, *k_norm;           /* (head_dim) or NULL */
@@ -203,6 +205,7 @@ typedef struct eng_weights {
     long use_clock;
     int streaming;       /* not every layer fits: layers are dequantized per pass, file pages dropped */
     float *out_w;        /* (V, D) output head, F32 */
+    void *out_wc;        /* its product-format copy, or NULL */
     float *out_norm;     /* (D) */
 } eng_weights;
 
@@ -211,18 +214,26 @@ static int read_tensor(const lm_backend *be, const lm_tensor *t, float *dst, lm_
     return be->read_rows(be, dst, t, 0, lm_tensor_rows(t), err);
 }
 
-/* Bytes of F32 weights of one layer. */
-static size_t layer_bytes(const lm_model *m, int l) {
+/* Bytes of the product-format copy of a weight (64-byte multiples), 0 when
+ * the backend multiplies F32 weights. */
+static size_t wcopy_bytes(const lm_backend *be, const lm_tensor *t) {
+    if (!be->wcopy_bytes) return 0;
+    return (be->wcopy_bytes(be, (long)lm_tensor_rows(t), (long)lm_tensor_cols(t)) + 63) / 64 * 64;
+}
+
+/* Bytes of one layer's weights: F32, then the modules' product-format copies. */
+static size_t layer_bytes(const lm_backend *be, const lm_model *m, int l) {
     const lm_layer_weights *L = &m->layers[l];
     const lm_tensor *all[] = {L->attn_norm, L->ffn_norm, L->q_norm, L->k_norm, L->post_attn_norm, L->post_ffn_norm};
-    size_t n = 0;
+    size_t n = 0, copies = 0;
     for (int i = 0; i < LM_N_MODULES; i++) {
         n += (size_t)lm_tensor_nelem(L->w[i]);
         if (L->bias[i]) n += (size_t)lm_tensor_nelem(L->bias[i]);
+        copies += wcopy_bytes(be, L->w[i]);
     }
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (all[i]) n += (size_t)lm_tensor_nelem(all[i]);
-    return n * sizeof(float);
+    return (n * sizeof(float) + 63) / 64 * 64 + copies;
 }
 
 static void layer_unload(eng_weights *ws, int l) {
@@ -242,7 +253,7 @@ static int weights_layer(eng_weights *ws, int l, layer_f32 **out, lm_err *err) {
         *out = w;
         return LM_OK;
     }
-    size_t bytes = layer_bytes(ws->m, l);
+    size_t bytes = layer_bytes(ws->be, ws->m, l);
     float *p = NULL; /* an evicted layer's buffer, reused: a fresh one faults in and zeroes every page */
     size_t alloc = bytes;
     while (ws->used > 0 && ws->used + bytes > ws->budget) {
@@ -283,6 +294,14 @@ static int weights_layer(eng_weights *ws, int l, layer_f32 **out, lm_err *err) {
     TAKE(w->post_attn_norm, L->post_attn_norm);
     TAKE(w->post_ffn_norm, L->post_ffn_norm);
 #undef TAKE
+    if (rc == LM_OK && ws->be->wcopy_bytes) { /* the copies, after the F32 values */
+        char *cp = (char *)p + ((size_t)((char *)cur - (char *)p) + 63) / 64 * 64;
+        for (int i = 0; i < LM_N_MODULES; i++) {
+            w->wc[i] = cp;
+            ws->be->wcopy_make(ws->be, cp, w->w[i], (long)lm_tensor_rows(L->w[i]), (long)lm_tensor_cols(L->w[i]));
+            cp += wcopy_bytes(ws->be, L->w[i]);
+        }
+    }
     if (rc != LM_OK) {
         ws->be->release(ws->be, p);
         memset(w, 0, sizeof *w);
@@ -305,6 +324,7 @@ static void weights_free(eng_weights *ws) {
         for (int l = 0; l < ws->n_layer; l++) layer_unload(ws, l);
     lm_free(ws->lw);
     ws->be->release(ws->be, ws->out_w);
+    ws->be->release(ws->be, ws->out_wc);
     ws->be->release(ws->be, ws->out_norm);
     lm_free(ws);
 }
@@ -321,7 +341,7 @@ static int weights_new(eng_weights **out, const lm_model *m, size_t budget, cons
     ws->n_layer = c->n_layer;
     ws->budget = budget;
     size_t total_w = 0;
-    for (int l = 0; l < c->n_layer; l++) total_w += layer_bytes(m, l);
+    for (int l = 0; l < c->n_layer; l++) total_w += layer_bytes(be, m, l);
     ws->streaming = total_w > budget;
     size_t vw = (size_t)c->vocab * (size_t)c->dim;
     ws->lw = lm_calloc((size_t)c->n_layer, sizeof *ws->lw);
@@ -333,6 +353,13 @@ static int weights_new(eng_weights **out, const lm_model *m, size_t budget, cons
     }
     int rc = read_tensor(be, m->output, ws->out_w, err);
     if (rc == LM_OK) rc = read_tensor(be, m->out_norm, ws->out_norm, err);
+    if (rc == LM_OK && be->wcopy_bytes) {
+        ws->out_wc = be->alloc(be, wcopy_bytes(be, m->output));
+        if (!ws->out_wc)
+            rc = lm_nomem(err, wcopy_bytes(be, m->output), "output head (bf16 copy)");
+        else
+            be->wcopy_make(be, ws->out_wc, ws->out_w, c->vocab, c->dim);
+    }
     /* a model whose F32 weights fit the cache is dequantized now, once */
     for (int l = 0; rc == LM_OK && total_w <= budget && l < c->n_layer; l++) {
         layer_f32 *lw;
@@ -430,6 +457,8 @@ struct lm_engine {
     const lm_model *m;
     lm_config c;
     const lm_backend *be;
+    lm_backend *own_be;  /* the bf16 backend the engine made for opts.compute, or NULL */
+    int compute;         /* LM_COMPUTE_F32 / BF16 / BF16_REF: what the products do */
     int threads;
     int max_seq;         /* longest sequence */
     int max_batch;       /* sequences packed into one pass */
@@ -488,7 +517,25 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
     if (!e) return lm_nomem(err, sizeof *e, "engine");
     e->m = m;
     e->c = *c;
-    e->be = o && o->backend ? o->backend : lm_backend_cpu();
+    e->be = lm_backend_cpu();
+    e->compute = LM_COMPUTE_F32;
+    int want = o ? o->compute : LM_COMPUTE_F32;
+    if (o && o->backend) {
+        e->be = o->backend;
+        if (o->backend->wcopy_bytes) e->compute = LM_COMPUTE_BF16;
+    } else if (want == LM_COMPUTE_BF16 || want == LM_COMPUTE_BF16_REF ||
+               (want == LM_COMPUTE_AUTO && lm_compute_bf16_available())) {
+        int rc = lm_backend_bf16_new(&e->own_be, want == LM_COMPUTE_BF16_REF ? LM_BF16_REF : LM_BF16_HW, err);
+        if (rc) {
+            lm_free(e);
+            return rc;
+        }
+        e->be = e->own_be;
+        e->compute = want == LM_COMPUTE_BF16_REF ? LM_COMPUTE_BF16_REF : LM_COMPUTE_BF16;
+    } else if (want != LM_COMPUTE_F32 && want != LM_COMPUTE_AUTO) {
+        lm_free(e);
+        return lm_fail(err, LM_EARG, "engine: unknown compute %d", want);
+    }
     e->threads = lm_num_threads(o ? o->threads : 0);
     e->max_seq = o && o->max_seq > 0 ? o->max_seq : 512;
     e->max_batch = o && o->max_batch > 0 ? o->max_batch : 1;
@@ -521,7 +568,7 @@ int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, l
      * passes (generation, ablations of short texts) reuse weights many times
      * and cache up to a third of RAM */
     size_t budget = o && o->weight_cache_bytes ? o->weight_cache_bytes
-                    : dm->S >= 256                ? 3 * layer_bytes(m, 0)
+                    : dm->S >= 256                ? 3 * layer_bytes(e->be, m, 0)
                                                   : mem_total_bytes() / 3;
     size_t act_budget = o && o->act_cache_bytes ? o->act_cache_bytes : (size_t)256 << 20;
     int rc = LM_OK;
@@ -561,7 +608,28 @@ void lm_engine_free(lm_engine *e) {
     pass_free(e->ps);
     eng_rope_release(&e->rope, e->be);
     eng_scratch_release(&e->sc, e->be);
+    lm_backend_bf16_free(e->own_be);
     lm_free(e);
+}
+
+int lm_compute_bf16_available(void) { return lm_bf16_have_onednn() && lm_bf16_hw_supported(); }
+
+int lm_engine_compute(const lm_engine *e) { return e->compute; }
+
+const char *lm_compute_name(int compute) {
+    switch (compute) {
+    case LM_COMPUTE_F32: return "f32";
+    case LM_COMPUTE_BF16: return "bf16";
+    case LM_COMPUTE_BF16_REF: return "bf16-ref";
+    case LM_COMPUTE_AUTO: return "auto";
+    default: return "?";
+    }
+}
+
+int lm_compute_parse(const char *s) {
+    for (int c = LM_COMPUTE_F32; c <= LM_COMPUTE_AUTO; c++)
+        if (!strcmp(s, lm_compute_name(c))) return c;
+    return -1;
 }
 /* ------------------------------------------------------------------------ */
 /* One layer, forward                                                        */
@@ -584,6 +652,24 @@ static int layer_window(const lm_config *c, int l) {
     return c->sliding_window;
 }
 
+/* y (n, out) = x (n, in) W^T, W (out, in) with its product-format copy wc
+ * (or NULL): the products with a weight. */
+static void mul_wt(const lm_backend *be, int n, int out, int in, const float *x, const float *W, const void *wc,
+                   float *y) {
+    if (wc)
+        be->gemm_nt_w(be, n, out, in, x, in, W, wc, 0.0f, y, out);
+    else
+        be->gemm_nt(be, n, out, in, x, in, W, in, 0.0f, y, out);
+}
+/* dx (n, in) = beta dx + dy (n, out) W, W (out, in). */
+static void mul_w(const lm_backend *be, int n, int out, int in, const float *dy, const float *W, const void *wc,
+                  float beta, float *dx) {
+    if (wc)
+        be->gemm_nn_w(be, n, in, out, dy, out, W, wc, beta, dx, in);
+    else
+        be->gemm_nn(be, n, in, out, dy, out, W, in, beta, dx, in);
+}
+
 /* y (n, out) = x (n, in) W^T + b, then the intervention if it targets (l, m). */
 static void linear_forward(lm_engine *e, float *y, const float *x, const layer_f32 *w, int l, int m,
                            int n, const lm_interv *iv) {
@@ -597,7 +683,7 @@ static void linear_forward(lm_engine *e, float *y, const float *x, const layer_f
             x = e->sc.compat_x;
         }
     }
-    be->gemm_nt(be, n, out, in, x, in, w->w[m], in, 0.0f, y, out);
+    mul_wt(be, n, out, in, x, w->w[m], w->wc[m], y);
     if (w->b[m]) be->add_rows(be, y, w->b[m], n, out);
     if (iv && iv->kind != LM_IV_NONE && iv->layer == l && iv->module == m) {
         if (iv->kind == LM_IV_SCALE)
@@ -748,7 +834,7 @@ static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const l
     if (hk && hk->bwd) HOOK(hk->bwd(hk->ctx, l, LM_MOD_DOWN, dd, a->d, a->a, w->w[LM_MOD_DOWN], n));
     scale_buf(be, dd, nD, iv_factor(iv, l, LM_MOD_DOWN));
     float *da = sc->d_a, *dg = sc->d_g, *du = sc->d_u;
-    be->gemm_nn(be, n, F, D, dd, D, w->w[LM_MOD_DOWN], F, 0.0f, da, F);
+    mul_w(be, n, D, F, dd, w->w[LM_MOD_DOWN], w->wc[LM_MOD_DOWN], 0.0f, da);
     be->glu_bwd(be, dg, du, da, a->g, a->u, nF, glu);
     if (hk && hk->bwd) {
         HOOK(hk->bwd(hk->ctx, l, LM_MOD_UP, du, a->u, a->x2, w->w[LM_MOD_UP], n));
@@ -757,8 +843,8 @@ static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const l
     scale_buf(be, du, nF, iv_factor(iv, l, LM_MOD_UP));
     scale_buf(be, dg, nF, iv_factor(iv, l, LM_MOD_GATE));
     float *dx2 = sc->d_x2;
-    be->gemm_nn(be, n, D, F, du, F, w->w[LM_MOD_UP], D, 0.0f, dx2, D);
-    be->gemm_nn(be, n, D, F, dg, F, w->w[LM_MOD_GATE], D, 1.0f, dx2, D);
+    mul_w(be, n, F, D, du, w->w[LM_MOD_UP], w->wc[LM_MOD_UP], 0.0f, dx2);
+    mul_w(be, n, F, D, dg, w->w[LM_MOD_GATE], w->wc[LM_MOD_GATE], 1.0f, dx2);
     be->rmsnorm_bwd(be, dh, dx2, a->hmid, w->ffn_norm, a->rstd2, n, D, c->norm_add_one); /* dh = dL/dhmid */
 
     /* ---- attention branch: hmid = h_in + post(o) ---- */
@@ -768,7 +854,7 @@ static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const l
     if (hk && hk->bwd) HOOK(hk->bwd(hk->ctx, l, LM_MOD_O, dO, a->o, a->att, w->w[LM_MOD_O], n));
     scale_buf(be, dO, nD, iv_factor(iv, l, LM_MOD_O));
     float *datt = sc->d_att;
-    be->gemm_nn(be, n, QD, D, dO, D, w->w[LM_MOD_O], QD, 0.0f, datt, QD);
+    mul_w(be, n, D, QD, dO, w->w[LM_MOD_O], w->wc[LM_MOD_O], 0.0f, datt);
     float *dqr = sc->d_qr, *dkr = sc->d_kr, *dv = sc->d_v;
     for (int s = 0; s < ps->nseg; s++) {
         int r0 = ps->seg[s], ns = ps->seg[s + 1] - r0;
@@ -797,9 +883,9 @@ static int layer_backward(lm_engine *e, int l, const float *h_in, int n, const l
     scale_buf(be, dk, (long)n * KD, iv_factor(iv, l, LM_MOD_K));
     scale_buf(be, dv, (long)n * KD, iv_factor(iv, l, LM_MOD_V));
     float *dx = sc->d_x;
-    be->gemm_nn(be, n, D, QD, dq, QD, w->w[LM_MOD_Q], D, 0.0f, dx, D);
-    be->gemm_nn(be, n, D, KD, dk, KD, w->w[LM_MOD_K], D, 1.0f, dx, D);
-    be->gemm_nn(be, n, D, KD, dv, KD, w->w[LM_MOD_V], D, 1.0f, dx, D);
+    mul_w(be, n, QD, D, dq, w->w[LM_MOD_Q], w->wc[LM_MOD_Q], 0.0f, dx);
+    mul_w(be, n, KD, D, dk, w->w[LM_MOD_K], w->wc[LM_MOD_K], 1.0f, dx);
+    mul_w(be, n, KD, D, dv, w->w[LM_MOD_V], w->wc[LM_MOD_V], 1.0f, dx);
     be->rmsnorm_bwd(be, dh, dx, h_in, w->attn_norm, a->rstd1, n, D, c->norm_add_one); /* dh = dL/dh_in */
     return LM_OK;
 }
@@ -843,7 +929,7 @@ static double head_forward(lm_engine *e, const float *h, int n, int use_loss, in
             be->act_round(be, sc->compat_x, cs, D, ggml_act_kind(e->m->output->dtype));
             xin = sc->compat_x;
         }
-        be->gemm_nt(be, cs, V, D, xin, D, ws->out_w, D, 0.0f, sc->logit_chunk, V);
+        mul_wt(be, cs, V, D, xin, ws->out_w, ws->out_wc, sc->logit_chunk);
         if (want_logits) { /* rows from logits_from on, to the host */
             int i0 = logits_from > c0 ? logits_from - c0 : 0;
             be->download(be, logits + (long)(c0 + i0 - logits_from) * V, sc->logit_chunk + (long)i0 * V,
@@ -851,7 +937,7 @@ static double head_forward(lm_engine *e, const float *h, int n, int use_loss, in
         }
         if (use_loss && any) {
             loss += be->xent(be, sc->logit_chunk, ps->target_b + c0, ps->mask_b + c0, cs, V, grad);
-            if (grad) be->gemm_nn(be, cs, D, V, sc->logit_chunk, V, ws->out_w, D, 0.0f, dxn + (long)c0 * D, D);
+            if (grad) mul_w(be, cs, V, D, sc->logit_chunk, ws->out_w, ws->out_wc, 0.0f, dxn + (long)c0 * D);
         }
     }
     if (grad) {

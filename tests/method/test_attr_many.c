@@ -215,15 +215,6 @@ static void check_cancel(run_ctx *r) {
     CHECK(rc == LM_EARG, "no methods: rc %d", rc);
 }
 
-static const char *cache_path(char *buf, size_t n, const char *file) {
-    const char *c = getenv("LAYERMAP_CACHE");
-    if (c && *c)
-        snprintf(buf, n, "%s/%s", c, file);
-    else
-        snprintf(buf, n, "%s/.cache/layermap/%s", getenv("HOME") ? getenv("HOME") : "/root", file);
-    return buf;
-}
-
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
     char path[1024];

@@ -154,3 +154,30 @@ def test_attribute_bad_arguments_before_any_c_call(kwargs, exc):
 def test_attribute_bad_data_before_any_c_call(data, exc):
     with pytest.raises(exc):
         layermap.attribute("/nonexistent/model.gguf", data)
+
+
+@pytest.mark.parametrize("compute", ["bf16-ref", "auto"])
+def test_compute_equals_cli(cli, tmp_path, compute):
+    """compute= gives the CLI's --compute numbers exactly; bf16-ref is within bf16's bounds of f32."""
+    path = model(GGUF)
+    run_cli(cli, ["attribute", path, "--data", CALIB, "-m", "grad-weight", "--seq-len", 64, "--max-tokens", 512,
+                  "--quiet", "--csv", tmp_path / "c.csv", "--compute", compute])
+    got = layermap.attribute(path, str(CALIB), method="grad-weight", seq_len=64, max_tokens=512, progress=False,
+                             compute=compute)
+    ref = layermap.Matrix.read(tmp_path / "c.csv")
+    assert np.array_equal(got.values, ref.values, equal_nan=True)
+    f32 = layermap.attribute(path, str(CALIB), method="grad-weight", seq_len=64, max_tokens=512, progress=False)
+    assert np.max(np.abs(got.values - f32.values)) <= 0.01 * np.max(np.abs(f32.values))
+
+
+def test_compute_bad_and_bf16():
+    path = model(GGUF)
+    with pytest.raises(ValueError, match="bf16-ref"):
+        layermap.attribute(path, str(CALIB), compute="fp16", progress=False)
+    with pytest.raises(TypeError):
+        layermap.attribute(path, str(CALIB), compute=16, progress=False)  # type: ignore[arg-type]
+    try:  # bf16 runs where the CPU has it, else it is the library's one-line refusal
+        m = layermap.attribute(path, str(CALIB), seq_len=64, max_tokens=128, compute="bf16", progress=False)
+        assert np.all(np.isfinite(m.values))
+    except layermap.UnsupportedError as e:
+        assert "bf16" in str(e)

@@ -34,15 +34,6 @@ static cJSON *load_json(const char *path) {
     return j;
 }
 
-static const char *cache_path(char *buf, size_t n, const char *file) {
-    const char *c = getenv("LAYERMAP_CACHE");
-    if (c && *c)
-        snprintf(buf, n, "%s/%s", c, file);
-    else
-        snprintf(buf, n, "%s/.cache/layermap/%s", getenv("HOME") ? getenv("HOME") : "/root", file);
-    return buf;
-}
-
 static int exists(const char *p) {
     struct stat st;
     return stat(p, &st) == 0;
