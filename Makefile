@@ -134,6 +134,10 @@ $(PIC)/src/%.o: src/%.c include/layermap.h $(wildcard src/*/*.h) $(BLASSTAMP)
 
 $(BUILD)/src/compute/blas_info.o $(PIC)/src/compute/blas_info.o: CFLAGS += $(BLASDEFS)
 $(BUILD)/src/compute/backend_bf16.o $(PIC)/src/compute/backend_bf16.o: CFLAGS += $(DNNLDEFS)
+# bench/gemm_peak.c: this machine's product rates (bench/bench_attr.sh builds it)
+$(BUILD)/bench/gemm_peak: bench/gemm_peak.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(DNNLDEFS) -o $@ $< $(LIB) $(LDLIBS)
 
 $(SOLIB): $(PICOBJ)
 	$(CC) $(CFLAGS) -shared -Wl,-soname,liblayermap.so -o $@ $(PICOBJ) $(LDLIBS)

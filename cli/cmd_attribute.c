@@ -441,7 +441,10 @@ loaded:
     ao.dist = cli_mpi_dist(); /* NULL when alone */
     if (resume && !ckpt_exists) fprintf(stderr, "layermap: no checkpoint %s yet: starting from the beginning\n", ckpt);
     ao.cancel = cancel;
+    if (cli_verbose) lm_product_profile(1);
+    double t_run = cli_now();
     int arc = lm_attribute_many(e, ds, set.m, set.n, &ao, res, &err);
+    t_run = cli_now() - t_run;
     cli_progress_end(&prog.p);
     if (arc) cli_mpi_fail(&err); /* several ranks: the others may wait in a reduction; ends them all */
     if (cli_mpi_rank() > 0) { /* every rank holds the reduced sums; rank 0 alone writes them */
@@ -463,7 +466,18 @@ loaded:
     if (prog.ckpt && prog.k < 0)
         fprintf(stderr, "layermap: resuming from %s: %d of %d sequences done (nothing left to compute)\n", ckpt,
                 ds->n_seq, ds->n_seq);
-    if (cli_verbose) fprintf(stderr, "layermap: %s\n", lm_engine_kernel_name());
+    if (cli_verbose) {
+        double ps, pf;
+        long pc;
+        lm_product_profile_read(&ps, &pf, &pc);
+        lm_product_profile(0);
+        fprintf(stderr, "layermap: %s\n", lm_engine_kernel_name());
+        fprintf(stderr,
+                "layermap: products (%s): %.2f s of the attribution's %.2f s (%.0f%%), %.3g TFLOP in %ld products, "
+                "%.0f GFLOP/s\n",
+                lm_compute_name(lm_engine_compute(e)), ps, t_run, t_run > 0 ? 100 * ps / t_run : 0, pf * 1e-12, pc,
+                ps > 0 ? pf / ps * 1e-9 : 0);
+    }
 
     lm_matrix *ms[2 * LM_METHOD_COUNT];
     const char *names[2 * LM_METHOD_COUNT];

@@ -513,6 +513,11 @@ const char *lm_compute_name(int compute);
 int lm_compute_parse(const char *s);
 /* What the engine's products do: LM_COMPUTE_F32, _BF16 or _BF16_REF (AUTO resolved). */
 int lm_engine_compute(const lm_engine *e);
+/* Time and floating-point operations (2 M N K each) of every matrix product
+ * of the CPU backends from lm_product_profile(1) on (which zeroes them; 0
+ * stops counting): what share of a run the products take, at what rate. */
+void lm_product_profile(int enable);
+void lm_product_profile_read(double *seconds, double *flops, long *calls);
 
 int lm_engine_new(lm_engine **out, const lm_model *m, const lm_engine_opts *o, lm_err *err);
 void lm_engine_free(lm_engine *e);

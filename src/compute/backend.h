@@ -85,7 +85,8 @@ struct lm_backend {
     size_t (*wcopy_bytes)(const lm_backend *be, long rows, long cols);
     void (*wcopy_make)(const lm_backend *be, void *dst, const float *W, long rows, long cols);
     /* gemm_nt / gemm_nn with B a weight: B its F32 form (dense: ldb = K for
-     * nt, N for nn), Bw its copy (the same values in the product format). */
+     * nt, N for nn) or NULL when the caller keeps only the copy, Bw its copy
+     * (the same values in the product format). */
     void (*gemm_nt_w)(const lm_backend *be, int M, int N, int K, const float *A, int lda, const float *B,
                       const void *Bw, float beta, float *C, int ldc);
     void (*gemm_nn_w)(const lm_backend *be, int M, int N, int K, const float *A, int lda, const float *B,
@@ -171,6 +172,11 @@ struct lm_backend {
      * roots of the eigenvalues of the double Gram z^T z). */
     int (*singular_values)(const lm_backend *be, const float *z, int64_t n, int l, double *sv, lm_err *err);
 };
+
+/* The products' profile (lm_product_profile in layermap.h): a backend's
+ * products call lm_prof_begin before and lm_prof_end(t0, M, N, K) after. */
+double lm_prof_begin(void);
+void lm_prof_end(double t0, int M, int N, int K);
 
 /* The CPU backend (OpenBLAS and kernels.c): the reference. */
 const lm_backend *lm_backend_cpu(void);

@@ -154,8 +154,12 @@ typedef struct bf16_ctx {
     int mode;                 /* LM_BF16_HW or LM_BF16_REF */
     pthread_mutex_t mu;       /* one product at a time: scratch, stream, cache */
     void *sa, *sb;            /* scratch: rounded A, B (bf16 for HW, F32 for REF) */
+    float *wide;              /* WIDE floats, made with the backend: a weight copy widened a
+                               * block of rows at a time when oneDNN fails and the caller
+                               * kept no F32 weight (never allocates then) */
     size_t sa_bytes, sb_bytes;
     long products, fallbacks; /* statistics */
+    int force_fallback;       /* tests: as if oneDNN refused every product */
 #if LM_HAVE_DNNL
     dnnl_engine_t eng;
     dnnl_stream_t st;
@@ -208,6 +212,33 @@ static int ref_product(bf16_ctx *x, int kind, int M, int N, int K, const float *
         Bw = x->sb;
     }
     sgemm_kind(kind, M, N, K, x->sa, Bw, beta, C, ldc);
+    return 0;
+}
+
+/* The product when B exists only as a HW (bf16) weight copy and oneDNN
+ * failed: the bf16 values widened into x->wide a block of B's rows at a
+ * time, A rounded when scratch allows (the REF arithmetic), else as given. */
+enum { WIDE = 1 << 20 };
+static int wide_product(bf16_ctx *x, int kind, int M, int N, int K, const float *A, int lda, const uint16_t *Bw,
+                        float beta, float *C, int ldc) {
+    long rowlen = kind == K_NT ? K : N, nrows = kind == K_NT ? N : K;
+    if (rowlen > WIDE) return -1;
+    if (!grow(&x->sa, &x->sa_bytes, sizeof(float) * (size_t)((long)M * K + 1))) {
+        round_f32(x->sa, A, M, K, lda);
+        A = x->sa;
+        lda = K;
+    }
+    long step = WIDE / rowlen;
+    for (long r0 = 0; r0 < nrows; r0 += step) {
+        long nr = nrows - r0 < step ? nrows - r0 : step;
+        for (long i = 0; i < nr * rowlen; i++) x->wide[i] = f32_of_bf16(Bw[r0 * rowlen + i]);
+        if (kind == K_NT) /* columns r0.. of C */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, (int)nr, K, 1.0f, A, lda, x->wide, K, beta, C + r0,
+                        ldc);
+        else /* the terms k = r0.. of the sum */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, (int)nr, 1.0f, A + r0, lda, x->wide, N,
+                        r0 ? 1.0f : beta, C, ldc);
+    }
     return 0;
 }
 
@@ -278,6 +309,7 @@ static prim_ent *prim_get(bf16_ctx *x, const prim_key *k) {
 /* HW product on dense bf16 operands A16, B16. Returns -1 when oneDNN refused. */
 static int hw_exec(bf16_ctx *x, int kind, int M, int N, int K, const uint16_t *A16, const uint16_t *B16, float beta,
                    float *C, int ldc) {
+    if (x->force_fallback) return -1;
     prim_key k = {kind, M, N, K, ldc, beta};
     prim_ent *e = prim_get(x, &k);
     if (!e) return -1;
@@ -298,15 +330,16 @@ static int hw_exec(bf16_ctx *x, int kind, int M, int N, int K, const uint16_t *A
 
 /* ---- the products ------------------------------------------------------- */
 
-/* C = beta C + op(A) op(B) in bf16 arithmetic. B (F32, row stride ldb) is
- * always given; Bw is B's weight copy in this backend's product format
- * (dense) or NULL. */
+/* C = beta C + op(A) op(B) in bf16 arithmetic. Bw is B's weight copy in
+ * this backend's product format (dense) or NULL; B (F32, row stride ldb) may
+ * be NULL only when Bw is given. */
 static void product(const lm_backend *be, int kind, int M, int N, int K, const float *A, int lda, const float *B,
                     int ldb, const void *Bw, float beta, float *C, int ldc) {
     bf16_ctx *x = be->ctx;
     if (M <= 0 || N <= 0) return;
     long ar, ac, br, bc;
     dims_of(kind, M, N, K, &ar, &ac, &br, &bc);
+    double t0 = lm_prof_begin();
     pthread_mutex_lock(&x->mu);
     x->products++;
     int rc = -1;
@@ -319,11 +352,32 @@ static void product(const lm_backend *be, int kind, int M, int N, int K, const f
     }
 #endif
     if (rc && x->mode == LM_BF16_HW && K > 0) x->fallbacks++;
+    if (rc && !B && x->mode == LM_BF16_HW) { /* only the bf16 copy: widened in blocks */
+        if (!wide_product(x, kind, M, N, K, A, lda, Bw, beta, C, ldc)) {
+            pthread_mutex_unlock(&x->mu);
+            lm_prof_end(t0, M, N, K);
+            return;
+        }
+        x->fallbacks++;
+        pthread_mutex_unlock(&x->mu);
+        for (long i = 0; i < M; i++) /* a row of B longer than 4 MiB: no result to be had */
+            for (long j = 0; j < N; j++) C[i * ldc + j] = NAN;
+        return;
+    }
     /* REF: its copy is the rounded F32 weight; HW falling back rounds B again */
-    if (rc) rc = ref_product(x, kind, M, N, K, A, lda, B, ldb, x->mode == LM_BF16_REF ? Bw : NULL, beta, C, ldc);
+    if (rc) {
+        if (!B) { /* REF copy: the rounded F32 values themselves */
+            B = (const float *)Bw;
+            ldb = kind == K_NT ? K : N;
+        }
+        rc = ref_product(x, kind, M, N, K, A, lda, B, ldb, x->mode == LM_BF16_REF ? Bw : NULL, beta, C, ldc);
+    }
     if (rc && x->mode == LM_BF16_REF) x->fallbacks++;
     pthread_mutex_unlock(&x->mu);
-    if (!rc) return;
+    if (!rc) {
+        lm_prof_end(t0, M, N, K);
+        return;
+    }
     /* no scratch to be had: the F32 product of the inputs as given (more
      * exact than bf16; counted as a fallback) */
     if (kind == K_NT)
@@ -332,6 +386,7 @@ static void product(const lm_backend *be, int kind, int M, int N, int K, const f
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
     else
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    lm_prof_end(t0, M, N, K);
 }
 
 static void b_gemm_nt(const lm_backend *be, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
@@ -391,6 +446,11 @@ int lm_backend_bf16_new(lm_backend **out, int mode, lm_err *err) {
     }
     *be = *lm_backend_cpu();
     x->mode = mode;
+    if (mode == LM_BF16_HW && !(x->wide = lm_malloc(sizeof(float) * WIDE))) {
+        lm_free(be);
+        lm_free(x);
+        return lm_nomem(err, sizeof(float) * WIDE, "bf16 backend");
+    }
     pthread_mutex_init(&x->mu, NULL);
 #if LM_HAVE_DNNL
     if (mode == LM_BF16_HW) {
@@ -398,6 +458,7 @@ int lm_backend_bf16_new(lm_backend **out, int mode, lm_err *err) {
             dnnl_stream_create(&x->st, x->eng, dnnl_stream_default_flags) != dnnl_success) {
             if (x->eng) dnnl_engine_destroy(x->eng);
             pthread_mutex_destroy(&x->mu);
+            lm_free(x->wide);
             lm_free(x);
             lm_free(be);
             return lm_fail(err, LM_EUNSUPPORTED, "--compute bf16: oneDNN could not make a CPU engine");
@@ -428,6 +489,7 @@ void lm_backend_bf16_free(lm_backend *be) {
 #endif
     lm_free(x->sa);
     lm_free(x->sb);
+    lm_free(x->wide);
     pthread_mutex_destroy(&x->mu);
     lm_free(x);
     lm_free(be);
@@ -442,3 +504,8 @@ void lm_backend_bf16_stats(const lm_backend *be, long *products, long *fallbacks
 }
 
 int lm_bf16_have_onednn(void) { return LM_HAVE_DNNL; }
+
+void lm_backend_bf16_force_fallback(lm_backend *be, int on) {
+    bf16_ctx *x = be->ctx;
+    x->force_fallback = on;
+}

@@ -18,6 +18,7 @@
 #include <omp.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- buffers: host memory (lm_calloc, so fault injection covers them) -- */
 
@@ -85,24 +86,62 @@ static int cpu_gather_rows(const lm_backend *be, float *dst, const lm_tensor *t,
     return LM_OK;
 }
 
+/* ---- the products' profile (lm_product_profile) ------------------------ */
+
+static _Atomic int prof_on;
+static _Atomic long long prof_ns, prof_flop, prof_calls;
+
+void lm_product_profile(int enable) {
+    if (enable) prof_ns = prof_flop = prof_calls = 0;
+    prof_on = enable != 0;
+}
+
+void lm_product_profile_read(double *seconds, double *flops, long *calls) {
+    if (seconds) *seconds = (double)prof_ns * 1e-9;
+    if (flops) *flops = (double)prof_flop;
+    if (calls) *calls = (long)prof_calls;
+}
+
+double lm_prof_begin(void) {
+    if (!prof_on) return 0;
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+void lm_prof_end(double t0, int M, int N, int K) {
+    if (!prof_on || t0 == 0) return;
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    prof_ns += (long long)(((double)t.tv_sec + 1e-9 * (double)t.tv_nsec - t0) * 1e9);
+    prof_flop += 2LL * M * N * K;
+    prof_calls++;
+}
+
 /* ---- products: OpenBLAS sgemm ------------------------------------------ */
 
 static void gemm_nt(const lm_backend *be, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                     float beta, float *C, int ldc) {
     (void)be;
+    double t0 = lm_prof_begin();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    lm_prof_end(t0, M, N, K);
 }
 
 static void gemm_nn(const lm_backend *be, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                     float beta, float *C, int ldc) {
     (void)be;
+    double t0 = lm_prof_begin();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    lm_prof_end(t0, M, N, K);
 }
 
 static void gemm_tn(const lm_backend *be, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                     float beta, float *C, int ldc) {
     (void)be;
+    double t0 = lm_prof_begin();
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    lm_prof_end(t0, M, N, K);
 }
 
 /* ---- element-wise ------------------------------------------------------ */

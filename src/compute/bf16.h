@@ -28,5 +28,7 @@ void lm_backend_bf16_free(lm_backend *be);
 /* Products run so far and how many of them fell back to the REF (or, out of
  * memory, F32) arithmetic. */
 void lm_backend_bf16_stats(const lm_backend *be, long *products, long *fallbacks);
+/* Tests: make every HW product take its fallback (as if oneDNN refused it). */
+void lm_backend_bf16_force_fallback(lm_backend *be, int on);
 
 #endif

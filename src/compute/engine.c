@@ -359,6 +359,11 @@ static int weights_new(eng_weights **out, const lm_model *m, size_t budget, cons
             rc = lm_nomem(err, wcopy_bytes(be, m->output), "output head (bf16 copy)");
         else
             be->wcopy_make(be, ws->out_wc, ws->out_w, c->vocab, c->dim);
+        /* the head is only ever multiplied (no method reads it): its copy suffices */
+        if (rc == LM_OK) {
+            be->release(be, ws->out_w);
+            ws->out_w = NULL;
+        }
     }
     /* a model whose F32 weights fit the cache is dequantized now, once */
     for (int l = 0; rc == LM_OK && total_w <= budget && l < c->n_layer; l++) {

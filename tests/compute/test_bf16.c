@@ -146,10 +146,11 @@ static void check_product(const lm_backend *be, int kind, int M, int N, int K, f
     if (use_copy) {
         copy = malloc(be->wcopy_bytes(be, br, bc));
         be->wcopy_make(be, copy, B, br, bc);
+        const float *Bf = use_copy == 2 ? NULL : B; /* 2: the caller keeps only the copy */
         if (kind == 0)
-            be->gemm_nt_w(be, M, N, K, A, lda, B, copy, beta, C, ldc);
+            be->gemm_nt_w(be, M, N, K, A, lda, Bf, copy, beta, C, ldc);
         else
-            be->gemm_nn_w(be, M, N, K, A, lda, B, copy, beta, C, ldc);
+            be->gemm_nn_w(be, M, N, K, A, lda, Bf, copy, beta, C, ldc);
     } else if (kind == 0) {
         be->gemm_nt(be, M, N, K, A, lda, B, ldb, beta, C, ldc);
     } else if (kind == 1) {
@@ -203,10 +204,27 @@ static void check_products(const lm_backend *be) {
             check_product(be, kind, shapes[s][0], shapes[s][1], shapes[s][2], 0.0f, 0);
             check_product(be, kind, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f, 0);
             if (kind < 2) check_product(be, kind, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f, 1);
+            if (kind < 2) check_product(be, kind, shapes[s][0], shapes[s][1], shapes[s][2], 0.0f, 2);
         }
     long prods, falls;
     lm_backend_bf16_stats(be, &prods, &falls);
     CHECK(prods > 0 && falls == 0, "%s: %ld of %ld products fell back", be->name, falls, prods);
+}
+
+/* The fallbacks (oneDNN refusing): the same bounds, with and without the F32 weight. */
+static void check_fallbacks(lm_backend *be) {
+    long p0, f0, p1, f1;
+    lm_backend_bf16_stats(be, &p0, &f0);
+    lm_backend_bf16_force_fallback(be, 1);
+    for (int kind = 0; kind < 3; kind++) {
+        check_product(be, kind, 33, 47, 129, 1.0f, 0);
+        if (kind < 2) check_product(be, kind, 33, 47, 129, 1.0f, 1);
+        if (kind < 2) check_product(be, kind, 33, 47, 129, 0.0f, 2);
+    }
+    lm_backend_bf16_force_fallback(be, 0);
+    lm_backend_bf16_stats(be, &p1, &f1);
+    CHECK(f1 - f0 == 7 && p1 - p0 == 7, "%s: %ld fallbacks counted of %ld products (7 of 7 forced)", be->name,
+          f1 - f0, p1 - p0);
 }
 
 /* ---- 3. methods on models ------------------------------------------------ */
@@ -302,6 +320,7 @@ int main(void) {
            hw ? "" : "not ", rc ? err.msg : "");
     if (rc) CHECK(rc == LM_EUNSUPPORTED && strstr(err.msg, "bf16"), "refusal: code %d '%s'", rc, err.msg);
     if (dev) check_products(dev);
+    if (dev) check_fallbacks(dev);
     lm_backend_bf16_free(ref);
     lm_backend_bf16_free(dev);
 
