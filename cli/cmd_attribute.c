@@ -529,12 +529,12 @@ loaded:
         cli_mpi_stopped_together();
         rc = 128 + (sig ? sig : SIGTERM);
         if (cli_mpi_rank() > 0) goto done;
-        char why[64];
-        snprintf(why, sizeof why, sig ? "interrupted (%s)" : "interrupted (on another rank)", sig ? strsignal(sig) : "");
+        char why[64] = "interrupted (on another rank)";
+        if (sig) snprintf(why, sizeof why, "interrupted (%s)", strsignal(sig));
         if (ckpt)
             cli_errorf("%s: %s; to continue, run the same command again", why, err.msg);
         else
-            cli_errorf("%s: %s; nothing kept (--no-checkpoint)", why, err.msg);
+            cli_errorf("%s: %s; nothing kept (%s)", why, err.msg, no_ckpt ? "--no-checkpoint" : "no checkpoint");
         goto done;
     }
     if (arc) cli_mpi_fail(&err); /* several ranks: the others may wait in a reduction; ends them all */

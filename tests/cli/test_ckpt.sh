@@ -17,7 +17,8 @@
 #    file only writes the outputs;
 #  - refused, exit 1 with one line naming the file and what differs, the file
 #    untouched and no output written: another method, sequence length, data
-#    file, model (a fine-tune with its base's header), batch or layers; a
+#    file, model (another GGUF; an HF copy with one weight bit flipped under
+#    the same header), batch or layers; a
 #    truncated file, a flipped byte (the sha256 trailer), the older format
 #    LMCKPT03 and a file that is no checkpoint;
 #  - --resume is still accepted; --no-checkpoint with --checkpoint is a usage
@@ -203,4 +204,26 @@ echo "not to be lost" >"$ck"
 cp "$ck" "$work/c.keep"
 refuse text "not a layermap checkpoint" "$model" -m fisher $common
 check "no temp files" 'notmp "$work/c"'
+
+# the same header, other weights: one bit of the first tensor's first bytes flipped in a copy of
+# the HF model (config.json and the safetensors header unchanged): another model all the same
+cp -r "$models/stories260K-hf" "$work/hf-flip"
+python3 - "$work/hf-flip/model.safetensors" <<'EOF'
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    f.seek(8 + n + 4)
+    b = f.read(1)
+    f.seek(8 + n + 4)
+    f.write(bytes([b[0] ^ 1]))
+EOF
+mkdir -p "$work/d"
+LM_TEST_STOP_AFTER=2 "$bin" attribute "$models/stories260K-hf" -m fisher $common --csv "$work/d/h.csv" >/dev/null 2>&1
+cp "$work/d/h.csv.ckpt" "$work/d.keep"
+"$bin" attribute "$work/hf-flip" -m fisher $common --csv "$work/d/h.csv" >"$work/flip.log" 2>&1
+rc=$?
+check "a flipped weight bit under the same header: another model: (exit $rc) $(cat "$work/flip.log")" \
+    '[ "$rc" -eq 1 ] && grep -q "^layermap: $work/d/h.csv.ckpt: checkpoint is for another model" "$work/flip.log"'
+check "a flipped weight bit: the checkpoint untouched, no output" \
+    'cmp -s "$work/d/h.csv.ckpt" "$work/d.keep" && [ ! -e "$work/d/h.csv" ]'
 finish
