@@ -97,6 +97,8 @@ TESTBIN += $(BUILD)/tests/test_fuzz_replay
 TESTBIN += $(BUILD)/tests/test_write_fail
 # the OpenBLAS build loaded, and the warning when it is not the OpenMP one (a shell test)
 TESTBIN += $(BUILD)/tests/test_blas
+# attribute runs that survive interruption: default checkpoints, resume, refusals (a shell test)
+TESTBIN += $(BUILD)/tests/test_ckpt
 BIN     := $(BUILD)/layermap
 
 .PHONY: test-mpi
@@ -176,6 +178,10 @@ $(BUILD)/tests/test_write_fail: tests/cli/test_write_fail.sh
 	cp $< $@ && chmod +x $@
 
 $(BUILD)/tests/test_blas: tests/cli/test_blas.sh
+	@mkdir -p $(dir $@)
+	cp $< $@ && chmod +x $@
+
+$(BUILD)/tests/test_ckpt: tests/cli/test_ckpt.sh
 	@mkdir -p $(dir $@)
 	cp $< $@ && chmod +x $@
 

@@ -4,6 +4,7 @@
  */
 #include "cli.h"
 
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <strings.h>
+#include <time.h>
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -35,9 +37,16 @@ static void usage(FILE *f) {
             "                      method reports it with each cell's standard error (JSON \"se\",\n"
             "                      \"split_half\", \"samples\"; the summary line)\n"
             "  -t, --threads N     worker threads (default: all cores)\n"
-            "  --checkpoint FILE   save the accumulated sums there while running (an existing FILE\n"
-            "                      needs --resume); Ctrl-C or SIGTERM saves it and stops\n"
-            "  --resume            continue an interrupted run from --checkpoint (ends identical)\n"
+            "  --checkpoint FILE   where the running sums are saved (default: beside the first output,\n"
+            "                      OUT.ckpt, or $XDG_CACHE_HOME/layermap/checkpoints/ without one): at\n"
+            "                      most once a minute, and on Ctrl-C or SIGTERM, which stop the run.\n"
+            "                      Running the same command again continues from it and ends identical;\n"
+            "                      another model, data, method or option that changes the sums is\n"
+            "                      refused naming what differs. The default file is removed once the\n"
+            "                      outputs are written; a --checkpoint FILE is kept (a rerun then only\n"
+            "                      writes the outputs)\n"
+            "  --no-checkpoint     save nothing (an interrupted run is lost)\n"
+            "  --resume            accepted for older scripts: continuing is the default\n"
             "  --act-cache MB      memory for layer activations kept between forward and backward\n"
             "                      (default 256; layers that do not fit are recomputed)\n"
             "  --weight-cache MB   memory for weights dequantized to F32 (default: 3 layers for\n"
@@ -63,51 +72,91 @@ static void usage(FILE *f) {
             cli_compute_help, cli_out_help);
 }
 
-/* Progress of an attribute run. The library reports tokens done over all
- * phases; the first report of a resumed run tells how far the checkpoint
- * was (batches start at multiples of the batch size), so that the user is
- * told and the rates count this run's work only. */
+/* Progress of an attribute run: rank 0 draws it; rates count this run's
+ * work only (a resumed run starts at done0 tokens over its passes).
+ *
+ * Test hook (tests/cli/test_ckpt.sh, tests/cli/test_mpi.sh), not for users:
+ * LM_TEST_STOP_AFTER=K raises SIGTERM in this process once K samples
+ * (passes of --batch sequences) of this run are done, the point between two
+ * samples where a real signal would be seen: interrupts at a known place,
+ * without timing. With LM_TEST_STOP_WAIT=FILE too, the process instead
+ * creates FILE there and waits (120 s at most) for a signal from outside,
+ * so that a test can signal mpirun itself at a known place. */
 typedef struct attr_progress {
     cli_progress p;
-    const lm_dataset *ds;
-    const char *ckpt; /* resuming from it, or NULL */
-    int batch;
-    int k;            /* sequences the checkpoint held; -1 until known */
-    double done0;     /* tokens (over phases) done before this run */
-    double last;      /* last done reported */
+    int show;              /* this rank draws it */
+    double done0;          /* tokens (over passes) done before this run */
+    double last;           /* last done reported */
+    int any;               /* a report came */
+    long stop_after, calls; /* the test hook */
+    const char *stop_wait;
+    volatile int *cancel;
 } attr_progress;
 
-/* Sequences done in the current phase before the batch that brought the
- * count to `done` tokens, and the tokens (over phases) before that batch. */
-static int resumed_from(const attr_progress *a, double done, double *before) {
-    const lm_dataset *d = a->ds;
-    double nt = (double)d->n_tokens;
-    double ph = done > 0 ? floor((done - 1) / nt) : 0, rem = done - ph * nt, acc = 0;
-    int j = 0;
-    while (j < d->n_seq && acc < rem) acc += d->seqs[j++].n;
-    int k = j > 0 ? (j - 1) / a->batch * a->batch : 0;
-    acc = 0;
-    for (int s = 0; s < k; s++) acc += d->seqs[s].n;
-    *before = ph * nt + acc;
-    return k;
+static int subst_method(char *dst, size_t n, const char *path, const char *name);
+
+/* The test hook's wait: FILE made, then until a signal sets the flag. */
+static void test_stop_wait(const attr_progress *a) {
+    FILE *f = fopen(a->stop_wait, "w");
+    if (f) fclose(f);
+    for (int i = 0; i < 12000 && !*a->cancel; i++) nanosleep(&(struct timespec){0, 10000000}, NULL);
 }
 
-/* lm_progress_fn: note where a resumed run started, then draw the progress. */
+/* lm_progress_fn: the test hook, then the progress line. */
 static void attr_progress_cb(void *ctx, double done, double total, const char *what) {
     attr_progress *a = ctx;
-    if (a->k < 0) {
-        a->k = 0;
-        if (a->ckpt) {
-            a->k = resumed_from(a, done, &a->done0);
-            if (a->done0 > 0) {
-                fprintf(stderr, "layermap: resuming from %s: %d of %d sequences done%s\n", a->ckpt, a->k, a->ds->n_seq,
-                        a->done0 >= (double)a->ds->n_tokens ? " (of the second pass)" : "");
-                a->p.base = a->done0;
-            }
+    a->last = done;
+    a->any = 1;
+    if (a->stop_after > 0 && ++a->calls == a->stop_after) {
+        if (a->stop_wait)
+            test_stop_wait(a);
+        else
+            raise(SIGTERM);
+    }
+    if (a->show) cli_progress_cb(&a->p, done, total, what);
+}
+
+/* The default checkpoint beside the first output file (-o/--csv/--json as
+ * given, else --imatrix): its path with {method} made the method list
+ * ("grad-weight+fisher") and ".ckpt" added. 0 when there is no output file. */
+static int ckpt_beside(char *buf, size_t n, const cli_out *out, const char *imatrix, const char *methods) {
+    const char *first = out->n_files ? out->files[0] : imatrix;
+    if (!first) return 0;
+    char joined[256], path[4096];
+    snprintf(joined, sizeof joined, "%s", methods);
+    for (char *c = joined; *c; c++)
+        if (*c == ',') *c = '+';
+    subst_method(path, sizeof path, first, joined);
+    snprintf(buf, n, "%s.ckpt", path);
+    return 1;
+}
+
+/* The default checkpoint without an output file: in
+ * $XDG_CACHE_HOME/layermap/checkpoints/ (else ~/.cache/...), named by the
+ * run's fingerprint, the directory made. 0, or -1 after a warning. */
+static int ckpt_in_cache(char *buf, size_t n, const char *sha) {
+    const char *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
+    char dir[4096];
+    if (x && x[0] == '/')
+        snprintf(dir, sizeof dir, "%s/layermap/checkpoints", x);
+    else if (h && *h)
+        snprintf(dir, sizeof dir, "%s/.cache/layermap/checkpoints", h);
+    else
+        return fprintf(stderr, "layermap: warning: no $XDG_CACHE_HOME or $HOME for the checkpoint: running without "
+                               "one (give an output file or --checkpoint FILE)\n"), -1;
+    for (char *p = dir + 1;; p++) { /* mkdir -p */
+        if (*p == '/' || !*p) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+                return fprintf(stderr, "layermap: warning: cannot make %s for the checkpoint: %s: running without "
+                                       "one\n", dir, strerror(errno)), -1;
+            *p = c;
+            if (!c) break;
         }
     }
-    a->last = done;
-    cli_progress_cb(&a->p, done, total, what);
+    snprintf(buf, n, "%s/attribute-%.16s.ckpt", dir, sha);
+    return 0;
 }
 
 /* The methods of one run, as the user named them. act-stats is act-sq with
@@ -237,8 +286,8 @@ static int emit_outputs(const cli_out *out, lm_matrix **ms, const char *const *n
 /* Print the run summary to stderr; the rate is of this run's work. */
 static void summary(const lm_attr_result *r, const char *method, double secs, const attr_progress *ap) {
     double ppl = r->n_targets ? exp(r->loss_sum / (double)r->n_targets) : NAN;
-    int resumed = ap->done0 > 0 || (ap->ckpt && ap->k < 0); /* k < 0: no pass ran, all was done */
-    double work = ap->k < 0 ? (ap->ckpt ? 0.0 : (double)r->n_tokens) : ap->done0 > 0 ? ap->last - ap->done0 : (double)r->n_tokens;
+    int resumed = ap->done0 > 0;
+    double work = !resumed ? (double)r->n_tokens : ap->any ? ap->last - ap->done0 : 0.0;
     fprintf(stderr, "layermap: %s: %lld tokens, %lld predicted, loss %.4f/token (ppl %.3f), %.1f s, %.1f tokens/s%s\n",
             method, (long long)r->n_tokens, (long long)r->n_targets,
             r->n_targets ? r->loss_sum / (double)r->n_targets : NAN, ppl, secs, secs > 0 ? work / secs : 0.0,
@@ -288,7 +337,7 @@ int cmd_attribute(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *method_s = NULL, *ckpt = NULL, *layers_s = NULL, *imatrix = NULL;
     long imatrix_chunk = 0, seq_len_given = 0;
     long seq_len = 512, max_tokens = 0, steps = 32, threads = 0, batch = 1, act_mb = 0, weight_mb = 0;
-    int resume = 0, per_param = 0, compute = LM_COMPUTE_F32;
+    int resume = 0, per_param = 0, no_ckpt = 0, compute = LM_COMPUTE_F32;
     double until_stable = 0;
     cli_out out;
     cli_out_init(&out);
@@ -302,6 +351,8 @@ int cmd_attribute(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--resume")) {
             resume = 1;
+        } else if (!strcmp(a, "--no-checkpoint")) {
+            no_ckpt = 1;
         } else if (!strcmp(a, "--per-param")) {
             per_param = 1;
         } else if (i + 1 < argc && !strcmp(a, "--data")) {
@@ -365,22 +416,26 @@ int cmd_attribute(int argc, char **argv) {
                               seq_len, imatrix_chunk) ? 2 : 2;
         seq_len = imatrix_chunk;
     }
-    if (resume && !ckpt) return cli_errorf("attribute: --resume needs --checkpoint FILE") ? 2 : 2;
-    if (cli_mpi_size() > 1 && (ckpt || until_stable > 0)) /* the same on every rank: no collective needed */
-        return cli_errorf("attribute: %s is not yet supported with more than one rank (mpirun -np %d)",
-                          ckpt ? "--checkpoint" : "--until-stable", cli_mpi_size()) ? 2 : 2;
+    if (no_ckpt && (ckpt || resume))
+        return cli_errorf("attribute: --no-checkpoint and %s contradict each other", ckpt ? "--checkpoint" : "--resume")
+                   ? 2
+                   : 2;
+    /* the checkpoint: --checkpoint FILE, else by default beside the first
+     * output, else in the cache directory once the run's fingerprint is known */
+    static char ckpt_buf[4200];
+    int ckpt_default = 0, ckpt_cache = 0;
+    if (!no_ckpt && !ckpt) {
+        if (ckpt_beside(ckpt_buf, sizeof ckpt_buf, &out, imatrix, method_s ? method_s : "grad-weight"))
+            ckpt = ckpt_buf;
+        else
+            ckpt_cache = 1;
+        ckpt_default = 1;
+    }
     uint8_t *keep = NULL; /* --layers */
     int keep_max = -1;
     if (layers_s && cli_parse_layers(layers_s, &keep, &keep_max)) return 2;
-    /* fail before any work: outputs that cannot be written, a checkpoint that would be lost */
-    struct stat cst;
-    int ckpt_exists = ckpt && stat(ckpt, &cst) == 0;
-    if (ckpt_exists && !resume) {
-        free(keep);
-        return cli_errorf("--checkpoint %s exists: pass --resume to continue that run, or delete the file", ckpt) ? 2
-                                                                                                                : 2;
-    }
-    if (cli_out_check_writable(&out) || (ckpt && cli_check_writable("--checkpoint", ckpt)) ||
+    /* fail before any work: outputs and a checkpoint that cannot be written */
+    if (cli_out_check_writable(&out) || (ckpt && cli_mpi_rank() == 0 && cli_check_writable("--checkpoint", ckpt)) ||
         (imatrix && cli_check_writable("--imatrix", imatrix))) {
         free(keep);
         return 1;
@@ -399,6 +454,15 @@ int cmd_attribute(int argc, char **argv) {
     lm_attr_result res[LM_METHOD_COUNT];
     memset(res, 0, sizeof res);
     int rc = 1;
+    lm_attr_opts ao;
+    lm_attr_opts_default(&ao);
+    ao.ig_steps = (int)steps;
+    ao.batch = (int)batch;
+    ao.until_stable = until_stable;
+    ao.layers = keep; /* --layers: ablate, ig and act-stats skip the other layers' work */
+    ao.n_layers = keep ? keep_max + 1 : 0;
+    lm_attr_ckpt_info info;
+    memset(&info, 0, sizeof info);
     volatile int *cancel = cli_cancel_install(); /* from here on: a signal while loading stops before the work */
     /* loading: under mpirun every rank loads, and all learn of any rank's
      * failure at `loaded` (cli_mpi_agree), so that they end together */
@@ -420,52 +484,73 @@ int cmd_attribute(int argc, char **argv) {
     lm_engine_opts eo = {.threads = (int)threads, .max_seq = longest, .max_batch = (int)batch,
                          .act_cache_bytes = (size_t)act_mb << 20, .weight_cache_bytes = (size_t)weight_mb << 20,
                          .compute = compute};
-    if (lm_engine_new(&e, m, &eo, &err) == LM_OK && cli_mpi_rank() == 0) cli_compute_note(e, compute);
+    if (lm_engine_new(&e, m, &eo, &err)) goto loaded;
+    if (cli_mpi_rank() == 0) cli_compute_note(e, compute);
+    ao.batch = (int)batch;
+    if (ckpt_cache && cli_mpi_rank() == 0) { /* no output file: the cache, named by the run */
+        lm_attr_fingerprint fp;
+        ao.checkpoint_path = NULL;
+        if (lm_attr_fingerprint_of(e, ds, set.m, set.n, &ao, &fp, &err)) goto loaded;
+        if (ckpt_in_cache(ckpt_buf, sizeof ckpt_buf, fp.sha256) == 0) ckpt = ckpt_buf;
+    }
+    ao.checkpoint_path = ckpt;
+    if (ckpt && cli_mpi_rank() == 0) /* rank 0 alone reads and writes it */
+        lm_attr_checkpoint_probe(e, ds, set.m, set.n, &ao, &info, &err);
 loaded:
     if (cli_mpi_agree(err.code != 0, &err) || cli_mpi_same_data(m, ds, data, &err)) goto fail;
-
-    lm_attr_opts ao;
-    lm_attr_opts_default(&ao);
-    ao.ig_steps = (int)steps;
-    ao.batch = (int)batch;
-    ao.until_stable = until_stable;
+    /* every rank checkpoints exactly when rank 0 does (only rank 0 opens the file) */
+    double on = cli_mpi_rank() == 0 && ckpt;
+    cli_mpi_sum(&on, 1);
+    if (cli_mpi_rank() > 0) ckpt = on > 0 ? "(rank 0's checkpoint)" : NULL;
     ao.checkpoint_path = ckpt;
-    ao.resume = resume;
-    ao.layers = keep; /* --layers: ablate, ig and act-stats skip the other layers' work */
-    ao.n_layers = keep ? keep_max + 1 : 0;
-    attr_progress prog = {.ds = ds, .ckpt = ckpt_exists && resume ? ckpt : NULL, .batch = (int)batch, .k = -1};
+    ao.resume = ckpt != NULL;
+    if (cli_mpi_rank() == 0 && ckpt) {
+        if (info.exists && info.finished)
+            fprintf(stderr, "layermap: resuming from %s: all %d sequences done (nothing left to compute)\n", ckpt,
+                    ds->n_seq);
+        else if (info.exists && info.n_passes > 1)
+            fprintf(stderr, "layermap: resuming from %s: %d of %d sequences done (pass %d of %d: %s)\n", ckpt,
+                    info.seq_done, info.n_seq, info.pass + 1, info.n_passes, info.pass_label);
+        else if (info.exists)
+            fprintf(stderr, "layermap: resuming from %s: %d of %d sequences done\n", ckpt, info.seq_done, info.n_seq);
+        else if (resume)
+            fprintf(stderr, "layermap: no checkpoint %s yet: starting from the beginning\n", ckpt);
+    }
+    const char *stop_after = getenv("LM_TEST_STOP_AFTER"), *stop_wait = getenv("LM_TEST_STOP_WAIT");
+    attr_progress prog = {.show = cli_mpi_rank() == 0, .done0 = info.tokens_done, .cancel = cancel,
+                          .stop_after = stop_after ? atol(stop_after) : 0,
+                          .stop_wait = stop_wait && *stop_wait ? stop_wait : NULL};
     cli_progress_init(&prog.p);
     prog.p.unit = "tok";
-    ao.progress = cli_mpi_rank() == 0 ? attr_progress_cb : NULL; /* rank 0's share, scaled to all the data */
+    prog.p.base = info.tokens_done;
+    ao.progress = attr_progress_cb; /* rank 0 draws its share, scaled to all the data */
     ao.progress_ctx = &prog;
     ao.dist = cli_mpi_dist(); /* NULL when alone */
-    if (resume && !ckpt_exists) fprintf(stderr, "layermap: no checkpoint %s yet: starting from the beginning\n", ckpt);
     ao.cancel = cancel;
     if (cli_verbose) lm_product_profile(1);
     double t_run = cli_now();
     int arc = lm_attribute_many(e, ds, set.m, set.n, &ao, res, &err);
     t_run = cli_now() - t_run;
     cli_progress_end(&prog.p);
+    if (arc == LM_ECANCELED) { /* every rank stopped at the same sync point and saved together */
+        int sig = cli_cancel_signal();
+        cli_mpi_stopped_together();
+        rc = 128 + (sig ? sig : SIGTERM);
+        if (cli_mpi_rank() > 0) goto done;
+        char why[64] = "interrupted (on another rank)";
+        if (sig) snprintf(why, sizeof why, "interrupted (%s)", strsignal(sig));
+        if (ckpt)
+            cli_errorf("%s: %s; to continue, run the same command again", why, err.msg);
+        else
+            cli_errorf("%s: %s; nothing kept (%s)", why, err.msg, no_ckpt ? "--no-checkpoint" : "no checkpoint");
+        goto done;
+    }
     if (arc) cli_mpi_fail(&err); /* several ranks: the others may wait in a reduction; ends them all */
     if (cli_mpi_rank() > 0) { /* every rank holds the reduced sums; rank 0 alone writes them */
         rc = 0;
         goto done;
     }
-    if (arc == LM_ECANCELED && cli_cancel_signal()) {
-        int sig = cli_cancel_signal();
-        if (ckpt)
-            cli_errorf("interrupted (%s): %s; to continue, run the same command with --resume", strsignal(sig),
-                       err.msg);
-        else
-            cli_errorf("interrupted (%s): %s; nothing kept (use --checkpoint FILE to be able to resume)",
-                       strsignal(sig), err.msg);
-        rc = 128 + sig;
-        goto done;
-    }
     if (arc) goto fail;
-    if (prog.ckpt && prog.k < 0)
-        fprintf(stderr, "layermap: resuming from %s: %d of %d sequences done (nothing left to compute)\n", ckpt,
-                ds->n_seq, ds->n_seq);
     if (cli_verbose) {
         double ps, pf;
         long pc;
@@ -496,7 +581,7 @@ loaded:
                  "\"ig_steps\": %ld, \"per_param\": %s, \"resumed\": %s, \"layers\": \"%s\", \"ranks\": %d, "
                  "\"compute\": \"%s\"}",
                  mname, method_s ? method_s : "grad-weight", seq_len, max_tokens, batch, steps,
-                 per_param ? "true" : "false", prog.ckpt ? "true" : "false", layers_s ? layers_s : "all",
+                 per_param ? "true" : "false", info.tokens_done > 0 ? "true" : "false", layers_s ? layers_s : "all",
                  cli_mpi_size(), lm_compute_name(lm_engine_compute(e)));
         cli_meta mt = {.command = "attribute", .model = m, .data = data, .tokens = r->n_tokens,
                        .predicted = r->n_targets,
@@ -563,6 +648,9 @@ loaded:
         cli_errorf("interrupted (%s) after the work; the outputs are complete", strsignal(cli_cancel_signal()));
         rc = 128 + cli_cancel_signal();
     }
+    /* every output written: the default checkpoint has served (a --checkpoint FILE stays) */
+    if (rc == 0 && ckpt && ckpt_default && remove(ckpt) != 0 && errno != ENOENT)
+        fprintf(stderr, "layermap: warning: cannot remove the checkpoint %s: %s\n", ckpt, strerror(errno));
     goto done;
 fail:
     cli_error(&err);

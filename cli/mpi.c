@@ -160,6 +160,8 @@ int cli_mpi_same_data(const lm_model *m, const lm_dataset *d, const char *path, 
     return cli_mpi_agree(bad, err);
 }
 
+void cli_mpi_stopped_together(void) { g_agreed = 1; }
+
 void cli_mpi_fail(const lm_err *err) {
     if (g_size < 2) return;
     FILE *f = g_rank > 0 && g_err ? g_err : stderr;
@@ -211,6 +213,7 @@ int cli_mpi_same_data(const lm_model *m, const lm_dataset *d, const char *path, 
     (void)err;
     return 0;
 }
+void cli_mpi_stopped_together(void) {}
 void cli_mpi_fail(const lm_err *err) { (void)err; }
 int cli_mpi_exit(int rc) { return rc; }
 

@@ -478,6 +478,13 @@ int lm_dataset_from_ids(lm_dataset **out, const int32_t *const *ids, const int *
  * alone, so every process computes the same shares. LM_OK, or LM_EARG for
  * group or parts < 1. */
 int lm_dataset_share(const lm_dataset *d, int group, int parts, int *owner, lm_err *err);
+/* The same over the samples k with skip[k] == 0 (skip NULL: all): those get
+ * their part, the others owner[k] = -1 (a resumed run shares what is left). */
+int lm_dataset_share_skip(const lm_dataset *d, int group, int parts, const uint8_t *skip, int *owner, lm_err *err);
+/* sha256 (64 hex digits) over every sequence's length, tokens and mask, in
+ * order: two datasets hash alike exactly when a pass over them sees the same
+ * numbers (another file, --seq-len, --max-tokens or tokenizer differs). */
+void lm_dataset_sha256(const lm_dataset *d, char hex[65]);
 
 
 /* ------------------------------------------------------------------------ */
@@ -585,9 +592,19 @@ int lm_method_parse(const char *s, lm_method *out);
  * end, every accumulated sum: the float64 sums and the counts, the counts as
  * doubles, exact below 2^53), so each process ends with the whole result.
  * A process whose call fails returns without reaching the next sum(): the
- * caller must then end every process (MPI_Abort), which wait there. Not with
- * checkpoint_path, max_seqs or until_stable (LM_EARG): their stopping points
- * depend on the order the samples are run in. */
+ * caller must then end every process (MPI_Abort), which wait there.
+ * The run goes in rounds, with one sum() of a few flags between them (any
+ * process canceled; process 0's clock says a checkpoint is due): every
+ * process stops at the same round and saves together. A checkpoint holds the
+ * sums reduced over the processes and the set of finished samples (global
+ * indices); process 0 alone reads and writes it, and sends what the others
+ * need (the finished samples, ablate-mean's means) through sum(). A resumed
+ * run may have another number of processes: the samples left are shared
+ * again (lm_dataset_share_skip). With until_stable the last pass runs in
+ * data order, round j giving process r the sample j * size + r, so that the
+ * split-half statistic is checked after each sample in data order as one
+ * process checks it; a process whose sample came after the stopping point
+ * takes it back out. Not with max_seqs (LM_EARG). */
 typedef struct lm_attr_dist {
     int rank, size;
     void *ctx;
@@ -597,9 +614,12 @@ typedef struct lm_attr_dist {
 typedef struct lm_attr_opts {
     int ig_steps;          /* default 32 */
     int batch;             /* sequences per pass (<= the engine's max_batch); default 1 */
-    const char *checkpoint_path; /* accumulated sums saved here during the run, NULL = none */
-    int resume;            /* 1: continue from checkpoint_path when it exists */
-    double checkpoint_secs;/* save at most this often (default 30 s); 0 = after every sequence */
+    const char *checkpoint_path; /* accumulated sums saved here during the run, NULL = none
+                            * (format LMCKPT04, lm_attr_fingerprint below) */
+    int resume;            /* 1: continue from checkpoint_path when it exists (refused, LM_EARG,
+                            * when it is another run's); 0: start afresh and overwrite it */
+    double checkpoint_secs;/* save once this long has passed since the last save (default 60 s),
+                            * besides when canceled and at the end; 0 = after every sample */
     int max_seqs;          /* stop after this many sequences in this call (0 = all); the
                             * checkpoint lets a later call finish the run */
     lm_progress_fn progress;
@@ -611,8 +631,10 @@ typedef struct lm_attr_opts {
                             * whole backward anyway and compute every layer */
     int n_layers;
     volatile int *cancel;  /* NULL, or a flag another thread or a signal handler may set:
-                            * checked between passes; when nonzero the call saves its
-                            * checkpoint (if any) and returns LM_ECANCELED */
+                            * checked between samples (several processes: between rounds,
+                            * any process's flag stops them all); when nonzero the call saves
+                            * its checkpoint (if any) and returns LM_ECANCELED, unless the
+                            * work was all done (then it finishes) */
     double until_stable;   /* > 0: stop reading data once the split-half Spearman correlation
                             * (lm_matrix.split_half) of every method of a pass has been >= this
                             * for 3 samples in a row, after at least 8 samples; the result is
@@ -660,6 +682,49 @@ void lm_attr_result_free(lm_attr_result *r);
  * ig run their own passes one after the other. A checkpoint covers the set. */
 int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *methods, int n,
                       const lm_attr_opts *o, lm_attr_result *res, lm_err *err);
+
+/* Checkpoints (format LMCKPT04, src/method/checkpoint.c). A checkpoint belongs
+ * to one run, named by its fingerprint: everything that changes the sums.
+ * Resuming with another fingerprint is refused (LM_EARG) with a message that
+ * names the file and what differs; a truncated or corrupt file (its sha256
+ * trailer does not match) is LM_ECORRUPT naming the file, and a file of an
+ * older format says so. Options that act on the finished sums only (the
+ * outputs, normalisation, per-parameter division) and the thread or process
+ * count are not part of it. */
+typedef struct lm_attr_fingerprint {
+    char model_sha256[65];  /* lm_model_sha256: headers and samples of every tensor's bytes */
+    int64_t model_bytes;    /* bytes of every tensor */
+    char model_name[256];   /* the model's path, for messages only (not compared) */
+    char data_sha256[65];   /* lm_dataset_sha256: every sequence's tokens and mask */
+    int n_seq, longest;     /* sequences, the longest one's tokens */
+    int64_t n_tokens;
+    int n_methods;
+    int methods[LM_METHOD_COUNT]; /* the set, ascending (the order of a call does not matter) */
+    int batch;
+    int ig_steps;           /* 0 unless ig is among the methods */
+    int n_layer;
+    char layers[256];       /* lm_attr_opts.layers as "0-5,20", or "all" */
+    double until_stable;    /* 0: none */
+    int compute;            /* lm_engine_compute: F32, BF16 or BF16_REF products */
+    char sha256[65];        /* of all the above but model_name: names the run */
+} lm_attr_fingerprint;
+
+int lm_attr_fingerprint_of(lm_engine *e, const lm_dataset *d, const lm_method *methods, int n,
+                           const lm_attr_opts *o, lm_attr_fingerprint *fp, lm_err *err);
+
+/* Where the checkpoint at o->checkpoint_path stands, read and checked as
+ * lm_attribute_many would resume from it (fingerprint, checksum, contents). */
+typedef struct lm_attr_ckpt_info {
+    int exists;            /* 0: no file there (LM_OK; the rest is 0) */
+    int finished;          /* nothing left to compute */
+    int n_passes, pass;    /* passes over the data of the whole run, the one it stands in (0-based) */
+    char pass_label[160];  /* that pass's methods, "grad-weight+fisher", "ablate-mean (means)" */
+    int n_seq, seq_done;   /* sequences of a pass, and done of that pass */
+    double tokens_done, tokens_total; /* over every pass (the progress callback's units) */
+} lm_attr_ckpt_info;
+
+int lm_attr_checkpoint_probe(lm_engine *e, const lm_dataset *d, const lm_method *methods, int n,
+                             const lm_attr_opts *o, lm_attr_ckpt_info *info, lm_err *err);
 
 /* ------------------------------------------------------------------------ */
 /* Acting on a matrix: compare, LoRA targets, report                        */

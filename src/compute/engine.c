@@ -494,6 +494,7 @@ int lm_eng_module_in(const lm_engine *e, int m) {
 }
 
 const lm_config *lm_eng_config(const lm_engine *e) { return &e->c; }
+const lm_model *lm_eng_model(const lm_engine *e) { return e->m; }
 int lm_eng_threads(const lm_engine *e) { return e->threads; }
 int lm_eng_max_batch(const lm_engine *e) { return e->max_batch; }
 const lm_backend *lm_eng_backend(const lm_engine *e) { return e->be; }

@@ -102,6 +102,7 @@ int lm_eng_segments(const lm_engine *e, const int **off);
 /* F32 weight of module m in layer l (dequantized, cached or streamed). */
 int lm_eng_weight(lm_engine *e, int l, int m, const float **w, lm_err *err);
 const lm_config *lm_eng_config(const lm_engine *e);
+const lm_model *lm_eng_model(const lm_engine *e); /* the model the engine was made from */
 int lm_eng_module_out(const lm_engine *e, int m); /* output features of module m */
 int lm_eng_module_in(const lm_engine *e, int m);  /* input features of module m */
 int lm_eng_threads(const lm_engine *e);

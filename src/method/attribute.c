@@ -4,14 +4,16 @@
  * Every method is a sum over sequences of a per-sequence quantity, reduced
  * per (layer, module) while the engine's pass runs: weight gradients
  * G = dY^T X are formed one module at a time inside a hook and reduced at
- * once, never stored. The accumulated sums are checkpointed so that an
- * interrupted run resumes and ends bit-identical to an uninterrupted one.
+ * once, never stored. The accumulated sums are checkpointed (checkpoint.c)
+ * so that an interrupted run resumes and ends bit-identical to an
+ * uninterrupted one.
  * The hooks' arguments are buffers of the engine's backend: every reduction
  * of them runs through it (be->grad_reduce, be->dot, be->col_sumsq ...), and
  * only the resulting doubles are summed here.
  */
 #include "compute/backend.h"
 #include "compute/engine.h"
+#include "method/checkpoint.h"
 
 #include <errno.h>
 #include <math.h>
@@ -36,7 +38,7 @@ void lm_attr_opts_default(lm_attr_opts *o) {
     memset(o, 0, sizeof *o);
     o->ig_steps = 32;
     o->batch = 1;
-    o->checkpoint_secs = 30.0;
+    o->checkpoint_secs = 60.0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -67,6 +69,9 @@ typedef struct acc {
     double *sum2;    /* (L, 7) */
     double *half;    /* (2, L, 7) */
     double *prev;    /* (L, 7) sum before the current sample (not checkpointed) */
+    double *xs;      /* (L, 7) the last sample's contribution, sum - prev (not checkpointed) */
+    double *snap;    /* several processes with until_stable: the state before the current
+                      * sample, to take it back out (acc_snapshot); NULL until needed */
     int n_samples;
     int stopped_stable; /* --until-stable ended the run before the data did */
     double loss_sum;
@@ -131,6 +136,8 @@ static void acc_free(acc *a) {
     lm_free(a->sum2);
     lm_free(a->half);
     lm_free(a->prev);
+    lm_free(a->xs);
+    lm_free(a->snap);
     lm_free(a->red);
     lm_free(a->mu_host);
     if (a->be) a->be->release(a->be, a->mu);
@@ -156,12 +163,13 @@ static int acc_init(acc *a, lm_engine *e, lm_method method, lm_err *err) {
     a->sum2 = lm_calloc((size_t)L * NM, sizeof(double));
     a->half = lm_calloc((size_t)2 * L * NM, sizeof(double));
     a->prev = lm_calloc((size_t)L * NM, sizeof(double));
+    a->xs = lm_calloc((size_t)L * NM, sizeof(double));
     a->vec_off = lm_calloc((size_t)L * NM + 1, sizeof(size_t));
     a->red = lm_malloc(maxv * sizeof(double));
     a->mu_host = lm_malloc(maxv * sizeof(float));
     a->mu = a->be->alloc(a->be, maxv * sizeof(float));
     if (!a->sum || !a->aux || !a->bi || !a->vec_off || !a->red || !a->mu_host || !a->mu || !a->sum2 || !a->half ||
-        !a->prev)
+        !a->prev || !a->xs)
         goto nomem;
     for (int i = 0; i < L * NM; i++)
         a->vec_off[i + 1] = a->vec_off[i] + (a->def->vec_len ? a->def->vec_len(e, i % NM) : 0);
@@ -188,180 +196,6 @@ static void acc_count(acc *a, const lm_seq *s, int nb, double clean) {
         a->n_targets += seq_targets(&s[i]);
         a->n_tokens += s[i].n;
     }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Checkpoint file                                                           */
-/* ------------------------------------------------------------------------ */
-
-/* Layout: ckpt_file (the method set), then for each method of the set, in
- * the file's order, a ckpt_head and its sums as doubles: sum (L*7),
- * aux (L*7), bi (L), vec (vec_len), sum2 (L*7), half (2*L*7). */
-#define CKPT_MAGIC "LMCKPT03"
-
-typedef struct ckpt_file {
-    char magic[8];
-    int32_t n_methods;
-    int32_t methods[LM_METHOD_COUNT]; /* the first n_methods are the set */
-} ckpt_file;
-
-typedef struct ckpt_head {
-    int32_t method, L, phase, next_seq;
-    int32_t ig_steps, n_seq, batch, n_samples;
-    int64_t n_targets, n_tokens, n_pos_mean;
-    uint64_t data_hash;
-    double loss_sum;
-    uint64_t vec_len;
-} ckpt_head;
-
-/* FNV-1a over every token and mask byte: the checkpoint belongs to this data. */
-static uint64_t data_hash(const lm_dataset *d) {
-    uint64_t h = 1469598103934665603ull;
-    for (int s = 0; s < d->n_seq; s++) {
-        const lm_seq *q = &d->seqs[s];
-        for (int t = 0; t < q->n; t++) {
-            uint32_t v = (uint32_t)q->tok[t] ^ ((uint32_t)q->mask[t] << 31);
-            for (int b = 0; b < 4; b++) {
-                h ^= (v >> (8 * b)) & 0xff;
-                h *= 1099511628211ull;
-            }
-        }
-        h ^= 0xff;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-/* "grad-weight,fisher" for messages */
-static void join_methods(char *buf, size_t n, const int32_t *ids, int k) {
-    size_t used = 0;
-    buf[0] = 0;
-    for (int i = 0; i < k && used + 1 < n; i++) {
-        const char *nm = ids[i] >= 0 && ids[i] < LM_METHOD_COUNT ? lm_method_names[ids[i]] : "?";
-        int w = snprintf(buf + used, n - used, "%s%s", i ? "," : "", nm);
-        if (w < 0) break;
-        used += (size_t)w;
-    }
-}
-
-static int ckpt_write_one(FILE *f, const acc *a, const lm_dataset *d, const lm_attr_opts *o, uint64_t hash) {
-    ckpt_head h;
-    memset(&h, 0, sizeof h);
-    h.method = a->method;
-    h.L = a->L;
-    h.phase = a->phase;
-    h.next_seq = a->next_seq;
-    h.ig_steps = o->ig_steps;
-    h.batch = o->batch;
-    h.n_seq = d->n_seq;
-    h.n_targets = a->n_targets;
-    h.n_tokens = a->n_tokens;
-    h.n_pos_mean = a->n_pos_mean;
-    h.n_samples = a->n_samples;
-    h.data_hash = hash;
-    h.loss_sum = a->loss_sum;
-    h.vec_len = a->vec_off[a->L * NM];
-    size_t LM7 = (size_t)a->L * NM;
-    return fwrite(&h, sizeof h, 1, f) == 1 && fwrite(a->sum, sizeof(double), LM7, f) == LM7 &&
-           fwrite(a->aux, sizeof(double), LM7, f) == LM7 &&
-           fwrite(a->bi, sizeof(double), (size_t)a->L, f) == (size_t)a->L &&
-           (h.vec_len == 0 || fwrite(a->vec, sizeof(double), h.vec_len, f) == h.vec_len) &&
-           fwrite(a->sum2, sizeof(double), LM7, f) == LM7 && fwrite(a->half, sizeof(double), 2 * LM7, f) == 2 * LM7;
-}
-
-static int ckpt_save(const acc *accs, int n, const lm_dataset *d, const lm_attr_opts *o, lm_err *err) {
-    lm_atomic f;
-    int rc = lm_atomic_open(&f, o->checkpoint_path, err);
-    if (rc) return rc;
-    ckpt_file fh;
-    memset(&fh, 0, sizeof fh);
-    memcpy(fh.magic, CKPT_MAGIC, 8);
-    fh.n_methods = n;
-    for (int i = 0; i < n; i++) fh.methods[i] = accs[i].method;
-    uint64_t hash = data_hash(d);
-    errno = 0;
-    int ok = fwrite(&fh, sizeof fh, 1, f.f) == 1;
-    for (int i = 0; ok && i < n; i++) ok = ckpt_write_one(f.f, &accs[i], d, o, hash);
-    if (!ok) {
-        int e = errno ? errno : EIO;
-        lm_atomic_abort(&f);
-        return lm_fail(err, LM_EIO, "%s: cannot write checkpoint: %s", o->checkpoint_path, strerror(e));
-    }
-    return lm_atomic_commit(&f, err);
-}
-
-/* One method's part of the checkpoint into a. */
-static int ckpt_read_one(FILE *f, acc *a, const lm_dataset *d, const lm_attr_opts *o, uint64_t hash, lm_err *err) {
-    const char *p = o->checkpoint_path;
-    size_t LM7 = (size_t)a->L * NM;
-    ckpt_head h;
-    if (fread(&h, sizeof h, 1, f) != 1) return LM_CORRUPT(err, "%s: checkpoint truncated", p);
-    if (h.method != (int32_t)a->method) return LM_CORRUPT(err, "%s: checkpoint's method list and sums disagree", p);
-    if (h.L != a->L || h.vec_len != a->vec_off[a->L * NM] || h.ig_steps != o->ig_steps || h.batch != o->batch)
-        return lm_fail(err, LM_EARG, "%s: checkpoint is for another model, batch size or step count (%s: %d layers, batch %d, %d steps)",
-                       p, lm_method_names[a->method], h.L, h.batch, h.ig_steps);
-    if (h.n_seq != d->n_seq || h.data_hash != hash)
-        return lm_fail(err, LM_EARG, "%s: checkpoint is for other data (%d sequences)", p, h.n_seq);
-    if (h.next_seq < 0 || h.next_seq > d->n_seq || h.phase < 0 || h.phase >= a->def->phases)
-        return LM_CORRUPT(err, "%s: checkpoint position %d out of range", p, h.next_seq);
-    if (h.n_samples < 0 || h.n_samples > d->n_seq)
-        return LM_CORRUPT(err, "%s: checkpoint holds %d samples of %d sequences", p, h.n_samples, d->n_seq);
-    if (fread(a->sum, sizeof(double), LM7, f) != LM7 || fread(a->aux, sizeof(double), LM7, f) != LM7 ||
-        fread(a->bi, sizeof(double), (size_t)a->L, f) != (size_t)a->L ||
-        (h.vec_len && fread(a->vec, sizeof(double), h.vec_len, f) != h.vec_len) ||
-        fread(a->sum2, sizeof(double), LM7, f) != LM7 || fread(a->half, sizeof(double), 2 * LM7, f) != 2 * LM7)
-        return LM_CORRUPT(err, "%s: checkpoint truncated", p);
-    a->n_samples = h.n_samples;
-    a->phase = h.phase;
-    a->next_seq = h.next_seq;
-    a->n_targets = h.n_targets;
-    a->n_tokens = h.n_tokens;
-    a->n_pos_mean = h.n_pos_mean;
-    a->loss_sum = h.loss_sum;
-    return LM_OK;
-}
-
-/* Load a checkpoint into accs[0..n); LM_OK on success, -1 when the file does
- * not exist, an error naming the file when it belongs to another run (another
- * method set, model, batch size or data). */
-static int ckpt_load(acc *accs, int n, const lm_dataset *d, const lm_attr_opts *o, lm_err *err) {
-    FILE *f = fopen(o->checkpoint_path, "rb");
-    if (!f) return -1;
-    const char *p = o->checkpoint_path;
-    ckpt_file fh;
-    int rc = LM_OK;
-    int32_t want[LM_METHOD_COUNT];
-    for (int i = 0; i < n; i++) want[i] = accs[i].method;
-    if (fread(&fh, sizeof fh, 1, f) != 1 || memcmp(fh.magic, "LMCKPT", 6)) {
-        rc = LM_CORRUPT(err, "%s: not a layermap checkpoint (or truncated)", p);
-    } else if (memcmp(fh.magic, CKPT_MAGIC, 8)) {
-        rc = lm_fail(err, LM_EARG, "%s: checkpoint of an older layermap (format %.8s); run again without --resume", p,
-                     fh.magic);
-    } else if (fh.n_methods < 1 || fh.n_methods > LM_METHOD_COUNT) {
-        rc = LM_CORRUPT(err, "%s: checkpoint holds %d methods", p, (int)fh.n_methods);
-    } else {
-        /* the same set of methods, in any order */
-        int same = fh.n_methods == n;
-        for (int i = 0; same && i < n; i++) {
-            int found = 0;
-            for (int j = 0; j < n; j++) found |= fh.methods[j] == want[i];
-            same = found;
-        }
-        if (!same) {
-            char have[256], asked[256];
-            join_methods(have, sizeof have, fh.methods, fh.n_methods);
-            join_methods(asked, sizeof asked, want, n);
-            rc = lm_fail(err, LM_EARG, "%s: checkpoint is for method %s, not %s", p, have, asked);
-        }
-    }
-    uint64_t hash = rc == LM_OK ? data_hash(d) : 0;
-    for (int k = 0; rc == LM_OK && k < n; k++) {
-        int j = 0;
-        while (accs[j].method != (lm_method)fh.methods[k]) j++;
-        rc = ckpt_read_one(f, &accs[j], d, o, hash, err);
-    }
-    fclose(f);
-    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -621,6 +455,7 @@ static void sample_end(acc *a, int index) {
         double x = a->sum[i] - a->prev[i];
         a->sum2[i] += x * x;
         h[i] += x;
+        a->xs[i] = x;
     }
     a->n_samples++;
 }
@@ -644,13 +479,14 @@ static void rank_cells(const double *v, const int *idx, int n, double *r, int *o
     }
 }
 
-/* Spearman correlation of the odd and even samples' sums over the cells
- * where both are finite; NaN with fewer than 2 samples, 3 cells or no spread.
- * Scratch: 5 * L * 7 doubles/ints from the heap (NaN on failure). */
-static double split_half(const acc *a) {
+/* Spearman correlation of the odd and even samples' sums half[0], half[1]
+ * (of n samples) over the cells where both are finite; NaN with fewer than 2
+ * samples, 3 cells or no spread. Scratch: 5 * L * 7 doubles/ints from the
+ * heap (NaN on failure). */
+static double split_half_of(const acc *a, const double *half, int n_samples) {
     int LM7 = a->L * NM;
-    if (a->n_samples < 2) return NAN;
-    const double *h0 = a->half, *h1 = a->half + LM7;
+    if (n_samples < 2) return NAN;
+    const double *h0 = half, *h1 = half + LM7;
     int *idx = lm_malloc(sizeof(int) * (size_t)LM7 * 2);
     double *r = lm_malloc(sizeof(double) * (size_t)LM7 * 2);
     double rho = NAN;
@@ -674,6 +510,8 @@ out:
     lm_free(r);
     return rho;
 }
+
+static double split_half(const acc *a) { return split_half_of(a, a->half, a->n_samples); }
 
 /* se of each cell of res->m, the split-half correlation and the sample count
  * (methods whose matrix is the sum of the samples' contributions). The total
@@ -711,6 +549,26 @@ typedef struct group {
     float *dW;                 /* (largest out*in) one weight gradient G at a time */
     char label[128];           /* progress label: "grad-weight+fisher" */
     int stable_runs;           /* --until-stable: samples in a row at or above the bound */
+    int n_se;                  /* members with standard errors (until_stable watches them) */
+    /* Where the group stands (the same on every process) and the plan of
+     * this call's current phase (group_plan). Sample k is sequences
+     * [k * batch, (k + 1) * batch) of the data. */
+    int ns;                    /* samples of a pass */
+    uint8_t *done;             /* (ns) finished samples of the current phase */
+    int *round;                /* (ns) the round sample k runs in (-1: done before, or none) */
+    int *owner;                /* (ns) the process that runs it */
+    int *rem;                  /* (ns) the samples left, ascending: n_rem */
+    int *by_round;             /* (ns) the samples left in order of rounds: round j is */
+    int *round_off;            /* (ns + 1) by_round[round_off[j] .. round_off[j + 1]) */
+    int *mine;                 /* (ns) this process's samples, in the order it runs them */
+    int n_rem, n_mine, n_rounds, next;
+    int ordered;               /* until_stable's last pass: round j = rem[j*P .. (j+1)*P), slot p on process p */
+    int ran;                   /* the sample this process ran in the last round, -1 none */
+    double *ghalf;             /* ordered, several processes: (n_se, 2, L, 7) the halves over all
+                                * of them so far, in data order */
+    int gn;                    /* ... and their samples */
+    double *sync;              /* the buffer of a sync point (flags, ordered: the contributions) */
+    size_t n_sync;
 } group;
 
 /* Shared forward hook: every member that observes module outputs. */
@@ -764,13 +622,35 @@ static int group_bwd(void *ctx, int l, int m, const float *dY, const float *Y, c
 
 static void group_free(group *g) {
     if (g->e) lm_eng_backend(g->e)->release(lm_eng_backend(g->e), g->dW);
+    lm_free(g->done);
+    lm_free(g->round);
+    lm_free(g->owner);
+    lm_free(g->rem);
+    lm_free(g->by_round);
+    lm_free(g->round_off);
+    lm_free(g->mine);
+    lm_free(g->ghalf);
+    lm_free(g->sync);
     memset(g, 0, sizeof *g);
 }
 
-/* After g->mem[0..n) are set: the union of what the members need. */
-static int group_init(group *g, lm_engine *e, lm_err *err) {
+/* After g->mem[0..n) are set: the union of what the members need, and the
+ * bookkeeping of ns samples. */
+static int group_init(group *g, lm_engine *e, int ns, lm_err *err) {
     g->e = e;
     g->own = g->mem[0]->def->own_pass;
+    size_t n1 = (size_t)ns + 1;
+    g->done = lm_calloc(n1, 1);
+    g->round = lm_malloc(sizeof(int) * n1);
+    g->owner = lm_malloc(sizeof(int) * n1);
+    g->rem = lm_malloc(sizeof(int) * n1);
+    g->by_round = lm_malloc(sizeof(int) * n1);
+    g->round_off = lm_malloc(sizeof(int) * (n1 + 1));
+    g->mine = lm_malloc(sizeof(int) * n1);
+    if (!g->done || !g->round || !g->owner || !g->rem || !g->by_round || !g->round_off || !g->mine)
+        return lm_nomem(err, 6 * sizeof(int) * n1, "sample bookkeeping");
+    g->ns = ns;
+    for (int i = 0; i < g->n; i++) g->n_se += !g->mem[i]->def->no_se;
     size_t used = 0;
     for (int i = 0; i < g->n; i++) {
         const method_def *d = g->mem[i]->def;
@@ -847,12 +727,9 @@ static int check_args(lm_engine *e, const lm_dataset *d, const lm_method *method
     if (dist && dist->size > 1) {
         if (dist->rank < 0 || dist->rank >= dist->size || !dist->sum)
             return lm_fail(err, LM_EARG, "process %d of %d, or no sum function", dist->rank, dist->size);
-        const char *what = o->checkpoint_path ? "a checkpoint" : o->max_seqs > 0 ? "a sequence limit (max_seqs)"
-                           : o->until_stable > 0                ? "--until-stable"
-                                                                : NULL;
-        if (what) /* each would stop at a point that depends on which process ran which sample */
-            return lm_fail(err, LM_EARG, "attribute: %s is not yet supported with more than one rank (%d ranks)", what,
-                           dist->size);
+        if (o->max_seqs > 0) /* a limit per process would stop at a point that depends on the split */
+            return lm_fail(err, LM_EARG, "attribute: a sequence limit (max_seqs) is not supported with more than one "
+                                         "process (%d)", dist->size);
     }
     return LM_OK;
 }
@@ -937,179 +814,749 @@ static int dist_sum_final(const lm_attr_dist *dist, acc *accs, int n, lm_err *er
     return rc;
 }
 
-/* Tokens of finished phases and sequences of group g (for progress). */
-static double group_done_tokens(const group *g, const lm_dataset *d) {
-    const acc *a = g->mem[0];
-    double t = (double)d->n_tokens * a->phase;
-    for (int s = 0; s < a->next_seq; s++) t += d->seqs[s].n;
+/* ------------------------------------------------------------------------ */
+/* A run: its methods, groups and fingerprint                                */
+/* ------------------------------------------------------------------------ */
+
+/* Everything one lm_attribute_many call (or a probe of its checkpoint)
+ * holds. Round and sync points are explained at the driver below. */
+typedef struct attr_run {
+    lm_engine *e;
+    const lm_dataset *d;
+    lm_attr_opts o;
+    const lm_attr_dist *dist; /* NULL when alone */
+    int P, me;                /* processes, this one */
+    acc accs[LM_METHOD_COUNT];
+    group groups[LM_METHOD_COUNT];
+    int of_group[LM_METHOD_COUNT]; /* accs[i] is a member of groups[of_group[i]] */
+    int n, n_acc, n_groups;
+    lm_attr_fingerprint fp;   /* set when there is a checkpoint and this process reads or writes it */
+} attr_run;
+
+static void run_free(attr_run *r) {
+    for (int gi = 0; gi < r->n_groups; gi++) group_free(&r->groups[gi]);
+    for (int i = 0; i < r->n_acc; i++) acc_free(&r->accs[i]);
+}
+
+/* Tokens of sample k. */
+static int64_t sample_tokens(const attr_run *r, int k) {
+    int64_t t = 0;
+    for (int s = k * r->o.batch; s < r->d->n_seq && s < (k + 1) * r->o.batch; s++) t += r->d->seqs[s].n;
     return t;
 }
+
+static int run_init(attr_run *r, lm_engine *e, const lm_dataset *d, const lm_method *methods, int n,
+                    const lm_attr_opts *opts, lm_err *err) {
+    memset(r, 0, sizeof *r);
+    r->e = e;
+    r->d = d;
+    r->n = n;
+    if (opts)
+        r->o = *opts;
+    else
+        lm_attr_opts_default(&r->o);
+    int rc = check_args(e, d, methods, n, &r->o, err);
+    if (rc) return rc;
+    r->dist = r->o.dist && r->o.dist->size > 1 ? r->o.dist : NULL;
+    r->P = r->dist ? r->dist->size : 1;
+    r->me = r->dist ? r->dist->rank : 0;
+    for (; r->n_acc < n; r->n_acc++)
+        if ((rc = acc_init(&r->accs[r->n_acc], e, methods[r->n_acc], err))) return rc;
+    for (int i = 0; i < n; i++) {
+        r->accs[i].keep = r->o.layers;
+        r->accs[i].n_keep = r->o.n_layers;
+    }
+    /* the shared pass first, then each own-pass method */
+    group *g = r->groups;
+    for (int i = 0; i < n; i++)
+        if (!r->accs[i].def->own_pass) {
+            r->of_group[i] = 0;
+            g[0].mem[g[0].n++] = &r->accs[i];
+        }
+    if (g[0].n) r->n_groups = 1;
+    for (int i = 0; i < n; i++)
+        if (r->accs[i].def->own_pass) {
+            r->of_group[i] = r->n_groups;
+            g[r->n_groups].mem[0] = &r->accs[i];
+            g[r->n_groups++].n = 1;
+        }
+    int ns = (d->n_seq - 1) / r->o.batch + 1;
+    for (int gi = 0; gi < r->n_groups; gi++)
+        if ((rc = group_init(&g[gi], e, ns, err))) return rc;
+    if (r->o.checkpoint_path && r->me == 0)
+        if ((rc = lm_attr_fingerprint_of(e, d, methods, n, &r->o, &r->fp, err))) return rc;
+    return LM_OK;
+}
+
+static int count_done(const group *g) {
+    int c = 0;
+    for (int k = 0; k < g->ns; k++) c += g->done[k];
+    return c;
+}
+
+/* Nothing left for the group to compute. */
+static int group_finished(const group *g) {
+    const acc *a0 = g->mem[0];
+    return a0->stopped_stable || (a0->phase + 1 == a0->def->phases && count_done(g) == g->ns);
+}
+
+/* Sequences of the group's finished samples in its current phase. */
+static int group_seqs_done(const attr_run *r, const group *g) {
+    int c = 0;
+    for (int k = 0; k < g->ns; k++)
+        if (g->done[k]) c += r->d->n_seq - k * r->o.batch < r->o.batch ? r->d->n_seq - k * r->o.batch : r->o.batch;
+    return c;
+}
+
+/* Tokens of every finished phase and sample of every group (progress units). */
+static double run_done_tokens(const attr_run *r) {
+    double t = 0.0;
+    for (int gi = 0; gi < r->n_groups; gi++) {
+        const group *g = &r->groups[gi];
+        const acc *a0 = g->mem[0];
+        if (group_finished(g)) {
+            t += (double)r->d->n_tokens * a0->def->phases;
+            continue;
+        }
+        t += (double)r->d->n_tokens * a0->phase;
+        for (int k = 0; k < g->ns; k++)
+            if (g->done[k]) t += (double)sample_tokens(r, k);
+    }
+    return t;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The sums of a method in one flat array (reductions, snapshots)            */
+/* ------------------------------------------------------------------------ */
+
+/* Layout: sum, aux, sum2 (L * 7 each), half (2 * L * 7), bi (L), vec, then
+ * the counts n_samples, loss_sum, n_targets, n_tokens, n_pos_mean. */
+static size_t flat_len(const acc *a) { return (size_t)5 * a->L * NM + (size_t)a->L + a->vec_off[a->L * NM] + 5; }
+
+/* ablate-mean's per-module output sums and their count, once its first phase
+ * is over: the same on every process (summed between the phases), so that a
+ * reduction must count them once. */
+static int vec_global(const acc *a) { return a->def->phases > 1 && a->phase >= 1; }
+
+/* a's sums into f; zero_global: leave out what every process holds alike. */
+static void flat_pack(const acc *a, double *f, int zero_global) {
+    size_t LM7 = (size_t)a->L * NM, nv = a->vec_off[a->L * NM];
+    int zg = zero_global && vec_global(a);
+    memcpy(f, a->sum, sizeof(double) * LM7);
+    memcpy(f + LM7, a->aux, sizeof(double) * LM7);
+    memcpy(f + 2 * LM7, a->sum2, sizeof(double) * LM7);
+    memcpy(f + 3 * LM7, a->half, sizeof(double) * 2 * LM7);
+    f += 5 * LM7;
+    memcpy(f, a->bi, sizeof(double) * (size_t)a->L);
+    f += a->L;
+    if (nv) {
+        if (zg)
+            memset(f, 0, sizeof(double) * nv);
+        else
+            memcpy(f, a->vec, sizeof(double) * nv);
+    }
+    f += nv;
+    f[0] = a->n_samples;
+    f[1] = a->loss_sum;
+    f[2] = (double)a->n_targets;
+    f[3] = (double)a->n_tokens;
+    f[4] = zg ? 0.0 : (double)a->n_pos_mean;
+}
+
+static void flat_unpack(acc *a, const double *f) {
+    size_t LM7 = (size_t)a->L * NM, nv = a->vec_off[a->L * NM];
+    memcpy(a->sum, f, sizeof(double) * LM7);
+    memcpy(a->aux, f + LM7, sizeof(double) * LM7);
+    memcpy(a->sum2, f + 2 * LM7, sizeof(double) * LM7);
+    memcpy(a->half, f + 3 * LM7, sizeof(double) * 2 * LM7);
+    f += 5 * LM7;
+    memcpy(a->bi, f, sizeof(double) * (size_t)a->L);
+    f += a->L;
+    if (nv) memcpy(a->vec, f, sizeof(double) * nv);
+    f += nv;
+    a->n_samples = (int)f[0];
+    a->loss_sum = f[1];
+    a->n_targets = (int64_t)f[2];
+    a->n_tokens = (int64_t)f[3];
+    a->n_pos_mean = (int64_t)f[4];
+}
+
+/* Several processes with until_stable: keep a's state before a sample
+ * (restore 0), or put it back (restore 1), taking the sample out exactly. */
+static int acc_snapshot(acc *a, int restore, lm_err *err) {
+    if (!a->snap) {
+        a->snap = lm_malloc(sizeof(double) * flat_len(a));
+        if (!a->snap) return lm_nomem(err, sizeof(double) * flat_len(a), "sums before a sample");
+    }
+    if (restore)
+        flat_unpack(a, a->snap);
+    else
+        flat_pack(a, a->snap, 0);
+    return LM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Saving and resuming                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* The checkpoint's view of accs[i] (its arrays, or those of the flat copy f). */
+static void ckpt_view(const attr_run *r, int i, double *f, lm_ckpt_method *c) {
+    const acc *a = &r->accs[i];
+    const group *g = &r->groups[r->of_group[i]];
+    size_t LM7 = (size_t)a->L * NM, nv = a->vec_off[a->L * NM];
+    memset(c, 0, sizeof *c);
+    c->method = a->method;
+    c->phase = a->phase;
+    c->stable_runs = g->stable_runs;
+    c->stopped_stable = a->stopped_stable;
+    c->n_slots = g->ns;
+    c->done = g->done;
+    c->n_sum = LM7;
+    c->n_bi = (uint64_t)a->L;
+    c->n_vec = nv;
+    if (f) {
+        c->sum = f;
+        c->aux = f + LM7;
+        c->sum2 = f + 2 * LM7;
+        c->half = f + 3 * LM7;
+        c->bi = f + 5 * LM7;
+        c->vec = f + 5 * LM7 + a->L;
+        const double *k = f + 5 * LM7 + a->L + nv;
+        c->n_samples = (int32_t)k[0];
+        c->loss_sum = k[1];
+        c->n_targets = (int64_t)k[2];
+        c->n_tokens = (int64_t)k[3];
+        c->n_pos_mean = (int64_t)k[4];
+    } else {
+        c->sum = a->sum;
+        c->aux = a->aux;
+        c->sum2 = a->sum2;
+        c->half = a->half;
+        c->bi = a->bi;
+        c->vec = a->vec;
+        c->n_samples = a->n_samples;
+        c->loss_sum = a->loss_sum;
+        c->n_targets = a->n_targets;
+        c->n_tokens = a->n_tokens;
+        c->n_pos_mean = a->n_pos_mean;
+    }
+}
+
+/* The index in accs of the method the fingerprint lists i-th. */
+static int acc_of_fp(const attr_run *r, int i) {
+    int j = 0;
+    while (j < r->n && (int)r->accs[j].method != r->fp.methods[i]) j++;
+    return j;
+}
+
+/* Save the checkpoint. Several processes: a collective (every process calls
+ * it at the same sync point); unless the sums are already reduced (at the
+ * end), they are summed into a copy, and process 0 writes that. */
+static int run_save(attr_run *r, int reduced, lm_err *err) {
+    if (!r->o.checkpoint_path) return LM_OK;
+    lm_ckpt_method ms[LM_METHOD_COUNT];
+    double *flat = NULL, *at[LM_METHOD_COUNT] = {NULL};
+    int rc = LM_OK;
+    if (r->dist && !reduced) {
+        size_t tot = 0;
+        for (int i = 0; i < r->n; i++) tot += flat_len(&r->accs[i]);
+        flat = lm_malloc(sizeof(double) * tot);
+        if (!flat) return lm_nomem(err, sizeof(double) * tot, "checkpoint sums");
+        size_t off = 0;
+        for (int i = 0; i < r->n; i++) {
+            at[i] = flat + off;
+            flat_pack(&r->accs[i], at[i], r->me != 0);
+            off += flat_len(&r->accs[i]);
+        }
+        rc = r->dist->sum(r->dist->ctx, flat, tot, err);
+    }
+    if (rc == LM_OK && r->me == 0) {
+        for (int i = 0; i < r->n; i++) {
+            int j = acc_of_fp(r, i);
+            ckpt_view(r, j, at[j], &ms[i]);
+        }
+        rc = lm_ckpt_write(r->o.checkpoint_path, &r->fp, ms, err);
+    }
+    lm_free(flat);
+    return rc;
+}
+
+/* Read the checkpoint into the run (alone, or process 0): LM_OK, -1 when
+ * there is none, or an error naming the file; what it says is checked to
+ * hang together (the members of a pass stand at the same place, the counts
+ * match the finished samples). */
+static int run_read(attr_run *r, lm_err *err) {
+    const char *p = r->o.checkpoint_path;
+    lm_ckpt_method ms[LM_METHOD_COUNT];
+    int ns = r->groups[0].ns;
+    uint8_t *done = lm_calloc((size_t)r->n * (size_t)ns, 1);
+    if (!done) return lm_nomem(err, (size_t)r->n * (size_t)ns, "checkpoint's finished samples");
+    for (int i = 0; i < r->n; i++) {
+        ckpt_view(r, acc_of_fp(r, i), NULL, &ms[i]);
+        ms[i].done = done + (size_t)i * ns;
+    }
+    int rc = lm_ckpt_read(p, &r->fp, ms, err);
+    for (int i = 0; rc == LM_OK && i < r->n; i++) {
+        acc *a = &r->accs[acc_of_fp(r, i)];
+        a->phase = ms[i].phase;
+        a->n_samples = ms[i].n_samples;
+        a->stopped_stable = ms[i].stopped_stable;
+        a->n_targets = ms[i].n_targets;
+        a->n_tokens = ms[i].n_tokens;
+        a->n_pos_mean = ms[i].n_pos_mean;
+        a->loss_sum = ms[i].loss_sum;
+        if (a->phase >= a->def->phases || (a->stopped_stable && a->phase + 1 != a->def->phases))
+            rc = LM_CORRUPT(err, "%s: checkpoint's %s stands in phase %d of %d", p, lm_method_names[a->method],
+                            a->phase + 1, a->def->phases);
+    }
+    for (int i = 0; rc == LM_OK && i < r->n; i++) { /* a pass's members agree; its state goes to the group */
+        int j = acc_of_fp(r, i);
+        group *g = &r->groups[r->of_group[j]];
+        const acc *a0 = g->mem[0];
+        if (&r->accs[j] == a0) {
+            memcpy(g->done, ms[i].done, (size_t)ns);
+            g->stable_runs = ms[i].stable_runs;
+        }
+    }
+    for (int i = 0; rc == LM_OK && i < r->n; i++) {
+        int j = acc_of_fp(r, i);
+        const acc *a = &r->accs[j];
+        const group *g = &r->groups[r->of_group[j]];
+        const acc *a0 = g->mem[0];
+        if (a->phase != a0->phase || a->stopped_stable != a0->stopped_stable || ms[i].stable_runs != g->stable_runs ||
+            memcmp(ms[i].done, g->done, (size_t)ns)) {
+            rc = LM_CORRUPT(err, "%s: checkpoint's methods of one pass (%s, %s) stand at different places", p,
+                            lm_method_names[a0->method], lm_method_names[a->method]);
+            break;
+        }
+        int last = a->phase + 1 == a->def->phases, pop = 0;
+        int64_t tok = 0;
+        for (int k = 0; k < ns; k++)
+            if (g->done[k]) {
+                pop++;
+                tok += sample_tokens(r, k);
+            }
+        if (a->n_samples != (last ? pop : 0) || a->n_tokens != (last ? tok : 0))
+            rc = LM_CORRUPT(err, "%s: checkpoint's %s counts %d samples of %lld tokens, but marks %d (%lld tokens) "
+                                 "finished", p, lm_method_names[a->method], a->n_samples, (long long)a->n_tokens,
+                            last ? pop : 0, (long long)(last ? tok : 0));
+    }
+    lm_free(done);
+    return rc;
+}
+
+/* Resume: alone, read the checkpoint; several processes: process 0 reads it
+ * and every process gets from it, through one sum(), where each pass stands
+ * (finished samples, phase, until_stable's state) and ablate-mean's means
+ * once they are complete; the other sums stay with process 0 (the others
+ * start from 0, so that the final reduction counts them once). LM_OK, -1
+ * when there is none, or an error. */
+static int run_load(attr_run *r, lm_err *err) {
+    int rc = r->me == 0 ? run_read(r, err) : LM_OK;
+    if (!r->dist) return rc;
+    int ns = r->groups[0].ns;
+    size_t tot = 2;
+    for (int gi = 0; gi < r->n_groups; gi++) tot += 3 + (size_t)ns;
+    for (int i = 0; i < r->n; i++)
+        if (r->accs[i].def->phases > 1) tot += r->accs[i].vec_off[r->accs[i].L * NM] + 1;
+    double *b = lm_calloc(tot, sizeof(double));
+    if (!b) return lm_nomem(err, sizeof(double) * tot, "checkpoint state for every process");
+    if (r->me == 0) {
+        size_t at = 2;
+        b[0] = rc == -1 ? -1.0 : (double)rc;
+        b[1] = err ? (double)err->code : 0.0;
+        for (int gi = 0; rc == LM_OK && gi < r->n_groups; gi++) {
+            const group *g = &r->groups[gi];
+            b[at++] = g->mem[0]->phase;
+            b[at++] = g->stable_runs;
+            b[at++] = g->mem[0]->stopped_stable;
+            for (int k = 0; k < ns; k++) b[at++] = g->done[k];
+        }
+        for (int i = 0; rc == LM_OK && i < r->n; i++)
+            if (r->accs[i].def->phases > 1) {
+                const acc *a = &r->accs[i];
+                size_t nv = a->vec_off[a->L * NM];
+                if (vec_global(a)) {
+                    memcpy(b + at, a->vec, sizeof(double) * nv);
+                    b[at + nv] = (double)a->n_pos_mean;
+                }
+                at += nv + 1;
+            }
+    }
+    int src = r->dist->sum(r->dist->ctx, b, tot, err);
+    if (src) {
+        lm_free(b);
+        return src;
+    }
+    if (r->me > 0) {
+        rc = (int)b[0];
+        if (rc > 0) {
+            rc = lm_fail(err, rc, "%s: process 0 of %d could not resume from this checkpoint", r->o.checkpoint_path,
+                         r->P);
+        } else if (rc == LM_OK) {
+            size_t at = 2;
+            for (int gi = 0; gi < r->n_groups; gi++) {
+                group *g = &r->groups[gi];
+                int phase = (int)b[at++];
+                g->stable_runs = (int)b[at++];
+                int stopped = (int)b[at++];
+                for (int i = 0; i < g->n; i++) {
+                    g->mem[i]->phase = phase;
+                    g->mem[i]->stopped_stable = stopped;
+                }
+                for (int k = 0; k < ns; k++) g->done[k] = b[at++] != 0.0;
+            }
+            for (int i = 0; i < r->n; i++)
+                if (r->accs[i].def->phases > 1) {
+                    acc *a = &r->accs[i];
+                    size_t nv = a->vec_off[a->L * NM];
+                    if (vec_global(a)) {
+                        memcpy(a->vec, b + at, sizeof(double) * nv);
+                        a->n_pos_mean = (int64_t)b[at + nv];
+                    }
+                    at += nv + 1;
+                }
+        }
+    }
+    lm_free(b);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Rounds and sync points                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* The plan of group g's current phase in this call. The samples left are
+ * run in rounds, with a sync point before each round and after the last:
+ *  - alone, each sample is a round (the sync point is local: cancel, a due
+ *    checkpoint, max_seqs, until_stable, checked after every sample);
+ *  - several processes, the samples left are shared by tokens
+ *    (lm_dataset_share_skip) and each process's share, in data order, is cut
+ *    into rounds of about the largest sample's tokens: a round is about one
+ *    sample's work on every process, so that stopping waits little;
+ *  - until_stable's last pass (ordered): round j gives sample rem[j*P + p]
+ *    to process p, in data order, so that the split-half statistic is
+ *    checked after each sample in data order as one process checks it.
+ * Every process computes the same plan (it depends on the data and the
+ * finished samples alone). */
+static int group_plan(attr_run *r, group *g, lm_err *err) {
+    int P = r->P;
+    acc *a0 = g->mem[0];
+    int last_phase = a0->phase + 1 == a0->def->phases, L7 = a0->L * NM;
+    g->ordered = r->o.until_stable > 0 && last_phase && g->n_se > 0;
+    g->n_rem = g->n_mine = g->n_rounds = g->next = 0;
+    g->ran = -1;
+    for (int k = 0; k < g->ns; k++) {
+        g->round[k] = g->owner[k] = -1;
+        if (!g->done[k]) g->rem[g->n_rem++] = k;
+    }
+    if (g->ordered || P == 1) {
+        int per = g->ordered ? P : 1;
+        for (int pos = 0; pos < g->n_rem; pos++) {
+            int k = g->rem[pos];
+            g->round[k] = pos / per;
+            g->owner[k] = pos % per;
+            g->by_round[pos] = k;
+        }
+        g->n_rounds = (g->n_rem + per - 1) / per;
+        for (int j = 0; j <= g->n_rounds; j++) g->round_off[j] = j * per < g->n_rem ? j * per : g->n_rem;
+    } else {
+        int rc = lm_dataset_share_skip(r->d, r->o.batch, P, g->done, g->owner, err);
+        if (rc) return rc;
+        int64_t T = 1, *cum = lm_calloc((size_t)P, sizeof(int64_t));
+        if (!cum) return lm_nomem(err, sizeof(int64_t) * (size_t)P, "rounds");
+        for (int pos = 0; pos < g->n_rem; pos++)
+            if (sample_tokens(r, g->rem[pos]) > T) T = sample_tokens(r, g->rem[pos]);
+        for (int pos = 0; pos < g->n_rem; pos++) {
+            int k = g->rem[pos], p = g->owner[k];
+            g->round[k] = (int)(cum[p] / T);
+            cum[p] += sample_tokens(r, k);
+            if (g->round[k] + 1 > g->n_rounds) g->n_rounds = g->round[k] + 1;
+        }
+        lm_free(cum);
+        /* counting sort by round, data order kept within a round */
+        for (int j = 0; j <= g->n_rounds; j++) g->round_off[j] = 0;
+        for (int pos = 0; pos < g->n_rem; pos++) g->round_off[g->round[g->rem[pos]] + 1]++;
+        for (int j = 0; j < g->n_rounds; j++) g->round_off[j + 1] += g->round_off[j];
+        int *fill = g->mine; /* scratch until mine is built */
+        for (int j = 0; j < g->n_rounds; j++) fill[j] = g->round_off[j];
+        for (int pos = 0; pos < g->n_rem; pos++) {
+            int k = g->rem[pos];
+            g->by_round[fill[g->round[k]]++] = k;
+        }
+    }
+    for (int i = 0; i < g->n_rem; i++)
+        if (g->owner[g->by_round[i]] == r->me) g->mine[g->n_mine++] = g->by_round[i];
+    /* the sync buffer: flags, and in ordered rounds of several processes each one's contributions */
+    size_t need = 4 + (g->ordered && P > 1 ? (size_t)P * g->n_se * L7 : 0);
+    if (need > g->n_sync) {
+        lm_free(g->sync);
+        g->sync = lm_malloc(sizeof(double) * need);
+        if (!g->sync) return lm_nomem(err, sizeof(double) * need, "sync buffer");
+    }
+    g->n_sync = need;
+    if (g->ordered && P > 1) { /* the halves of every process so far (process 0 holds a resumed run's) */
+        size_t nh = (size_t)g->n_se * 2 * L7;
+        lm_free(g->ghalf);
+        g->ghalf = lm_malloc(sizeof(double) * (nh + 1));
+        if (!g->ghalf) return lm_nomem(err, sizeof(double) * (nh + 1), "split halves");
+        for (int i = 0, q = 0; i < g->n; i++)
+            if (!g->mem[i]->def->no_se) memcpy(g->ghalf + (size_t)q++ * 2 * L7, g->mem[i]->half, sizeof(double) * 2 * L7);
+        g->ghalf[nh] = a0->n_samples;
+        int rc = r->dist->sum(r->dist->ctx, g->ghalf, nh + 1, err);
+        if (rc) return rc;
+        g->gn = (int)g->ghalf[nh];
+    }
+    return LM_OK;
+}
+
+/* Flags of a sync point. */
+enum { SYNC_CANCEL, SYNC_SAVE, SYNC_STOP, SYNC_FLAGS = 4 };
+
+/* A sync point: the flags (this process canceled; process 0's clock says a
+ * checkpoint is due; max_seqs reached) and, in ordered rounds of several
+ * processes, each process's slot holding the contributions (xs) of the
+ * sample it ran in the last round; one sum() when there are several
+ * processes, so that every process sees the same. */
+static int group_sync(attr_run *r, group *g, int due, int stop, lm_err *err) {
+    double *b = g->sync;
+    memset(b, 0, sizeof(double) * g->n_sync);
+    b[SYNC_CANCEL] = r->o.cancel && *r->o.cancel;
+    b[SYNC_SAVE] = due;
+    b[SYNC_STOP] = stop;
+    if (g->ordered && r->P > 1 && g->ran >= 0) {
+        size_t L7 = (size_t)g->mem[0]->L * NM;
+        double *slot = b + SYNC_FLAGS + (size_t)r->me * g->n_se * L7;
+        for (int i = 0, q = 0; i < g->n; i++)
+            if (!g->mem[i]->def->no_se) memcpy(slot + (size_t)q++ * L7, g->mem[i]->xs, sizeof(double) * L7);
+    }
+    return r->dist ? r->dist->sum(r->dist->ctx, b, g->n_sync, err) : LM_OK;
+}
+
+/* until_stable, after ordered round j: the split-half correlation of every
+ * member with standard errors after each of the round's samples in data
+ * order (over the halves of every process); the group has read enough once
+ * the worst of them has been >= the bound for STABLE_RUNS samples in a row,
+ * with at least STABLE_MIN samples. 1 when that happens in this round, and
+ * *keep = the slots up to the stopping sample (later ones are taken out). */
+static int ordered_decide(attr_run *r, group *g, int j, int *keep) {
+    int P = r->P;
+    size_t L7 = (size_t)g->mem[0]->L * NM;
+    *keep = P;
+    for (int p = 0; p < P; p++) {
+        int pos = j * P + p;
+        if (pos >= g->n_rem) break;
+        int k = g->rem[pos];
+        if (P > 1) { /* this sample's contributions into the halves of all */
+            const double *X = g->sync + SYNC_FLAGS + (size_t)p * g->n_se * L7;
+            for (int q = 0; q < g->n_se; q++) {
+                double *h = g->ghalf + (size_t)q * 2 * L7 + (size_t)(k % 2) * L7;
+                for (size_t c = 0; c < L7; c++) h[c] += X[(size_t)q * L7 + c];
+            }
+            g->gn++;
+        }
+        if (k + 1 >= g->ns) continue; /* the data ends here anyway */
+        double worst = INFINITY;
+        for (int i = 0, q = 0; i < g->n; i++) {
+            const acc *a = g->mem[i];
+            if (a->def->no_se) continue;
+            const double *half = P > 1 ? g->ghalf + (size_t)q++ * 2 * L7 : a->half;
+            int ns = P > 1 ? g->gn : a->n_samples;
+            double rho = ns >= STABLE_MIN ? split_half_of(a, half, ns) : NAN;
+            if (!(rho >= worst)) worst = rho; /* NaN counts as unstable */
+        }
+        g->stable_runs = worst >= r->o.until_stable ? g->stable_runs + 1 : 0;
+        if (g->stable_runs >= STABLE_RUNS) {
+            *keep = p + 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* After round j: its samples are finished (ordered: the first keep slots). */
+static void mark_done(group *g, int j, int keep) {
+    for (int i = g->round_off[j]; i < g->round_off[j + 1]; i++)
+        if (!g->ordered || i - g->round_off[j] < keep) g->done[g->by_round[i]] = 1;
+}
+
+/* Is there work after group gi's current phase? */
+static int work_after(const attr_run *r, int gi) {
+    const acc *a0 = r->groups[gi].mem[0];
+    if (a0->phase + 1 < a0->def->phases) return 1;
+    for (int h = gi + 1; h < r->n_groups; h++)
+        if (!group_finished(&r->groups[h])) return 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Driver                                                                    */
+/* ------------------------------------------------------------------------ */
 
 int lm_attribute_many(lm_engine *e, const lm_dataset *d, const lm_method *methods, int n,
                       const lm_attr_opts *opts, lm_attr_result *res, lm_err *err) {
     if (res && n > 0 && n <= LM_METHOD_COUNT) memset(res, 0, sizeof *res * (size_t)n);
-    lm_attr_opts o;
-    if (opts)
-        o = *opts;
-    else
-        lm_attr_opts_default(&o);
-    int rc = check_args(e, d, methods, n, &o, err);
-    if (rc) return rc;
     double t0 = lm_now();
-    const lm_attr_dist *dist = o.dist && o.dist->size > 1 ? o.dist : NULL;
-    int *owner = NULL; /* several processes: owner[k] runs sample k */
-    acc accs[LM_METHOD_COUNT];
-    group groups[LM_METHOD_COUNT];
-    memset(accs, 0, sizeof accs);
-    memset(groups, 0, sizeof groups);
-    int n_acc = 0, n_groups = 0;
-    for (; n_acc < n; n_acc++)
-        if ((rc = acc_init(&accs[n_acc], e, methods[n_acc], err))) goto out;
-    for (int i = 0; i < n; i++) {
-        accs[i].keep = o.layers;
-        accs[i].n_keep = o.n_layers;
-    }
-    /* the shared pass first, then each own-pass method */
-    for (int i = 0; i < n; i++)
-        if (!accs[i].def->own_pass) groups[0].mem[groups[0].n++] = &accs[i];
-    if (groups[0].n) n_groups = 1;
-    for (int i = 0; i < n; i++)
-        if (accs[i].def->own_pass) {
-            groups[n_groups].mem[0] = &accs[i];
-            groups[n_groups++].n = 1;
-        }
-    for (int gi = 0; gi < n_groups; gi++)
-        if ((rc = group_init(&groups[gi], e, err))) goto out;
-    if (o.checkpoint_path && o.resume) {
-        rc = ckpt_load(accs, n, d, &o, err);
+    attr_run *r = lm_malloc(sizeof *r);
+    if (!r) return lm_nomem(err, sizeof *r, "attribution run");
+    int rc = run_init(r, e, d, methods, n, opts, err);
+    const lm_attr_opts *o = &r->o;
+    if (rc == LM_OK && o->checkpoint_path && o->resume) {
+        rc = run_load(r, err);
         if (rc == -1) rc = LM_OK; /* nothing to resume: start fresh */
-        if (rc) goto out;
-        for (int gi = 0; gi < n_groups; gi++)
-            for (int i = 1; i < groups[gi].n; i++)
-                if (groups[gi].mem[i]->next_seq != groups[gi].mem[0]->next_seq) {
-                    rc = LM_CORRUPT(err, "%s: checkpoint's methods of one pass stand at different sequences",
-                                    o.checkpoint_path);
-                    goto out;
-                }
     }
-    /* several processes: the samples this one runs (owner[first / batch]),
-     * and its share of the tokens, to scale its progress to the whole data */
-    double own_tokens = (double)d->n_tokens;
-    if (dist) {
-        owner = lm_malloc(sizeof(int) * (size_t)((d->n_seq - 1) / o.batch + 1));
-        if (!owner) {
-            rc = lm_nomem(err, sizeof(int) * (size_t)d->n_seq, "data shares");
-            goto out;
-        }
-        if ((rc = lm_dataset_share(d, o.batch, dist->size, owner, err))) goto out;
-        own_tokens = 0.0;
-        for (int s = 0; s < d->n_seq; s++)
-            if (owner[s / o.batch] == dist->rank) own_tokens += d->seqs[s].n;
-    }
-    double total = 0.0, done_tok = 0.0, own_total = 0.0;
-    for (int gi = 0; gi < n_groups; gi++) {
-        total += (double)d->n_tokens * groups[gi].mem[0]->def->phases;
-        own_total += own_tokens * groups[gi].mem[0]->def->phases;
-        done_tok += group_done_tokens(&groups[gi], d);
-    }
-    double prog_scale = own_total > 0 ? total / own_total : 1.0;
+    if (rc) goto out;
+    double total = 0.0;
+    for (int gi = 0; gi < r->n_groups; gi++) total += (double)d->n_tokens * r->groups[gi].mem[0]->def->phases;
     double last_save = lm_now();
-    int done_this_call = 0, stopped = 0, canceled = 0;
-    for (int gi = 0; gi < n_groups && !stopped && !canceled; gi++) {
-        group *g = &groups[gi];
+    int done_this_call = 0, stopped = 0, canceled = 0, canceled_here = 0;
+    for (int gi = 0; gi < r->n_groups && !stopped && !canceled; gi++) {
+        group *g = &r->groups[gi];
         acc *a0 = g->mem[0];
-        int phases = a0->def->phases;
-        for (;;) {
-            while (a0->next_seq < d->n_seq) {
-                if (o.max_seqs > 0 && done_this_call >= o.max_seqs) {
-                    stopped = 1;
-                    break;
-                }
-                if (o.cancel && *o.cancel) {
-                    canceled = 1;
-                    break;
-                }
-                int first = a0->next_seq;
-                int nb = d->n_seq - first < o.batch ? d->n_seq - first : o.batch;
-                if (owner && owner[first / o.batch] != dist->rank) { /* another process's sample */
-                    for (int i = 0; i < g->n; i++) g->mem[i]->next_seq += nb;
-                    continue;
-                }
-                int last_phase = a0->phase + 1 == phases;
-                if (last_phase)
-                    for (int i = 0; i < g->n; i++) sample_begin(g->mem[i]);
-                rc = group_batch(g, &d->seqs[first], nb, &o, err);
-                if (rc) goto out;
-                if (last_phase)
-                    for (int i = 0; i < g->n; i++) sample_end(g->mem[i], first / o.batch);
-                for (int i = 0; i < g->n; i++) g->mem[i]->next_seq += nb;
-                done_this_call += nb;
-                for (int s = first; s < first + nb; s++) done_tok += d->seqs[s].n;
-                if (o.progress) o.progress(o.progress_ctx, done_tok * prog_scale, total, g->label);
-                if (o.checkpoint_path && lm_now() - last_save >= o.checkpoint_secs) {
-                    rc = ckpt_save(accs, n, d, &o, err);
-                    if (rc) goto out;
-                    last_save = lm_now();
-                }
-                /* --until-stable: every member's split-half correlation at or
-                 * above the bound for STABLE_RUNS samples in a row (and at
-                 * least STABLE_MIN samples): the group has read enough */
-                if (o.until_stable > 0 && last_phase && a0->next_seq < d->n_seq) {
-                    double worst = INFINITY;
-                    int any = 0;
-                    for (int i = 0; i < g->n; i++) {
-                        if (g->mem[i]->def->no_se) continue;
-                        double rho = g->mem[i]->n_samples >= STABLE_MIN ? split_half(g->mem[i]) : NAN;
-                        any = 1;
-                        if (!(rho >= worst)) worst = rho; /* NaN counts as unstable */
-                    }
-                    g->stable_runs = any && worst >= o.until_stable ? g->stable_runs + 1 : 0;
-                    if (g->stable_runs >= STABLE_RUNS) {
+        while (!group_finished(g)) { /* phases */
+            int last_phase = a0->phase + 1 == a0->def->phases;
+            if ((rc = group_plan(r, g, err))) goto out;
+            /* progress: every finished sample, then this process's share of
+             * what is left scaled to all of it (an estimate under several) */
+            double done_tok = run_done_tokens(r), left = 0.0, mine = 0.0;
+            for (int i = 0; i < g->n_rem; i++) left += (double)sample_tokens(r, g->rem[i]);
+            for (int i = 0; i < g->n_mine; i++) mine += (double)sample_tokens(r, g->mine[i]);
+            double scale = mine > 0 ? left / mine : 1.0;
+            for (int j = 0;; j++) {
+                int end = j == g->n_rounds;
+                int due = r->me == 0 && o->checkpoint_path && lm_now() - last_save >= o->checkpoint_secs;
+                int stop = o->max_seqs > 0 && done_this_call >= o->max_seqs;
+                if ((rc = group_sync(r, g, due, stop, err))) goto out;
+                if (j > 0) { /* round j - 1 is over */
+                    int keep = r->P;
+                    if (g->ordered && ordered_decide(r, g, j - 1, &keep)) {
                         for (int i = 0; i < g->n; i++) g->mem[i]->stopped_stable = 1;
+                        if (r->P > 1 && r->me >= keep && g->ran >= 0) /* this sample came after the stop */
+                            for (int i = 0; i < g->n; i++)
+                                if ((rc = acc_snapshot(g->mem[i], 1, err))) goto out;
+                    }
+                    mark_done(g, j - 1, keep);
+                    if (a0->stopped_stable) break;
+                }
+                /* the end of the whole run: finish rather than stop */
+                if (!(end && !work_after(r, gi))) {
+                    if (g->sync[SYNC_CANCEL] > 0) {
+                        canceled = 1;
+                        canceled_here = o->cancel && *o->cancel;
+                        break;
+                    }
+                    if (g->sync[SYNC_STOP] > 0) {
+                        stopped = 1;
                         break;
                     }
                 }
+                if (end) break;
+                if (g->sync[SYNC_SAVE] > 0) {
+                    if ((rc = run_save(r, 0, err))) goto out;
+                    last_save = lm_now();
+                }
+                /* round j: this process's samples of it */
+                g->ran = -1;
+                while (g->next < g->n_mine && g->round[g->mine[g->next]] == j) {
+                    int k = g->mine[g->next++], first = k * o->batch;
+                    int nb = d->n_seq - first < o->batch ? d->n_seq - first : o->batch;
+                    for (int i = 0; g->ordered && r->P > 1 && i < g->n; i++)
+                        if ((rc = acc_snapshot(g->mem[i], 0, err))) goto out;
+                    if (last_phase)
+                        for (int i = 0; i < g->n; i++) sample_begin(g->mem[i]);
+                    if ((rc = group_batch(g, &d->seqs[first], nb, o, err))) goto out;
+                    if (last_phase)
+                        for (int i = 0; i < g->n; i++) sample_end(g->mem[i], k);
+                    g->ran = k;
+                    done_this_call += nb;
+                    done_tok += (double)sample_tokens(r, k) * scale;
+                    if (o->progress) o->progress(o->progress_ctx, done_tok, total, g->label);
+                }
             }
-            if (stopped || canceled || a0->phase + 1 >= phases || a0->stopped_stable) break;
-            for (int i = 0; dist && i < g->n; i++)
-                if ((rc = dist_sum_phase(dist, g->mem[i], err))) goto out;
-            for (int i = 0; i < g->n; i++) {
-                g->mem[i]->phase++;
-                g->mem[i]->next_seq = 0;
-            }
+            if (canceled || stopped || a0->stopped_stable || last_phase) break;
+            for (int i = 0; r->dist && i < g->n; i++)
+                if ((rc = dist_sum_phase(r->dist, g->mem[i], err))) goto out;
+            for (int i = 0; i < g->n; i++) g->mem[i]->phase++;
+            memset(g->done, 0, (size_t)g->ns);
         }
     }
     if (stopped || canceled) {
-        if (o.checkpoint_path) rc = ckpt_save(accs, n, d, &o, err);
+        rc = run_save(r, 0, err);
+        if (rc == LM_OK && r->dist) { /* no process returns (and exits) before process 0 has written it */
+            double none = 0.0;
+            rc = r->dist->sum(r->dist->ctx, &none, 1, err);
+        }
         if (rc == LM_OK && canceled) {
-            if (o.checkpoint_path)
-                rc = lm_fail(err, LM_ECANCELED, "attribute: canceled; the sums so far are in %s (--resume continues)",
-                             o.checkpoint_path);
+            const char *who = canceled_here ? "" : " by another process";
+            if (o->checkpoint_path)
+                rc = lm_fail(err, LM_ECANCELED, "attribute: canceled%s; the sums so far are in %s", who,
+                             o->checkpoint_path);
             else
-                rc = lm_fail(err, LM_ECANCELED, "attribute: canceled");
+                rc = lm_fail(err, LM_ECANCELED, "attribute: canceled%s", who);
         }
     } else {
-        if (dist) rc = dist_sum_final(dist, accs, n, err);
+        if (r->dist) rc = dist_sum_final(r->dist, r->accs, n, err);
         for (int i = 0; rc == LM_OK && i < n; i++) {
-            rc = accs[i].def->finish(&accs[i], &res[i], err);
+            acc *a = &r->accs[i];
+            rc = a->def->finish(a, &res[i], err);
             res[i].complete = 1;
-            res[i].stopped_stable = accs[i].stopped_stable;
-            if (rc == LM_OK) mask_layers(&accs[i], &res[i]);
-            if (rc == LM_OK) rc = attach_se(&accs[i], &res[i], err);
+            res[i].stopped_stable = a->stopped_stable;
+            if (rc == LM_OK) mask_layers(a, &res[i]);
+            if (rc == LM_OK) rc = attach_se(a, &res[i], err);
         }
-        if (rc == LM_OK && o.checkpoint_path) rc = ckpt_save(accs, n, d, &o, err);
+        if (rc == LM_OK) rc = run_save(r, 1, err);
     }
 out:
-    for (int i = 0; i < n; i++) {
-        res[i].loss_sum = accs[i].loss_sum;
-        res[i].n_targets = accs[i].n_targets;
-        res[i].n_tokens = accs[i].n_tokens;
-        res[i].n_seq_done = accs[i].next_seq;
+    for (int i = 0; i < n && i < r->n_acc; i++) {
+        res[i].loss_sum = r->accs[i].loss_sum;
+        res[i].n_targets = r->accs[i].n_targets;
+        res[i].n_tokens = r->accs[i].n_tokens;
+        res[i].n_seq_done = group_seqs_done(r, &r->groups[r->of_group[i]]);
         res[i].seconds = lm_now() - t0;
         if (rc) lm_attr_result_free(&res[i]);
     }
-    for (int gi = 0; gi < n_groups; gi++) group_free(&groups[gi]);
-    for (int i = 0; i < n_acc; i++) acc_free(&accs[i]);
-    lm_free(owner);
+    run_free(r);
+    lm_free(r);
+    return rc;
+}
+
+/* See layermap.h. */
+int lm_attr_checkpoint_probe(lm_engine *e, const lm_dataset *d, const lm_method *methods, int n,
+                             const lm_attr_opts *opts, lm_attr_ckpt_info *info, lm_err *err) {
+    memset(info, 0, sizeof *info);
+    if (!opts || !opts->checkpoint_path) return lm_fail(err, LM_EARG, "checkpoint probe: no checkpoint path");
+    attr_run *r = lm_malloc(sizeof *r);
+    if (!r) return lm_nomem(err, sizeof *r, "attribution run");
+    lm_attr_opts o = *opts;
+    o.dist = NULL; /* the file as one process reads it */
+    int rc = run_init(r, e, d, methods, n, &o, err);
+    if (rc == LM_OK) rc = run_read(r, err);
+    if (rc == -1) {
+        rc = LM_OK;
+    } else if (rc == LM_OK) {
+        info->exists = 1;
+        info->n_seq = d->n_seq;
+        info->finished = 1;
+        for (int gi = 0; gi < r->n_groups; gi++) {
+            const group *g = &r->groups[gi];
+            const acc *a0 = g->mem[0];
+            if (info->finished && !group_finished(g)) {
+                info->finished = 0;
+                info->pass = info->n_passes + a0->phase;
+                info->seq_done = group_seqs_done(r, g);
+                snprintf(info->pass_label, sizeof info->pass_label, "%s%s", g->label,
+                         a0->def->phases > 1 ? (a0->phase == 0 ? " (means)" : " (ablating)") : "");
+            }
+            info->n_passes += a0->def->phases;
+        }
+        if (info->finished) {
+            info->pass = info->n_passes - 1;
+            info->seq_done = d->n_seq;
+        }
+        info->tokens_done = run_done_tokens(r);
+        info->tokens_total = (double)d->n_tokens * info->n_passes;
+    }
+    run_free(r);
+    lm_free(r);
     return rc;
 }

@@ -13,6 +13,7 @@
  * former get qk_perm_heads so that lm_tensor_read_rows hands out HF rows.
  */
 #include "model/model.h"
+#include "base/sha256.h"
 #include "format/safetensors.h"
 
 #include <errno.h>
@@ -408,3 +409,55 @@ int64_t lm_model_module_params(const lm_model *m, int layer, int module) {
 const lm_gguf *lm_model_gguf(const lm_model *m) { return m && m->src ? m->src->gguf : NULL; }
 
 const char *lm_model_dir(const lm_model *m) { return m && m->src ? m->src->dir : NULL; }
+
+/* ------------------------------------------------------------------------ */
+/* Identity (checkpoints)                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Bytes of a tensor hashed whole, and the blocks sampled from a larger one. */
+#define ID_WHOLE (64u << 10)
+#define ID_BLOCKS 16
+#define ID_BLOCK (4u << 10)
+
+/* See model.h. */
+int lm_model_sha256(const lm_model *m, char hex[65], int64_t *bytes, lm_err *err) {
+    lm_sha256 h;
+    lm_sha256_init(&h);
+    if (m->src && m->src->gguf) {
+        const lm_gguf *g = m->src->gguf; /* header, metadata, tensor infos: everything before the data */
+        lm_sha256_update(&h, g->file.data, (size_t)g->data_offset);
+    } else if (m->src && m->src->st) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/config.json", m->src->dir);
+        char *cfg = NULL;
+        size_t n = 0;
+        int rc = lm_file_read_all(path, &cfg, &n, err);
+        if (rc) return rc;
+        lm_sha256_update(&h, cfg, n);
+        lm_free(cfg);
+        for (int f = 0; f < m->src->st->n_files; f++) { /* each file's 8-byte length and JSON header */
+            const lm_file *fl = &m->src->st->files[f]->file;
+            uint64_t len = 0;
+            for (int i = 7; fl->size >= 8 && i >= 0; i--) len = len << 8 | fl->data[i];
+            lm_sha256_update(&h, fl->data, fl->size >= 8 + len ? (size_t)(8 + len) : fl->size);
+        }
+    }
+    int64_t total = 0;
+    for (int t = 0; t < m->n_tensors; t++) { /* in name order: the same for any file layout */
+        const lm_tensor *x = &m->tensors[t];
+        lm_sha256_update(&h, x->name, strlen(x->name) + 1);
+        total += (int64_t)x->nbytes;
+        if (!x->data) continue;
+        if (x->nbytes <= ID_WHOLE) {
+            lm_sha256_update(&h, x->data, x->nbytes);
+            continue;
+        }
+        for (int b = 0; b < ID_BLOCKS; b++) { /* first and last block included */
+            size_t at = (size_t)((double)(x->nbytes - ID_BLOCK) * b / (ID_BLOCKS - 1));
+            lm_sha256_update(&h, x->data + at, ID_BLOCK);
+        }
+    }
+    lm_sha256_hex(&h, hex);
+    if (bytes) *bytes = total;
+    return LM_OK;
+}

@@ -23,6 +23,16 @@ const char *lm_model_dir(const lm_model *m);
  * buf (truncated to size). */
 const char *lm_model_gguf_name(const lm_model *m, int l, int mod, char *buf, size_t size);
 
+/* The identity of the model's numbers, for attribution checkpoints: sha256
+ * (64 hex digits) over its headers (GGUF: every byte before the data section,
+ * i.e. metadata, tensor names, types, shapes and offsets; HF: config.json and
+ * each safetensors file's header) and over every tensor's bytes, whole up to
+ * 64 KiB, else 16 blocks of 4 KiB spread evenly from the first byte to the
+ * last: a fine-tune with the header of its base differs, and reading it costs
+ * at most 64 KiB per tensor. *bytes (may be NULL) = the bytes of every tensor.
+ * Errors: config.json unreadable (LM_EIO). */
+int lm_model_sha256(const lm_model *m, char hex[65], int64_t *bytes, lm_err *err);
+
 /* config.c: fill cfg from an HF config.json (+ tokenizer_config.json) in dir,
  * or from GGUF metadata. On error cfg is unspecified and err names the file
  * and the key. */

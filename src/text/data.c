@@ -25,6 +25,7 @@
  * JSONL, the line; invalid UTF-8 names the byte offset.
  */
 #include "model/model.h"
+#include "base/sha256.h"
 #include "text/tokenizer.h"
 
 #include <limits.h>
@@ -426,21 +427,29 @@ static int share_cmp(const void *pa, const void *pb) {
 
 /* See layermap.h. */
 int lm_dataset_share(const lm_dataset *d, int group, int parts, int *owner, lm_err *err) {
+    return lm_dataset_share_skip(d, group, parts, NULL, owner, err);
+}
+
+/* See layermap.h. */
+int lm_dataset_share_skip(const lm_dataset *d, int group, int parts, const uint8_t *skip, int *owner, lm_err *err) {
     if (group < 1 || parts < 1) return lm_fail(err, LM_EARG, "data shares: group %d and parts %d must be >= 1", group, parts);
-    int n = d->n_seq ? (d->n_seq - 1) / group + 1 : 0;
-    share_key *keys = lm_malloc(sizeof(share_key) * (size_t)(n ? n : 1));
+    int ns = d->n_seq ? (d->n_seq - 1) / group + 1 : 0, n = 0;
+    share_key *keys = lm_malloc(sizeof(share_key) * (size_t)(ns ? ns : 1));
     int64_t *load = lm_calloc((size_t)parts, sizeof(int64_t));
     int *heap = lm_malloc(sizeof(int) * (size_t)parts);
     if (!keys || !load || !heap) {
         lm_free(keys);
         lm_free(load);
         lm_free(heap);
-        return lm_nomem(err, sizeof(share_key) * (size_t)n + 12 * (size_t)parts, "data shares");
+        return lm_nomem(err, sizeof(share_key) * (size_t)ns + 12 * (size_t)parts, "data shares");
     }
-    for (int k = 0; k < n; k++) {
-        keys[k].index = k;
-        keys[k].tokens = 0;
-        for (int s = k * group; s < d->n_seq && s < (k + 1) * group; s++) keys[k].tokens += d->seqs[s].n;
+    for (int k = 0; k < ns; k++) {
+        owner[k] = -1;
+        if (skip && skip[k]) continue;
+        keys[n].index = k;
+        keys[n].tokens = 0;
+        for (int s = k * group; s < d->n_seq && s < (k + 1) * group; s++) keys[n].tokens += d->seqs[s].n;
+        n++;
     }
     qsort(keys, (size_t)n, sizeof *keys, share_cmp);
     for (int p = 0; p < parts; p++) heap[p] = p; /* all loads 0: ordered by part already */
@@ -454,4 +463,24 @@ int lm_dataset_share(const lm_dataset *d, int group, int parts, int *owner, lm_e
     lm_free(load);
     lm_free(heap);
     return LM_OK;
+}
+
+/* See layermap.h. */
+void lm_dataset_sha256(const lm_dataset *d, char hex[65]) {
+    lm_sha256 h;
+    lm_sha256_init(&h);
+    for (int s = 0; s < d->n_seq; s++) {
+        const lm_seq *q = &d->seqs[s];
+        uint8_t b[5];
+        uint32_t n = (uint32_t)q->n;
+        for (int i = 0; i < 4; i++) b[i] = (uint8_t)(n >> (8 * i));
+        lm_sha256_update(&h, b, 4);
+        for (int t = 0; t < q->n; t++) { /* little-endian token, then its mask byte */
+            uint32_t v = (uint32_t)q->tok[t];
+            for (int i = 0; i < 4; i++) b[i] = (uint8_t)(v >> (8 * i));
+            b[4] = q->mask[t] != 0;
+            lm_sha256_update(&h, b, 5);
+        }
+    }
+    lm_sha256_hex(&h, hex);
 }

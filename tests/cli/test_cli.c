@@ -78,6 +78,9 @@ int main(void) {
     }
     char out[1 << 16], model[1024], p1[1024], p2[1024];
     const char *dir = scratch_dir();
+    char cache[1100]; /* attribute runs without an output file checkpoint there: not in $HOME */
+    snprintf(cache, sizeof cache, "%s/cache", dir);
+    setenv("XDG_CACHE_HOME", cache, 1);
     model_path(model, sizeof model, "stories260K-hf");
 
     /* --version names the kernel */

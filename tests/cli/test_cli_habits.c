@@ -2,7 +2,8 @@
  * test_cli_habits.c -- the layermap command as batch jobs and users of other
  * tools use it (issue 8, sections 3 and 4), end to end on build/layermap:
  * failing before any work, progress lines in a log, checkpoints that are not
- * overwritten, SIGINT/SIGTERM with resume, --opt=value, -m given a model,
+ * overwritten, SIGINT/SIGTERM with resume (the default checkpoints are
+ * tested in tests/cli/test_ckpt.sh), --opt=value, -m given a model,
  * hub ids from a local Hugging Face cache, --layers, tokenize's decoded text,
  * and the run metadata of JSON output (sha256 checked with sha256sum).
  */
@@ -92,8 +93,8 @@ static char out[1 << 17];
 static char model[1024], gguf[1024], dir[600];
 static const char *data = "data/calib.txt";
 
-/* Section 3: every output checked before the work; an existing checkpoint is
- * not overwritten. */
+/* Section 3: every output checked before the work; an existing file at
+ * --checkpoint that is no checkpoint is refused, not overwritten. */
 static void test_fail_early(void) {
     char ok[800], ck[800];
     snprintf(ok, sizeof ok, "%s/early.csv", dir);
@@ -111,15 +112,15 @@ static void test_fail_early(void) {
     rc = run(out, sizeof out, "%s attribute %s --data %s -o /nonexistent-dir/z.png", bin(), model, data);
     CHECK(rc == 1 && lines(out) == 1 && strstr(out, "/nonexistent-dir/z.png"), "missing directory: (%d) %s", rc, out);
 
-    /* an existing checkpoint needs --resume */
+    /* a file at --checkpoint that is not a checkpoint: refused, kept */
     snprintf(ck, sizeof ck, "%s/exists.ckpt", dir);
     FILE *f = fopen(ck, "wb");
     fputs("not to be lost", f);
     fclose(f);
     rc = run(out, sizeof out, "%s attribute %s --data %s --max-tokens 64 --checkpoint %s --csv %s", bin(), model, data,
              ck, ok);
-    CHECK(rc == 2 && lines(out) == 1 && strstr(out, ck) && strstr(out, "--resume") && strstr(out, "delete"),
-          "existing checkpoint without --resume: (%d) %s", rc, out);
+    CHECK(rc == 1 && lines(out) == 1 && strstr(out, ck) && strstr(out, "not a layermap checkpoint"),
+          "a file at --checkpoint that is no checkpoint: (%d) %s", rc, out);
     char *txt = slurp(ck);
     CHECK(txt && !strcmp(txt, "not to be lost") && !exists(ok), "checkpoint untouched, no output");
     free(txt);
@@ -174,7 +175,7 @@ static void test_long_runs(void) {
              "while kill -0 $p 2>/dev/null && ! grep -q tok/s %s/log; do sleep 0.1; done; kill -INT $p; wait $p; echo \"exit=$?\"; cat %s/log",
              bin(), model, data, args, cut, ck, dir, dir, dir);
     CHECK(strstr(out, "exit=130") && exists(ck) && !exists(cut), "SIGINT: exit 130, checkpoint, no csv: %s", out);
-    CHECK(strstr(out, "interrupted") && strstr(out, "--resume") && strstr(out, "the sums so far are in"),
+    CHECK(strstr(out, "interrupted") && strstr(out, "run the same command again") && strstr(out, "the sums so far are in"),
           "SIGINT says how to resume: %s", out);
     /* resume: says where it starts, reports this run's rate, ends identical */
     rc = run(out, sizeof out, "%s attribute %s --data %s %s --csv %s --checkpoint %s --resume --progress 0", bin(),
@@ -189,11 +190,11 @@ static void test_long_runs(void) {
 
     /* SIGTERM: 143; without a checkpoint nothing is kept */
     unlink(cut);
-    rc = run(out, sizeof out, "%s attribute %s --data %s %s --csv %s & p=$!; sleep 1; kill -TERM $p; wait $p; "
+    rc = run(out, sizeof out, "%s attribute %s --data %s %s --csv %s --no-checkpoint & p=$!; sleep 1; kill -TERM $p; wait $p; "
              "echo \"exit=$?\"", bin(), model, data, args, cut);
     CHECK(strstr(out, "exit=143") && !exists(cut) && strstr(out, "nothing kept"), "SIGTERM: 143: %s", out);
     /* a second signal exits at once */
-    rc = run(out, sizeof out, "%s attribute %s --data %s %s --csv %s & p=$!; sleep 1; kill -INT $p; kill -INT $p; "
+    rc = run(out, sizeof out, "%s attribute %s --data %s %s --csv %s --no-checkpoint & p=$!; sleep 1; kill -INT $p; kill -INT $p; "
              "wait $p; echo \"exit=$?\"", bin(), model, data, args, cut);
     CHECK(strstr(out, "exit=130") && !exists(cut), "second SIGINT: 130: %s", out);
 }
@@ -508,6 +509,9 @@ int main(void) {
         return TEST_END();
     }
     snprintf(dir, sizeof dir, "%s", scratch_dir());
+    char cache[700]; /* attribute runs without an output file checkpoint there: not in $HOME */
+    snprintf(cache, sizeof cache, "%s/cache", dir);
+    setenv("XDG_CACHE_HOME", cache, 1);
     model_path(model, sizeof model, "stories260K-hf");
     model_path(gguf, sizeof gguf, "stories260K.gguf");
     test_fail_early();

@@ -16,8 +16,19 @@
 #  - ppl: the same token counts and NLL (as printed: 6 decimals);
 #  - failures end every rank, non-zero, within a timeout, with one line naming
 #    the problem: a missing model (all ranks), bad data on rank 1 only, other
-#    data on rank 1 only ("rank 1 of 2: ..."), --checkpoint with 2 ranks, and
-#    rank 1 killed by SIGTERM mid-run (MPI_Abort from that rank);
+#    data on rank 1 only ("rank 1 of 2: ..."), a checkpoint of another run;
+#  - checkpoints (on by default): a run of a shared pass and ablate-mean's two
+#    passes interrupted on 2 ranks (SIGTERM raised at a known sample by the
+#    test hook LM_TEST_STOP_AFTER, cli/cmd_attribute.c: no timing) ends every
+#    rank non-zero within the timeout, rank 0 having written the reduced sums;
+#    resumed on 1 rank and, from the same file, on 3: each equal to one
+#    uninterrupted process within 1e-9; interrupted on 3, then on 2, finished
+#    on 1; SIGTERM to one rank only (the others stop at the same round) and
+#    to mpirun itself (rank 1 waits at a known sample for it); each resumed
+#    equal;
+#  - --until-stable on 2 and 3 ranks stops at the sample one process stops at
+#    (same samples, split-half, matrices within 1e-9), also interrupted on 3
+#    ranks and resumed on 2;
 #  - two ranks in two network namespaces joined by a veth pair (10.77.0.1/2),
 #    mpirun started in the first with a launcher that enters the other's
 #    namespace instead of ssh (plm_rsh_agent), over the TCP BTL only: the same
@@ -185,21 +196,125 @@ chmod +x "$work/rank.sh"
 expect_fail bad-data-rank1 "rank 1 of 2: $work/bad.jsonl" 2 "$work/rank.sh" "$work/bad.jsonl" $common
 expect_fail other-data-rank1 "rank 1 of 2: $work/other.txt: other data here than on rank 0" 2 \
     "$work/rank.sh" "$work/other.txt" $common
-expect_fail checkpoint "not yet supported with more than one rank" 2 "$mbin" attribute "$model" --data "$data" \
-    $common --checkpoint "$work/ck"
+# a checkpoint of another run (here of another method) is refused on every rank
+"$bin" attribute "$model" --data "$data" $common -m fisher --checkpoint "$work/other.ckpt" >/dev/null 2>&1
+expect_fail foreign-checkpoint "$work/other.ckpt: checkpoint is for method fisher, not grad-weight" 2 \
+    "$mbin" attribute "$model" --data "$data" $common -m grad-weight --checkpoint "$work/other.ckpt"
 expect_fail diff-under-mpi "runs as one process" 2 "$mbin" diff "$model" "$model"
-# rank 1 stopped mid-run (SIGTERM: it cancels and aborts the job) while rank 0 computes
-rm -f "$work"/pid.*
-(
-    i=0
-    while [ ! -s "$work/pid.1" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
-    sleep 1
-    kill -TERM "$(cat "$work/pid.1")" 2>/dev/null
-) &
-killer=$!
-expect_fail sigterm-rank1 "rank 1 of 2: .*canceled" 2 "$work/rank.sh" "$data" --seq-len 64 --max-tokens 1024 \
-    -m ig --steps 32 -t 1 --quiet
-wait $killer 2>/dev/null
+
+# ---- checkpoints: interrupted on some ranks, resumed on others -------------------
+cka="-m grad-weight,fisher,act-stats,ablate-mean $common"
+"$bin" attribute "$model" --data "$data" $cka --json "$work/ck-ref.json" 2>"$work/err" ||
+    bad "checkpoints: one process failed: $(tail -1 "$work/err")"
+ckf=$work/ck.json.ckpt
+# interrupted NAME NP MPIRUN-ARGS... BINARY: the run ends non-zero (not by the
+# timeout) with its checkpoint there and no output
+interrupted() {
+    name=$1 np=$2
+    shift 2
+    rm -f "$work/ck.json"
+    mpi "$np" 120 "$@" attribute "$model" --data "$data" $cka --json "$work/ck.json" >"$work/out" 2>"$work/err"
+    rc=$?
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        bad "$name: still running after 120 s (a rank hangs)"
+    elif [ "$rc" -eq 0 ] || [ ! -s "$ckf" ] || [ -e "$work/ck.json" ]; then
+        bad "$name: exit $rc, checkpoint $(ls "$ckf" 2>&1), output $(ls "$work/ck.json" 2>&1): $(tail -3 "$work/err")"
+    else
+        ok
+    fi
+}
+# resumed NAME NP: the same command on NP ranks resumes and finishes equal to
+# one process, the default checkpoint removed
+resumed() {
+    name=$1 np=$2
+    if mpi "$np" 120 "$mbin" attribute "$model" --data "$data" $cka --json "$work/ck.json" >"$work/out" 2>"$work/err" &&
+        grep -q "resuming from $ckf: " "$work/err"; then
+        cmp_json "$name" "$work/ck-ref.json" "$work/ck.json" "$np"
+        if [ -e "$ckf" ]; then bad "$name: the default checkpoint is still there"; else ok; fi
+    else
+        bad "$name: mpirun -np $np failed or did not resume: $(tail -3 "$work/err")"
+    fi
+}
+rm -f "$ckf"
+interrupted stop-2 2 -x LM_TEST_STOP_AFTER=5 "$mbin"
+if grep -q "interrupted (Terminated): .*the sums so far are in $ckf; to continue, run the same command again" "$work/err"; then
+    ok
+else
+    bad "interrupted on 2 ranks: rank 0's message: $(cat "$work/err")"
+fi
+cp "$ckf" "$work/ck.keep"
+resumed resume-2-on-1 1
+cp "$work/ck.keep" "$ckf"
+resumed resume-2-on-3 3
+# three runs: interrupted on 3 ranks, then on 2, finished on 1
+interrupted stop-3 3 -x LM_TEST_STOP_AFTER=3 "$mbin"
+interrupted stop-3-then-2 2 -x LM_TEST_STOP_AFTER=3 "$mbin"
+resumed resume-3-2-on-1 1
+# SIGTERM to one rank only: the others stop at the same round
+cat >"$work/stop1.sh" <<EOF
+#!/bin/sh
+[ "\$OMPI_COMM_WORLD_RANK" = 1 ] && export LM_TEST_STOP_AFTER=4
+exec "$PWD/$mbin" "\$@"
+EOF
+chmod +x "$work/stop1.sh"
+interrupted sigterm-rank1 2 "$work/stop1.sh"
+if grep -q "interrupted (on another rank): attribute: canceled by another process" "$work/err"; then
+    ok
+else
+    bad "SIGTERM to rank 1: rank 0's message: $(cat "$work/err")"
+fi
+resumed resume-after-rank1 3
+# SIGTERM to mpirun: rank 1 waits at its 4th sample for it (the hook's LM_TEST_STOP_WAIT)
+cat >"$work/wait1.sh" <<EOF
+#!/bin/sh
+[ "\$OMPI_COMM_WORLD_RANK" = 1 ] && export LM_TEST_STOP_AFTER=4 LM_TEST_STOP_WAIT="$work/waiting"
+exec "$PWD/$mbin" "\$@"
+EOF
+chmod +x "$work/wait1.sh"
+rm -f "$work/waiting" "$work/ck.json"
+# (not through mpi(): $! must be timeout itself, which hands a SIGTERM on to mpirun)
+timeout -k 5 120 mpirun --oversubscribe --bind-to none --mca btl self,vader,tcp \
+    --mca btl_vader_single_copy_mechanism none -np 2 "$work/wait1.sh" attribute "$model" --data "$data" $cka \
+    --json "$work/ck.json" >"$work/out" 2>"$work/err" &
+job=$!
+i=0 # waits for the event (rank 1 at its 4th sample), for at most 120 s
+while [ ! -e "$work/waiting" ] && [ $i -lt 1200 ] && kill -0 $job 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+kill -TERM $job 2>/dev/null # to timeout, which hands it on to mpirun, which signals every rank
+wait $job
+rc=$?
+if [ -e "$work/waiting" ] && [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] && [ -s "$ckf" ] &&
+    [ ! -e "$work/ck.json" ]; then
+    ok
+else
+    bad "SIGTERM to mpirun: exit $rc, checkpoint $(ls "$ckf" 2>&1): $(tail -3 "$work/err")"
+fi
+resumed resume-after-mpirun 2
+
+# ---- --until-stable over ranks -----------------------------------------------------
+usa="-m grad-weight,fisher,wanda --seq-len 32 --max-tokens 2048 -t 1 --quiet --until-stable 0.9"
+if "$bin" attribute "$model" --data "$data" $usa --json "$work/us-ref.json" 2>"$work/err" &&
+    grep -q "13 samples.*stopped, stable" "$work/err"; then
+    ok
+else
+    bad "until-stable: one process did not stop early: $(tail -3 "$work/err")"
+fi
+for np in 2 3; do
+    if mpi "$np" 120 "$mbin" attribute "$model" --data "$data" $usa --json "$work/us-$np.json" >"$work/out" 2>"$work/err" &&
+        grep -q "13 samples.*stopped, stable" "$work/err"; then
+        cmp_json "until-stable" "$work/us-ref.json" "$work/us-$np.json" "$np"
+    else
+        bad "until-stable: mpirun -np $np failed or did not stop as one process: $(tail -3 "$work/err")"
+    fi
+done
+rm -f "$work/us.json.ckpt"
+mpi 3 120 -x LM_TEST_STOP_AFTER=2 "$mbin" attribute "$model" --data "$data" $usa --json "$work/us.json" >/dev/null 2>&1
+if [ -s "$work/us.json.ckpt" ] &&
+    mpi 2 120 "$mbin" attribute "$model" --data "$data" $usa --json "$work/us.json" >"$work/out" 2>"$work/err" &&
+    grep -q "resuming from $work/us.json.ckpt: 6 of 64 sequences done" "$work/err"; then
+    cmp_json "until-stable resumed" "$work/us-ref.json" "$work/us.json" 2
+else
+    bad "until-stable: interrupted on 3 ranks, resumed on 2: $(tail -3 "$work/err")"
+fi
 
 # ---- two namespaces over TCP ---------------------------------------------------
 ns_skip=""

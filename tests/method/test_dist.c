@@ -1,6 +1,6 @@
 /*
  * test_dist.c -- data parallelism in the library, without MPI: the shares of
- * lm_dataset_share, and lm_attribute_many with lm_attr_dist run by P
+ * lm_dataset_share(_skip), and lm_attribute_many with lm_attr_dist run by P
  * "ranks" as threads of this process, each with its own model and engine,
  * whose sum() adds the ranks' buffers in shared memory (in rank order, behind
  * barriers, as a reduce + broadcast would). On stories260K, for P = 2 and 3:
@@ -8,8 +8,15 @@
  * means summed between its passes) with ig, and --batch 3, each equal to the
  * one-process result within 1e-9 relative (the same float64 contributions
  * added in another order: tests/cli/mpi_cmp.py), with the same counts,
- * samples and split-half correlation; a checkpoint with several ranks is
- * refused. The MPI build itself is tested by tests/cli/test_mpi.sh.
+ * samples and split-half correlation. Checkpoints: a run of P ranks canceled
+ * by one of them (every rank stops at the same round, process 0 writes the
+ * reduced sums) and resumed on another number of ranks (1, 2, 3) ends equal to
+ * one uninterrupted process, also canceled in ablate-mean's second pass and
+ * twice in a row; until_stable on 2 and 3 ranks (data order, a sample past the
+ * stopping point taken back out) stops at the same sample as one process with
+ * the same result, also interrupted and resumed on another rank count;
+ * max_seqs with several ranks is refused. The MPI build itself is tested by
+ * tests/cli/test_mpi.sh.
  */
 #include "test.h"
 
@@ -83,10 +90,24 @@ typedef struct rank_ctx {
     int64_t max_tokens;
     const lm_method *methods;
     int n_methods;
+    double until;        /* until_stable */
+    const char *ckpt;    /* checkpoint_path (resumed when it exists) */
+    int cancel_after;    /* > 0: cancel this rank after this many samples of its own */
+    int calls;
+    volatile int cancel;
     lm_attr_result res[LM_METHOD_COUNT];
     int rc;
     lm_err err;
 } rank_ctx;
+
+/* lm_progress_fn: after each of this rank's samples; cancels at cancel_after. */
+static void count_samples(void *ctx, double done, double total, const char *what) {
+    (void)done;
+    (void)total;
+    (void)what;
+    rank_ctx *r = ctx;
+    if (++r->calls == r->cancel_after) r->cancel = 1;
+}
 
 /* lm_attr_dist.sum: every rank's buf added into one buffer, rank by rank, then copied back to each. */
 static int thread_sum(void *ctx, double *buf, size_t n, lm_err *err) {
@@ -128,6 +149,15 @@ static void *rank_main(void *arg) {
         lm_attr_opts_default(&o);
         o.ig_steps = 2;
         o.batch = r->batch;
+        o.until_stable = r->until;
+        o.checkpoint_path = r->ckpt;
+        o.resume = r->ckpt != NULL;
+        o.checkpoint_secs = 1e9; /* saved when canceled and at the end */
+        o.cancel = &r->cancel;
+        o.progress = count_samples;
+        o.progress_ctx = r;
+        r->calls = 0;
+        r->cancel = 0;
         r->dist = (lm_attr_dist){.rank = r->rank, .size = r->w->size, .ctx = r, .sum = thread_sum};
         o.dist = r->w->size > 0 ? &r->dist : NULL;
         r->rc = lm_attribute_many(e, ds, r->methods, r->n_methods, &o, r->res, &r->err);
@@ -161,41 +191,44 @@ static int close_matrix(const lm_matrix *a, const lm_matrix *b) {
     return !a->se || close_cells(a->se, b->se, n);
 }
 
-/* One process, then P threads with a dist: the same results. */
-static void run_split(const char *what, const char *model, const lm_method *methods, int n_methods, int seq_len,
-                      int64_t max_tokens, int batch, int P) {
-    rank_ctx one = {.model = model, .seq_len = seq_len, .max_tokens = max_tokens, .batch = batch,
-                    .methods = methods, .n_methods = n_methods};
-    world w1 = {.size = 0};
-    one.w = &w1;
-    rank_main(&one);
-    CHECK(one.rc == LM_OK, "%s: one process: %s", what, one.err.msg);
-    world w = {.size = P};
-    pthread_barrier_init(&w.bar, NULL, (unsigned)P);
-    rank_ctx r[MAXP];
+/* The ranks r[0..P) of one run, as threads (P = 1: one process, no dist). */
+static void run_world(rank_ctx *r, int P) {
+    static world w;
+    memset(&w, 0, sizeof w);
+    w.size = P > 1 ? P : 0;
+    if (P > 1) pthread_barrier_init(&w.bar, NULL, (unsigned)P);
     pthread_t th[MAXP];
     for (int p = 0; p < P; p++) {
-        r[p] = one;
         memset(r[p].res, 0, sizeof r[p].res);
         r[p].w = &w;
         r[p].rank = p;
-        pthread_create(&th[p], NULL, rank_main, &r[p]);
+        if (P > 1)
+            pthread_create(&th[p], NULL, rank_main, &r[p]);
+        else
+            rank_main(&r[p]);
     }
-    for (int p = 0; p < P; p++) pthread_join(th[p], NULL);
-    pthread_barrier_destroy(&w.bar);
-    CHECK(!w.mismatch, "%s: ranks summed buffers of different lengths", what);
+    for (int p = 0; P > 1 && p < P; p++) pthread_join(th[p], NULL);
+    if (P > 1) pthread_barrier_destroy(&w.bar);
+    CHECK(!w.mismatch, "ranks summed buffers of different lengths");
+}
+
+/* Every rank's results against one process's, then freed. */
+static void compare_ranks(const char *what, rank_ctx *one, rank_ctx *r, int P) {
+    const lm_method *methods = one->methods;
+    int n_methods = one->n_methods;
     for (int p = 0; p < P; p++) {
         CHECK(r[p].rc == LM_OK, "%s: rank %d of %d: %s", what, p, P, r[p].err.msg);
-        if (r[p].rc || one.rc) continue;
+        if (r[p].rc || one->rc) continue;
         for (int i = 0; i < n_methods; i++) {
-            const lm_attr_result *a = &one.res[i], *b = &r[p].res[i];
+            const lm_attr_result *a = &one->res[i], *b = &r[p].res[i];
             CHECK(close_matrix(a->m, b->m) && close_matrix(a->also, b->also), "%s: %s: rank %d of %d differs", what,
                   lm_method_names[methods[i]], p, P);
             CHECK(a->n_tokens == b->n_tokens && a->n_targets == b->n_targets && a->n_samples == b->n_samples &&
-                      a->n_seq_done == b->n_seq_done,
-                  "%s: %s: rank %d of %d: counts %lld %lld %d %d vs %lld %lld %d %d", what,
+                      a->n_seq_done == b->n_seq_done && a->stopped_stable == b->stopped_stable,
+                  "%s: %s: rank %d of %d: counts %lld %lld %d %d %d vs %lld %lld %d %d %d", what,
                   lm_method_names[methods[i]], p, P, (long long)b->n_tokens, (long long)b->n_targets, b->n_samples,
-                  b->n_seq_done, (long long)a->n_tokens, (long long)a->n_targets, a->n_samples, a->n_seq_done);
+                  b->n_seq_done, b->stopped_stable, (long long)a->n_tokens, (long long)a->n_targets, a->n_samples,
+                  a->n_seq_done, a->stopped_stable);
             CHECK(fabs(a->loss_sum - b->loss_sum) <= 1e-9 * fabs(a->loss_sum), "%s: loss %.17g vs %.17g", what,
                   b->loss_sum, a->loss_sum);
             CHECK((isnan(a->split_half) && isnan(b->split_half)) || fabs(a->split_half - b->split_half) <= 1e-9,
@@ -208,7 +241,109 @@ static void run_split(const char *what, const char *model, const lm_method *meth
         }
         for (int i = 0; i < n_methods; i++) lm_attr_result_free(&r[p].res[i]);
     }
-    for (int i = 0; i < n_methods; i++) lm_attr_result_free(&one.res[i]);
+}
+
+static void free_results(rank_ctx *one) {
+    for (int i = 0; i < one->n_methods; i++) lm_attr_result_free(&one->res[i]);
+}
+
+/* One process, then P threads with a dist: the same results. */
+static void run_split(const char *what, const char *model, const lm_method *methods, int n_methods, int seq_len,
+                      int64_t max_tokens, int batch, int P) {
+    rank_ctx one = {.model = model, .seq_len = seq_len, .max_tokens = max_tokens, .batch = batch,
+                    .methods = methods, .n_methods = n_methods};
+    run_world(&one, 1);
+    CHECK(one.rc == LM_OK, "%s: one process: %s", what, one.err.msg);
+    rank_ctx r[MAXP];
+    for (int p = 0; p < P; p++) r[p] = one;
+    run_world(r, P);
+    compare_ranks(what, &one, r, P);
+    free_results(&one);
+}
+
+/* Copy file a to b. */
+static int copy_file(const char *a, const char *b) {
+    FILE *f = fopen(a, "rb"), *g = f ? fopen(b, "wb") : NULL;
+    int ok = f && g;
+    char buf[1 << 14];
+    size_t n;
+    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0) ok = fwrite(buf, 1, n, g) == n;
+    if (f) fclose(f);
+    if (g && fclose(g)) ok = 0;
+    return ok ? 0 : -1;
+}
+
+/* A run of the spec `one` on P1 ranks, rank `who` canceling after `after`
+ * samples of its own: every rank returns LM_ECANCELED and the checkpoint
+ * exists; then, from a copy of it, resumed on each rank count of P2[0..n2)
+ * (0 ends the list): each equal to one uninterrupted process. */
+static void run_resume(const char *what, rank_ctx *spec, int P1, int who, int after, const int *P2) {
+    char ck[1024], ck0[1100], name[256];
+    snprintf(ck, sizeof ck, "%s/dist.ckpt", scratch_dir());
+    snprintf(ck0, sizeof ck0, "%s.0", ck);
+    remove(ck);
+    rank_ctx one = *spec;
+    one.ckpt = NULL;
+    run_world(&one, 1);
+    CHECK(one.rc == LM_OK, "%s: one process: %s", what, one.err.msg);
+    rank_ctx r[MAXP];
+    for (int p = 0; p < P1; p++) {
+        r[p] = *spec;
+        r[p].ckpt = ck;
+        r[p].cancel_after = p == who ? after : 0;
+    }
+    run_world(r, P1);
+    int all = 1;
+    for (int p = 0; p < P1; p++) {
+        all &= r[p].rc == LM_ECANCELED;
+        if (r[p].rc == LM_OK) /* should not happen: free what came */
+            for (int i = 0; i < spec->n_methods; i++) lm_attr_result_free(&r[p].res[i]);
+    }
+    CHECK(all, "%s: rank %d of %d canceled after %d samples: every rank canceled (rank 0: %d %s)", what, who, P1,
+          after, r[0].rc, r[0].err.msg);
+    CHECK(copy_file(ck, ck0) == 0, "%s: the canceled run left its checkpoint %s", what, ck);
+    for (int i = 0; P2[i]; i++) {
+        snprintf(name, sizeof name, "%s: %d ranks canceled, resumed on %d", what, P1, P2[i]);
+        CHECK(copy_file(ck0, ck) == 0, "%s: copy %s", name, ck0);
+        for (int p = 0; p < P2[i]; p++) {
+            r[p] = *spec;
+            r[p].ckpt = ck;
+        }
+        run_world(r, P2[i]);
+        compare_ranks(name, &one, r, P2[i]);
+    }
+    free_results(&one);
+    remove(ck);
+    remove(ck0);
+}
+
+/* Interrupted twice: 3 ranks, then 2 (canceled again), then 1. */
+static void run_resume_twice(const char *what, rank_ctx *spec) {
+    char ck[1024];
+    snprintf(ck, sizeof ck, "%s/dist2.ckpt", scratch_dir());
+    remove(ck);
+    rank_ctx one = *spec;
+    run_world(&one, 1);
+    rank_ctx r[MAXP];
+    const int P[3] = {3, 2, 1}, after[3] = {2, 2, 0};
+    for (int step = 0; step < 3; step++) {
+        for (int p = 0; p < P[step]; p++) {
+            r[p] = *spec;
+            r[p].ckpt = ck;
+            r[p].cancel_after = p == P[step] - 1 ? after[step] : 0;
+        }
+        run_world(r, P[step]);
+        if (step < 2) {
+            CHECK(r[0].rc == LM_ECANCELED, "%s: step %d on %d ranks canceled: %d %s", what, step, P[step], r[0].rc,
+                  r[0].err.msg);
+            for (int p = 0; p < P[step]; p++)
+                if (r[p].rc == LM_OK)
+                    for (int i = 0; i < spec->n_methods; i++) lm_attr_result_free(&r[p].res[i]);
+        }
+    }
+    compare_ranks(what, &one, r, 1);
+    free_results(&one);
+    remove(ck);
 }
 
 static int refuse(void *ctx, double *buf, size_t n, lm_err *err) {
@@ -237,13 +372,12 @@ static void test_refused(const char *model) {
         lm_attr_opts o;
         lm_attr_opts_default(&o);
         o.dist = &d;
-        o.checkpoint_path = "never-written.ckpt";
+        o.max_seqs = 2;
         lm_method gw = LM_METHOD_GRAD_WEIGHT;
         lm_attr_result res;
         int rc = lm_attribute_many(e, ds, &gw, 1, &o, &res, &err);
-        CHECK(rc == LM_EARG && strstr(err.msg, "not yet supported with more than one rank"), "checkpoint: %d %s", rc,
-              err.msg);
-        o.checkpoint_path = NULL;
+        CHECK(rc == LM_EARG && strstr(err.msg, "max_seqs"), "max_seqs with 2 ranks: %d %s", rc, err.msg);
+        o.max_seqs = 0;
         d.rank = 2;
         rc = lm_attribute_many(e, ds, &gw, 1, &o, &res, &err);
         CHECK(rc == LM_EARG, "rank 2 of 2 refused: %d %s", rc, err.msg);
@@ -269,6 +403,41 @@ int main(void) {
     }
     run_split("shared pass, batch 3, 3 ranks", model, shared, 4, 64, 1024, 3, 3);
     run_split("ablate-mean, 1 sequence, 3 ranks", model, own, 1, 200, 200, 1, 3);
+
+    /* checkpoints: canceled on some ranks, resumed on others */
+    const int to_1_3[] = {1, 3, 0}, to_1_2[] = {1, 2, 0}, to_2[] = {2, 0};
+    rank_ctx sh = {.model = model, .seq_len = 64, .max_tokens = 1024, .batch = 1, .methods = shared, .n_methods = 4};
+    run_resume("shared pass", &sh, 2, 1, 3, to_1_3);
+    rank_ctx b3 = sh;
+    b3.batch = 3;
+    run_resume("shared pass, batch 3", &b3, 3, 0, 1, to_1_2);
+    rank_ctx ow = {.model = model, .seq_len = 32, .max_tokens = 256, .batch = 1, .methods = own, .n_methods = 2};
+    run_resume("ablate-mean+ig, in the means", &ow, 3, 0, 2, to_1_2);
+    run_resume("ablate-mean+ig, ablating", &ow, 2, 1, 6, to_1_3);
+    run_resume_twice("shared pass, 3 then 2 then 1 ranks", &sh);
+
+    /* until_stable: data order on every rank count, also resumed on another */
+    const lm_method stab[] = {LM_METHOD_GRAD_WEIGHT, LM_METHOD_FISHER, LM_METHOD_WANDA};
+    rank_ctx us = {.model = model, .seq_len = 32, .max_tokens = 2048, .batch = 1, .methods = stab, .n_methods = 3,
+                   .until = 0.9};
+    rank_ctx one = us;
+    run_world(&one, 1);
+    CHECK(one.rc == LM_OK && one.res[0].stopped_stable && one.res[0].n_seq_done < 64,
+          "until-stable stops before the data ends: %d of 64 sequences (%s)", one.res[0].n_seq_done, one.err.msg);
+    printf("  until-stable 0.9: %d of 64 sequences, split-half %.4f\n", one.res[0].n_seq_done, one.res[0].split_half);
+    for (int P = 2; P <= 3; P++) {
+        rank_ctx r[MAXP];
+        for (int p = 0; p < P; p++) r[p] = us;
+        run_world(r, P);
+        char what[64];
+        snprintf(what, sizeof what, "until-stable, %d ranks", P);
+        compare_ranks(what, &one, r, P);
+    }
+    free_results(&one);
+    run_resume("until-stable", &us, 3, 2, 2, to_1_2);
+    rank_ctx um = {.model = model, .seq_len = 32, .max_tokens = 512, .batch = 1, .methods = own, .n_methods = 1,
+                   .until = 0.5};
+    run_resume("until-stable, ablate-mean", &um, 2, 0, 12, to_2);
     test_refused(model);
     return TEST_END();
 }
