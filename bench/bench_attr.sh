@@ -30,7 +30,8 @@
 #            --max-tokens N --csv OUT -q
 # and bench/torch_attr.py on the same tokens, each under /usr/bin/time -v,
 # then print a markdown table and the agreement of the 30 x 7 matrices (exit
-# status 3 when a layermap matrix differs from torch by more than 1e-3 relative).
+# status 3 when a layermap matrix differs from torch by more than 1e-3 relative; a
+# --compute bf16 row by more than 1% of the largest cell: bf16's documented bound).
 # "compute tok/s" excludes loading and dequantization for both tools (layermap
 # reports its own attribution time; torch_attr.py times its loop); "wall"
 # is the whole process as /usr/bin/time sees it. "CPUs" = CPU time / wall time
@@ -165,11 +166,15 @@ for tag, name in tags:
     a = load_csv(f"{out}/{tag}.csv")
     rel = np.abs(a - b) / np.maximum(np.abs(b), 1e-300)
     i = np.unravel_index(rel.argmax(), rel.shape)
-    ok = rel.max() <= 1e-3
+    # F32 against torch's F32: 1e-3 per cell; bf16 products: the README's bound, 1% of the largest cell
+    bf16 = "bf16" in name
+    dev = np.abs(a - b).max() / np.abs(b).max() if bf16 else rel.max()
+    ok = dev <= (1e-2 if bf16 else 1e-3)
     agree &= bool(ok)
     notes.append(f"- matrix agreement, {name} vs torch: max relative difference {rel.max():.2e} (layer {i[0]}, "
                  f"{mods[i[1]]}), median {np.median(rel):.1e}; max |diff| / max |value| "
-                 f"{np.abs(a - b).max() / np.abs(b).max():.1e} -> {'AGREE' if ok else 'DISAGREE'} (tolerance 1e-3)")
+                 f"{np.abs(a - b).max() / np.abs(b).max():.1e} -> {'AGREE' if ok else 'DISAGREE'} "
+                 f"({'max |diff| <= 1e-2 max |value|' if bf16 else 'tolerance 1e-3'})")
 
 print(f"grad-weight, SmolLM2-135M-Instruct Q4_1, {L['tokens']} tokens (seq-len 512), {T['threads']} threads"
       f"{'' if runs == 1 else f', best of {runs} runs'}; load average before: {load}\n")

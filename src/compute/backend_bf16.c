@@ -330,6 +330,15 @@ static int hw_exec(bf16_ctx *x, int kind, int M, int N, int K, const uint16_t *A
 
 /* ---- the products ------------------------------------------------------- */
 
+/* Products under SMALL_FLOP (2 M N K) run in F32 in both modes: attention's
+ * blocks (128 queries x 128-512 keys x the head dimension, called from the
+ * threads of the attention kernel, at most ~8 MFLOP) and one-token
+ * generation's products gain nothing from bf16 (the rounding, the lock and
+ * oneDNN's dispatch cost more than the product) and are the products most
+ * sensitive to rounding. Every module product of a pass of 64+ tokens of a
+ * model with dim >= 512 is above it. */
+#define SMALL_FLOP 33554432.0 /* 2^25 */
+
 /* C = beta C + op(A) op(B) in bf16 arithmetic. Bw is B's weight copy in
  * this backend's product format (dense) or NULL; B (F32, row stride ldb) may
  * be NULL only when Bw is given. */
@@ -340,6 +349,16 @@ static void product(const lm_backend *be, int kind, int M, int N, int K, const f
     long ar, ac, br, bc;
     dims_of(kind, M, N, K, &ar, &ac, &br, &bc);
     double t0 = lm_prof_begin();
+    if (2.0 * M * N * K < SMALL_FLOP && B) { /* small: F32, on the caller's thread, no lock */
+        if (kind == K_NT)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+        else if (kind == K_NN)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+        else
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+        lm_prof_end(t0, M, N, K);
+        return;
+    }
     pthread_mutex_lock(&x->mu);
     x->products++;
     int rc = -1;

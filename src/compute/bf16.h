@@ -1,7 +1,8 @@
 /*
  * bf16.h -- bf16 products on the CPU (backend_bf16.c): the backend behind
  * --compute bf16 (oneDNN, on CPUs with AVX512_BF16 or AMX) and bf16-ref (the
- * same rounding at F32 speed, on any CPU).
+ * same rounding at F32 speed, on any CPU). Products under 2^25 flops run in
+ * F32 in both (backend_bf16.c: SMALL_FLOP).
  */
 #ifndef LM_BF16_H
 #define LM_BF16_H
