@@ -180,14 +180,20 @@ static int grow(void **p, size_t *have, size_t need) {
 
 /* ---- REF arithmetic: rounded F32 values + sgemm ------------------------- */
 
+/* C = beta C + op(A) op(B) by OpenBLAS sgemm (F32), strides as given. */
+static void sgemm_strided(int kind, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
+                          float *C, int ldc) {
+    if (kind == K_NT)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    else if (kind == K_NN)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    else
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+
 /* The product with both inputs already rounded F32 (dense): C = beta C + op(A) op(B). */
 static void sgemm_kind(int kind, int M, int N, int K, const float *A, const float *B, float beta, float *C, int ldc) {
-    if (kind == K_NT)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, beta, C, ldc);
-    else if (kind == K_NN)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, K, B, N, beta, C, ldc);
-    else
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, 1.0f, A, M, B, N, beta, C, ldc);
+    sgemm_strided(kind, M, N, K, A, kind == K_TN ? M : K, B, kind == K_NT ? K : N, beta, C, ldc);
 }
 
 /* Rows and columns of the stored A and B of a product of kind `kind`. */
@@ -350,12 +356,7 @@ static void product(const lm_backend *be, int kind, int M, int N, int K, const f
     dims_of(kind, M, N, K, &ar, &ac, &br, &bc);
     double t0 = lm_prof_begin();
     if (2.0 * M * N * K < SMALL_FLOP && B) { /* small: F32, on the caller's thread, no lock */
-        if (kind == K_NT)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-        else if (kind == K_NN)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-        else
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+        sgemm_strided(kind, M, N, K, A, lda, B, ldb, beta, C, ldc);
         lm_prof_end(t0, M, N, K);
         return;
     }
@@ -399,12 +400,7 @@ static void product(const lm_backend *be, int kind, int M, int N, int K, const f
     }
     /* no scratch to be had: the F32 product of the inputs as given (more
      * exact than bf16; counted as a fallback) */
-    if (kind == K_NT)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-    else if (kind == K_NN)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
-    else
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    sgemm_strided(kind, M, N, K, A, lda, B, ldb, beta, C, ldc);
     lm_prof_end(t0, M, N, K);
 }
 
