@@ -95,41 +95,46 @@ int lm_bf16_hw_supported(void) {
 #endif
 }
 
-static void round_row(uint16_t *d, const float *s, long n, int hw) {
+/* Row r of src (row stride ld) into row r of dst (dense, cols wide): bf16
+ * values (hw: by the instruction), or with f32 set their F32 widening. */
+static void round_row(void *dst, const float *src, long r, long cols, long ld, int hw, int f32) {
+    const float *s = src + r * ld;
+    if (f32) {
+        float *d = (float *)dst + r * cols;
+        for (long j = 0; j < cols; j++) d[j] = f32_of_bf16(bf16_of(s[j]));
+        return;
+    }
+    uint16_t *d = (uint16_t *)dst + r * cols;
 #if HAVE_ROUND_HW
     if (hw) {
-        round_rows_hw(d, s, n);
+        round_rows_hw(d, s, cols);
         return;
     }
 #endif
     (void)hw;
-    for (long j = 0; j < n; j++) d[j] = bf16_of(s[j]);
+    for (long j = 0; j < cols; j++) d[j] = bf16_of(s[j]);
 }
 
-/* dst (rows, cols) dense = bf16 of src (rows, cols) with row stride ld; on
- * the threads when large (a parallel region costs ~1 us even when it runs
- * on one thread: small inputs stay outside one). */
-void lm_bf16_round(uint16_t *dst, const float *src, long rows, long cols, long ld) {
-    static int hw = -1;
-    if (hw < 0) hw = HAVE_ROUND_HW && lm_bf16_hw_supported();
+/* Every row, on the threads when large (a parallel region costs ~1 us even
+ * when it runs on one thread: small inputs stay outside one). */
+static void round_rows(void *dst, const float *src, long rows, long cols, long ld, int f32) {
+    int hw = HAVE_ROUND_HW && !f32 && lm_bf16_hw_supported();
     if (rows * cols <= 65536) {
-        for (long r = 0; r < rows; r++) round_row(dst + r * cols, src + r * ld, cols, hw);
+        for (long r = 0; r < rows; r++) round_row(dst, src, r, cols, ld, hw, f32);
         return;
     }
 #pragma omp parallel for schedule(static)
-    for (long r = 0; r < rows; r++) round_row(dst + r * cols, src + r * ld, cols, hw);
+    for (long r = 0; r < rows; r++) round_row(dst, src, r, cols, ld, hw, f32);
+}
+
+/* dst (rows, cols) dense = bf16 of src (rows, cols) with row stride ld. */
+void lm_bf16_round(uint16_t *dst, const float *src, long rows, long cols, long ld) {
+    round_rows(dst, src, rows, cols, ld, 0);
 }
 
 /* dst (rows, cols) dense F32 = the bf16 values of src (rows, cols; row stride ld). */
 static void round_f32(float *dst, const float *src, long rows, long cols, long ld) {
-    if (rows * cols <= 65536) {
-        for (long r = 0; r < rows; r++)
-            for (long j = 0; j < cols; j++) dst[r * cols + j] = f32_of_bf16(bf16_of(src[r * ld + j]));
-        return;
-    }
-#pragma omp parallel for schedule(static)
-    for (long r = 0; r < rows; r++)
-        for (long j = 0; j < cols; j++) dst[r * cols + j] = f32_of_bf16(bf16_of(src[r * ld + j]));
+    round_rows(dst, src, rows, cols, ld, 1);
 }
 
 /* ---- the backend's state ------------------------------------------------ */
@@ -378,8 +383,7 @@ static void product(const lm_backend *be, int kind, int M, int N, int K, const f
             lm_prof_end(t0, M, N, K);
             return;
         }
-        x->fallbacks++;
-        pthread_mutex_unlock(&x->mu);
+        pthread_mutex_unlock(&x->mu); /* (counted above) */
         for (long i = 0; i < M; i++) /* a row of B longer than 4 MiB: no result to be had */
             for (long j = 0; j < N; j++) C[i * ldc + j] = NAN;
         return;
