@@ -12,9 +12,11 @@
 #include "layermap.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static int t_pass, t_fail;
 
@@ -81,6 +83,26 @@ static inline const char *data_path(char *buf, size_t n, const char *rel) {
     snprintf(buf, n, "tests/data/%s", rel);
     return buf;
 }
+
+/* Run a shell command (printf-style) with its stdout and stderr, those of
+ * background jobs too, into out (a pipe: not a terminal; NUL-terminated, at
+ * most n - 1 bytes); its exit status, -1 when it did not exit. test_sh: the
+ * command given whole. */
+static inline int test_run(char *out, size_t n, const char *fmt, ...) {
+    char cmd[8192], full[8300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    snprintf(full, sizeof full, "{ %s\n} 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    if (!p) return -1;
+    size_t len = fread(out, 1, n - 1, p);
+    out[len] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+static inline int test_sh(char *out, size_t n, const char *cmd) { return test_run(out, n, "%s", cmd); }
 
 /* A scratch directory for files a test writes ($TMPDIR-based, made once). */
 static inline const char *scratch_dir(void) {

@@ -20,23 +20,6 @@ static const char *bin(void) {
     return b && *b ? b : "build/layermap";
 }
 
-/* Run a shell command with stdout+stderr into out (a pipe: not a terminal);
- * return its exit status (-1 if it did not exit). */
-static int run(char *out, size_t n, const char *fmt, ...) {
-    char cmd[8192], full[8300];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    snprintf(full, sizeof full, "{ %s\n} 2>&1", cmd); /* every command's stderr, background ones too */
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t len = fread(out, 1, n - 1, p);
-    out[len] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static int exists(const char *p) {
     struct stat st;
     return stat(p, &st) == 0;
@@ -81,8 +64,8 @@ static int same_file(const char *a, const char *b) {
 /* sha256sum of the first n bytes of path (n < 0: all) into hex[65]. */
 static int sha256sum(const char *path, long n, char hex[65]) {
     char out[512];
-    int rc = n < 0 ? run(out, sizeof out, "sha256sum '%s'", path)
-                   : run(out, sizeof out, "head -c %ld '%s' | sha256sum", n, path);
+    int rc = n < 0 ? test_run(out, sizeof out, "sha256sum '%s'", path)
+                   : test_run(out, sizeof out, "head -c %ld '%s' | sha256sum", n, path);
     if (rc != 0 || strlen(out) < 64) return -1;
     memcpy(hex, out, 64);
     hex[64] = 0;
@@ -98,18 +81,19 @@ static const char *data = "data/calib.txt";
 static void test_fail_early(void) {
     char ok[800], ck[800];
     snprintf(ok, sizeof ok, "%s/early.csv", dir);
-    int rc = run(out, sizeof out, "%s attribute %s --data %s --csv %s -o /proc/x.png", bin(), model, data, ok);
+    int rc = test_run(out, sizeof out, "%s attribute %s --data %s --csv %s -o /proc/x.png", bin(), model, data, ok);
     CHECK(rc == 1 && lines(out) == 1 && strstr(out, "/proc/x.png") && strstr(out, "cannot create"),
           "-o /proc/x.png: exit 1 and one line: (%d) %s", rc, out);
     CHECK(!exists(ok), "no other output written after an unwritable -o");
-    rc = run(out, sizeof out, "%s attribute %s --data %s --csv %s --checkpoint /proc/x.ckpt", bin(), model, data, ok);
+    rc = test_run(out, sizeof out, "%s attribute %s --data %s --csv %s --checkpoint /proc/x.ckpt", bin(), model, data,
+                  ok);
     CHECK(rc == 1 && lines(out) == 1 && strstr(out, "/proc/x.ckpt"), "unwritable --checkpoint: (%d) %s", rc, out);
-    rc = run(out, sizeof out, "%s diff %s %s --json /proc/d.json", bin(), model, model);
+    rc = test_run(out, sizeof out, "%s diff %s %s --json /proc/d.json", bin(), model, model);
     CHECK(rc == 1 && lines(out) == 1 && strstr(out, "/proc/d.json"), "diff unwritable --json: (%d) %s", rc, out);
-    rc = run(out, sizeof out, "%s plot tests/../data/calib.txt -o /proc/p.png", bin());
+    rc = test_run(out, sizeof out, "%s plot tests/../data/calib.txt -o /proc/p.png", bin());
     CHECK(rc == 1 && lines(out) == 1 && strstr(out, "/proc/p.png"), "plot unwritable -o before reading: (%d) %s", rc,
           out);
-    rc = run(out, sizeof out, "%s attribute %s --data %s -o /nonexistent-dir/z.png", bin(), model, data);
+    rc = test_run(out, sizeof out, "%s attribute %s --data %s -o /nonexistent-dir/z.png", bin(), model, data);
     CHECK(rc == 1 && lines(out) == 1 && strstr(out, "/nonexistent-dir/z.png"), "missing directory: (%d) %s", rc, out);
 
     /* a file at --checkpoint that is not a checkpoint: refused, kept */
@@ -117,17 +101,17 @@ static void test_fail_early(void) {
     FILE *f = fopen(ck, "wb");
     fputs("not to be lost", f);
     fclose(f);
-    rc = run(out, sizeof out, "%s attribute %s --data %s --max-tokens 64 --checkpoint %s --csv %s", bin(), model, data,
-             ck, ok);
+    rc = test_run(out, sizeof out, "%s attribute %s --data %s --max-tokens 64 --checkpoint %s --csv %s", bin(), model,
+                  data, ck, ok);
     CHECK(rc == 1 && lines(out) == 1 && strstr(out, ck) && strstr(out, "not a layermap checkpoint"),
           "a file at --checkpoint that is no checkpoint: (%d) %s", rc, out);
     char *txt = slurp(ck);
     CHECK(txt && !strcmp(txt, "not to be lost") && !exists(ok), "checkpoint untouched, no output");
     free(txt);
     /* --max-tokens 0 is an error, not "all" */
-    rc = run(out, sizeof out, "%s attribute %s --data %s --max-tokens 0", bin(), model, data);
+    rc = test_run(out, sizeof out, "%s attribute %s --data %s --max-tokens 0", bin(), model, data);
     CHECK(rc == 2 && strstr(out, "--max-tokens") && lines(out) == 1, "attribute --max-tokens 0: (%d) %s", rc, out);
-    rc = run(out, sizeof out, "%s ppl %s %s --max-tokens 0", bin(), model, data);
+    rc = test_run(out, sizeof out, "%s ppl %s %s --max-tokens 0", bin(), model, data);
     CHECK(rc == 2 && strstr(out, "--max-tokens") && lines(out) == 1, "ppl --max-tokens 0: (%d) %s", rc, out);
 }
 
@@ -150,11 +134,13 @@ static void test_long_runs(void) {
     int rc = 0;
     double secs = 0;
     const char *s = NULL;
-    CHECK(run(tmp, sizeof tmp, "cat data/calib.txt data/calib.txt > %s", twice) == 0, "make %s", twice);
+    CHECK(test_run(tmp, sizeof tmp, "cat data/calib.txt data/calib.txt > %s", twice) == 0, "make %s", twice);
     for (int copies = 2; copies <= 32; copies *= 2) {
-        if (copies > 2) CHECK(run(tmp, sizeof tmp, "cat %s %s > %s.x && mv %s.x %s", twice, twice, twice, twice, twice) == 0,
-                              "make %s", twice);
-        rc = run(out, sizeof out, "%s attribute %s --data %s %s --csv %s --progress 1", bin(), model, data, args, ref);
+        if (copies > 2)
+            CHECK(test_run(tmp, sizeof tmp, "cat %s %s > %s.x && mv %s.x %s", twice, twice, twice, twice, twice) == 0,
+                  "make %s", twice);
+        rc = test_run(out, sizeof out, "%s attribute %s --data %s %s --csv %s --progress 1", bin(), model, data, args,
+                      ref);
         secs = 0;
         s = strstr(out, "predicted, loss");
         if (s && (s = strstr(s, "), "))) secs = atof(s + 3);
@@ -171,15 +157,17 @@ static void test_long_runs(void) {
 
     /* SIGINT once the work runs (its first progress line): exit 130,
      * checkpoint kept, no output, a resume hint */
-    rc = run(out, sizeof out, "%s attribute %s --data %s %s --csv %s --checkpoint %s --progress 0.2 2>%s/log & p=$!; "
-             "while kill -0 $p 2>/dev/null && ! grep -q tok/s %s/log; do sleep 0.1; done; kill -INT $p; wait $p; echo \"exit=$?\"; cat %s/log",
-             bin(), model, data, args, cut, ck, dir, dir, dir);
+    rc = test_run(out, sizeof out,
+                  "%s attribute %s --data %s %s --csv %s --checkpoint %s --progress 0.2 2>%s/log & p=$!; "
+                  "while kill -0 $p 2>/dev/null && ! grep -q tok/s %s/log; do sleep 0.1; done; kill -INT $p; wait $p; "
+                  "echo \"exit=$?\"; cat %s/log",
+                  bin(), model, data, args, cut, ck, dir, dir, dir);
     CHECK(strstr(out, "exit=130") && exists(ck) && !exists(cut), "SIGINT: exit 130, checkpoint, no csv: %s", out);
     CHECK(strstr(out, "interrupted") && strstr(out, "run the same command again") && strstr(out, "the sums so far are in"),
           "SIGINT says how to resume: %s", out);
     /* resume: says where it starts, reports this run's rate, ends identical */
-    rc = run(out, sizeof out, "%s attribute %s --data %s %s --csv %s --checkpoint %s --resume --progress 0", bin(),
-             model, data, args, cut, ck);
+    rc = test_run(out, sizeof out, "%s attribute %s --data %s %s --csv %s --checkpoint %s --resume --progress 0", bin(),
+                  model, data, args, cut, ck);
     int k = -1, n = -1;
     s = strstr(out, "resuming from ");
     if (s && (s = strstr(s, ": "))) sscanf(s + 2, "%d of %d sequences done", &k, &n);
@@ -190,12 +178,16 @@ static void test_long_runs(void) {
 
     /* SIGTERM: 143; without a checkpoint nothing is kept */
     unlink(cut);
-    rc = run(out, sizeof out, "%s attribute %s --data %s %s --csv %s --no-checkpoint & p=$!; sleep 1; kill -TERM $p; wait $p; "
-             "echo \"exit=$?\"", bin(), model, data, args, cut);
+    rc = test_run(out, sizeof out,
+                  "%s attribute %s --data %s %s --csv %s --no-checkpoint & p=$!; sleep 1; kill -TERM $p; wait $p; "
+                  "echo \"exit=$?\"",
+                  bin(), model, data, args, cut);
     CHECK(strstr(out, "exit=143") && !exists(cut) && strstr(out, "nothing kept"), "SIGTERM: 143: %s", out);
     /* a second signal exits at once */
-    rc = run(out, sizeof out, "%s attribute %s --data %s %s --csv %s --no-checkpoint & p=$!; sleep 1; kill -INT $p; kill -INT $p; "
-             "wait $p; echo \"exit=$?\"", bin(), model, data, args, cut);
+    rc = test_run(out, sizeof out,
+                  "%s attribute %s --data %s %s --csv %s --no-checkpoint & p=$!; sleep 1; kill -INT $p; kill -INT $p; "
+                  "wait $p; echo \"exit=$?\"",
+                  bin(), model, data, args, cut);
     CHECK(strstr(out, "exit=130") && !exists(cut), "second SIGINT: 130: %s", out);
 }
 
@@ -204,35 +196,39 @@ static void test_options(void) {
     char a[800], b[800];
     snprintf(a, sizeof a, "%s/opt-a.csv", dir);
     snprintf(b, sizeof b, "%s/opt-b.csv", dir);
-    int rc = run(out, sizeof out, "%s attribute %s --data %s --seq-len 64 --max-tokens 256 --method fisher "
-                 "--threads 1 --csv %s -q", bin(), model, data, a);
+    int rc = test_run(out, sizeof out,
+                      "%s attribute %s --data %s --seq-len 64 --max-tokens 256 --method fisher "
+                      "--threads 1 --csv %s -q",
+                      bin(), model, data, a);
     CHECK(rc == 0, "--opt value: %s", out);
-    rc = run(out, sizeof out, "%s attribute %s --data=%s --seq-len=64 --max-tokens=256 --method=fisher -t 1 "
-             "--csv=%s -q -v", bin(), model, data, b);
+    rc = test_run(out, sizeof out,
+                  "%s attribute %s --data=%s --seq-len=64 --max-tokens=256 --method=fisher -t 1 "
+                  "--csv=%s -q -v",
+                  bin(), model, data, b);
     CHECK(rc == 0 && same_file(a, b), "--opt=value and -t give the same matrix: %s", out);
     CHECK(strstr(out, "sgemm") != NULL, "-v prints the BLAS kernel: %s", out);
-    rc = run(out, sizeof out, "%s ppl %s --file=%s --max-tokens=300 --seq-len=64", bin(), model, data);
+    rc = test_run(out, sizeof out, "%s ppl %s --file=%s --max-tokens=300 --seq-len=64", bin(), model, data);
     char ppl_eq[64] = "";
     const char *p = strstr(out, "perplexity ");
     if (p) snprintf(ppl_eq, sizeof ppl_eq, "%.20s", p);
-    rc |= run(out, sizeof out, "%s ppl %s -f %s --max-tokens 300 --seq-len 64", bin(), model, data);
+    rc |= test_run(out, sizeof out, "%s ppl %s -f %s --max-tokens 300 --seq-len 64", bin(), model, data);
     CHECK(rc == 0 && ppl_eq[0] && strstr(out, ppl_eq), "ppl -f FILE and --file=FILE: %s / %s", ppl_eq, out);
-    rc = run(out, sizeof out, "%s ppl %s %s --max-tokens 300 --seq-len 64", bin(), model, data);
+    rc = test_run(out, sizeof out, "%s ppl %s %s --max-tokens 300 --seq-len 64", bin(), model, data);
     CHECK(rc == 0 && ppl_eq[0] && strstr(out, ppl_eq), "ppl MODEL FILE still works: %s", out);
 
     /* -m MODEL */
-    rc = run(out, sizeof out, "%s attribute -m %s --data %s", bin(), model, data);
+    rc = test_run(out, sizeof out, "%s attribute -m %s --data %s", bin(), model, data);
     CHECK(rc == 2 && lines(out) == 1 && strstr(out, "-m takes a method; MODEL comes first"), "-m DIR: (%d) %s", rc,
           out);
-    rc = run(out, sizeof out, "%s attribute %s -m Some-Model.Q4_K_M.gguf --data %s", bin(), model, data);
+    rc = test_run(out, sizeof out, "%s attribute %s -m Some-Model.Q4_K_M.gguf --data %s", bin(), model, data);
     CHECK(rc == 2 && lines(out) == 1 && strstr(out, "-m takes a method"), "-m X.gguf (absent): (%d) %s", rc, out);
-    rc = run(out, sizeof out, "%s diff %s -m %s %s", bin(), model, model, model);
+    rc = test_run(out, sizeof out, "%s diff %s -m %s %s", bin(), model, model, model);
     CHECK(rc == 2 && lines(out) == 1 && strstr(out, "-m takes a metric"), "diff -m MODEL: (%d) %s", rc, out);
-    rc = run(out, sizeof out, "%s attribute %s -m no-such --data %s", bin(), model, data);
+    rc = test_run(out, sizeof out, "%s attribute %s -m no-such --data %s", bin(), model, data);
     CHECK(rc == 2 && lines(out) == 1 && strstr(out, "no-such") && strstr(out, "grad-weight") && strstr(out, "ablate-mean") &&
               strstr(out, "act-stats"),
           "unknown method lists the methods: %s", out);
-    rc = run(out, sizeof out, "%s attribute %s --data %s --progress=-1", bin(), model, data);
+    rc = test_run(out, sizeof out, "%s attribute %s --data %s --progress=-1", bin(), model, data);
     CHECK(rc == 2 && strstr(out, "--progress"), "--progress -1: %s", out);
 }
 
@@ -240,27 +236,29 @@ static void test_options(void) {
 static void test_compute(void) {
     char j[800];
     snprintf(j, sizeof j, "%s/compute.json", dir);
-    int rc = run(out, sizeof out, "%s attribute %s --data %s --compute fp16", bin(), gguf, data);
+    int rc = test_run(out, sizeof out, "%s attribute %s --data %s --compute fp16", bin(), gguf, data);
     CHECK(rc == 2 && lines(out) == 1 && strstr(out, "--compute") && strstr(out, "bf16-ref"), "--compute fp16: (%d) %s",
           rc, out);
-    rc = run(out, sizeof out, "%s attribute %s --data %s --seq-len 64 --max-tokens 128 -t 1 --compute bf16-ref -q -v "
-             "-o %s", bin(), gguf, data, j);
+    rc = test_run(out, sizeof out,
+                  "%s attribute %s --data %s --seq-len 64 --max-tokens 128 -t 1 --compute bf16-ref -q -v "
+                  "-o %s",
+                  bin(), gguf, data, j);
     CHECK(rc == 0 && strstr(out, "products in bf16-ref"), "--compute bf16-ref -v: (%d) %s", rc, out);
     char *t = slurp(j);
     CHECK(t && strstr(t, "\"compute\":\"bf16-ref\""), "the JSON meta names the compute: %.300s", t ? t : "(none)");
     free(t);
     int hw = lm_compute_bf16_available();
-    rc = run(out, sizeof out, "%s ppl %s %s --max-tokens 128 --seq-len 64 --compute bf16", bin(), gguf, data);
+    rc = test_run(out, sizeof out, "%s ppl %s %s --max-tokens 128 --seq-len 64 --compute bf16", bin(), gguf, data);
     if (hw)
         CHECK(rc == 0 && strstr(out, "perplexity"), "ppl --compute bf16 on a bf16 CPU: (%d) %s", rc, out);
     else
         CHECK(rc == 1 && lines(out) == 1 && strstr(out, "bf16"), "ppl --compute bf16 without bf16: (%d) %s", rc, out);
-    rc = run(out, sizeof out, "%s ppl %s %s --max-tokens 128 --seq-len 64 --compute auto", bin(), gguf, data);
+    rc = test_run(out, sizeof out, "%s ppl %s %s --max-tokens 128 --seq-len 64 --compute auto", bin(), gguf, data);
     CHECK(rc == 0 && (hw ? !strstr(out, "computing in f32") : strstr(out, "computing in f32") != NULL),
           "--compute auto (bf16 here: %d): %s", hw, out);
-    rc = run(out, sizeof out, "%s ppl %s %s --compute bf16-ref --llamacpp-arith", bin(), gguf, data);
+    rc = test_run(out, sizeof out, "%s ppl %s %s --compute bf16-ref --llamacpp-arith", bin(), gguf, data);
     CHECK(rc == 2 && lines(out) == 1 && strstr(out, "--compute f32"), "--llamacpp-arith with bf16: (%d) %s", rc, out);
-    rc = run(out, sizeof out, "%s generate %s 'Once upon' -n 4 --compute bf16-ref", bin(), gguf);
+    rc = test_run(out, sizeof out, "%s generate %s 'Once upon' -n 4 --compute bf16-ref", bin(), gguf);
     CHECK(rc == 0, "generate --compute bf16-ref: (%d) %s", rc, out);
 }
 
@@ -269,7 +267,8 @@ static void test_compute(void) {
 static void test_hub(void) {
     char cache[800];
     snprintf(cache, sizeof cache, "%s/hf/hub", dir);
-    int rc = run(out, sizeof out,
+    int rc =
+        test_run(out, sizeof out,
                  "set -e; r=%s/models--tiny-org--Stories-260K; mkdir -p $r/blobs $r/refs $r/snapshots/0123abcd; "
                  "for f in config.json model.safetensors tokenizer.json; do cp %s/$f $r/blobs/b-$f; "
                  "ln -s ../../blobs/b-$f $r/snapshots/0123abcd/$f; done; printf 0123abcd > $r/refs/main; "
@@ -277,33 +276,39 @@ static void test_hub(void) {
                  "ln -s ../../blobs/b-model.safetensors $r/snapshots/feedbeef/model.safetensors",
                  cache, model);
     CHECK(rc == 0, "build the cache: %s", out);
-    rc = run(out, sizeof out, "HF_HUB_CACHE=%s %s inspect tiny-org/Stories-260K", cache, bin());
+    rc = test_run(out, sizeof out, "HF_HUB_CACHE=%s %s inspect tiny-org/Stories-260K", cache, bin());
     CHECK(rc == 0 && strstr(out, "llama") && strstr(out, "attn.q"), "inspect ORG/NAME from $HF_HUB_CACHE: %s", out);
-    rc = run(out, sizeof out, "HF_HUB_CACHE= HF_HOME=%s/hf %s tokenize tiny-org/Stories-260K 'Once upon' --ids", dir,
-             bin());
+    rc = test_run(out, sizeof out, "HF_HUB_CACHE= HF_HOME=%s/hf %s tokenize tiny-org/Stories-260K 'Once upon' --ids",
+                  dir, bin());
     CHECK(rc == 0 && strstr(out, "1 403 407"), "tokenize ORG/NAME from $HF_HOME/hub: %s", out);
-    rc = run(out, sizeof out, "HF_HUB_CACHE= HF_HOME= HOME=%s/home %s tokenize tiny-org/Stories-260K x; mkdir -p "
-             "%s/home/.cache/huggingface && ln -sfn %s %s/home/.cache/huggingface/hub && HF_HUB_CACHE= HF_HOME= "
-             "HOME=%s/home %s tokenize tiny-org/Stories-260K 'Once upon' --ids",
-             dir, bin(), dir, cache, dir, dir, bin());
+    rc = test_run(out, sizeof out,
+                  "HF_HUB_CACHE= HF_HOME= HOME=%s/home %s tokenize tiny-org/Stories-260K x; mkdir -p "
+                  "%s/home/.cache/huggingface && ln -sfn %s %s/home/.cache/huggingface/hub && HF_HUB_CACHE= HF_HOME= "
+                  "HOME=%s/home %s tokenize tiny-org/Stories-260K 'Once upon' --ids",
+                  dir, bin(), dir, cache, dir, dir, bin());
     CHECK(strstr(out, "1 403 407") != NULL, "ORG/NAME from ~/.cache/huggingface/hub: %s", out);
-    rc = run(out, sizeof out, "HF_HUB_CACHE=%s %s attribute tiny-org/Stories-260K --revision=feedbeef --data %s "
-             "--max-tokens 64 --seq-len 32 -q", cache, bin(), data);
+    rc = test_run(out, sizeof out,
+                  "HF_HUB_CACHE=%s %s attribute tiny-org/Stories-260K --revision=feedbeef --data %s "
+                  "--max-tokens 64 --seq-len 32 -q",
+                  cache, bin(), data);
     CHECK(rc == 1 && strstr(out, "feedbeef") && strstr(out, "tokenizer"),
           "--revision HASH picks that snapshot (it has no tokenizer): (%d) %s", rc, out);
-    rc = run(out, sizeof out, "HF_HUB_CACHE=%s %s inspect tiny-org/Stories-260K --revision feedbeef", cache, bin());
+    rc =
+        test_run(out, sizeof out, "HF_HUB_CACHE=%s %s inspect tiny-org/Stories-260K --revision feedbeef", cache, bin());
     CHECK(rc == 0 && strstr(out, "llama"), "inspect --revision HASH: %s", out);
-    rc = run(out, sizeof out, "HF_HUB_CACHE=%s %s inspect tiny-org/Stories-260K --revision v9", cache, bin());
+    rc = test_run(out, sizeof out, "HF_HUB_CACHE=%s %s inspect tiny-org/Stories-260K --revision v9", cache, bin());
     CHECK(rc == 1 && lines(out) == 1 && strstr(out, "refs/v9") && strstr(out, "snapshots/v9") &&
               strstr(out, "network"),
           "unknown revision names the paths looked at: %s", out);
-    rc = run(out, sizeof out, "HF_HUB_CACHE=%s %s inspect nobody/none", cache, bin());
+    rc = test_run(out, sizeof out, "HF_HUB_CACHE=%s %s inspect nobody/none", cache, bin());
     CHECK(rc == 1 && lines(out) == 1 && strstr(out, "models--nobody--none/refs/main"),
           "not cached: one line naming the paths: %s", out);
     char j[800];
     snprintf(j, sizeof j, "%s/hub.json", dir);
-    rc = run(out, sizeof out, "HF_HUB_CACHE=%s %s attribute tiny-org/Stories-260K --data %s --max-tokens 64 "
-             "--seq-len 32 -q --json %s", cache, bin(), data, j);
+    rc = test_run(out, sizeof out,
+                  "HF_HUB_CACHE=%s %s attribute tiny-org/Stories-260K --data %s --max-tokens 64 "
+                  "--seq-len 32 -q --json %s",
+                  cache, bin(), data, j);
     char *t = slurp(j);
     CHECK(rc == 0 && t && strstr(t, "\"model\": \"Stories-260K\"") && strstr(t, "snapshots/0123abcd"),
           "attribute from a hub id; titled by the repository name: %.300s", t ? t : out);
@@ -317,9 +322,9 @@ static void test_layers(void) {
     snprintf(sel, sizeof sel, "%s/lay-sel.csv", dir);
     snprintf(sj, sizeof sj, "%s/lay-sel.json", dir);
     const char *args = "--seq-len 64 --max-tokens 256 -m grad-weight -q";
-    int rc = run(out, sizeof out, "%s attribute %s --data %s %s --csv %s", bin(), model, data, args, full);
-    rc |= run(out, sizeof out, "%s attribute %s --data %s %s --layers 1,3-4 --csv %s --json %s", bin(), model, data,
-              args, sel, sj);
+    int rc = test_run(out, sizeof out, "%s attribute %s --data %s %s --csv %s", bin(), model, data, args, full);
+    rc |= test_run(out, sizeof out, "%s attribute %s --data %s %s --layers 1,3-4 --csv %s --json %s", bin(), model,
+                   data, args, sel, sj);
     CHECK(rc == 0, "attribute --layers: %s", out);
     char *f = slurp(full), *s = slurp(sel), *j = slurp(sj);
     /* the selected CSV is the header and rows 1, 3, 4 of the full one */
@@ -338,17 +343,17 @@ static void test_layers(void) {
     CHECK(s && !strcmp(s, want), "attribute --layers 1,3-4 rows:\n%s\nwant:\n%s", s ? s : "", want);
     CHECK(j && strstr(j, "\"layers\": 3") && strstr(j, "\"layer_index\": [1, 3, 4]"), "json rows: %.500s", j ? j : "");
     free(f), free(s), free(j);
-    rc = run(out, sizeof out, "%s attribute %s --data %s %s --layers 2-9", bin(), model, data, args);
+    rc = test_run(out, sizeof out, "%s attribute %s --data %s %s --layers 2-9", bin(), model, data, args);
     CHECK(rc == 1 && strstr(out, "0-4"), "--layers past the model: (%d) %s", rc, out);
-    rc = run(out, sizeof out, "%s attribute %s --data %s %s --layers 3-1", bin(), model, data, args);
+    rc = test_run(out, sizeof out, "%s attribute %s --data %s %s --layers 3-1", bin(), model, data, args);
     CHECK(rc == 2 && strstr(out, "--layers"), "bad --layers: (%d) %s", rc, out);
 
     char ft[1024];
     model_path(ft, sizeof ft, "stories260K-ft-hf");
     snprintf(dfull, sizeof dfull, "%s/d-full.csv", dir);
     snprintf(dsel, sizeof dsel, "%s/d-sel.csv", dir);
-    rc = run(out, sizeof out, "%s diff %s %s -m all --csv %s -q && %s diff %s %s -m all --layers=4 --csv %s -q", bin(),
-             model, ft, dfull, bin(), model, ft, dsel);
+    rc = test_run(out, sizeof out, "%s diff %s %s -m all --csv %s -q && %s diff %s %s -m all --layers=4 --csv %s -q",
+                  bin(), model, ft, dfull, bin(), model, ft, dsel);
     char p1[900], p2[900];
     snprintf(p1, sizeof p1, "%s/d-full-rel.csv", dir);
     snprintf(p2, sizeof p2, "%s/d-sel-rel.csv", dir);
@@ -358,7 +363,7 @@ static void test_layers(void) {
           "diff --layers=4: only layer 4's row: %s", s ? s : out);
     free(f), free(s);
     snprintf(p1, sizeof p1, "%s/plot-sel.csv", dir);
-    rc = run(out, sizeof out, "%s plot %s --layers 3,4 --csv %s -q", bin(), sj, p1);
+    rc = test_run(out, sizeof out, "%s plot %s --layers 3,4 --csv %s -q", bin(), sj, p1);
     s = slurp(p1);
     CHECK(rc == 0 && s && lines(s) == 3 && strstr(s, "\n3,") && strstr(s, "\n4,") && !strstr(s, "\n1,"),
           "plot --layers selects rows by layer number: %s", s ? s : out);
@@ -367,10 +372,10 @@ static void test_layers(void) {
 
 /* Section 4: tokenize prints each token's text. */
 static void test_tokenize(void) {
-    int rc = run(out, sizeof out, "%s tokenize %s 'Once upon a time'", bin(), model);
+    int rc = test_run(out, sizeof out, "%s tokenize %s 'Once upon a time'", bin(), model);
     CHECK(rc == 0 && strstr(out, "     1 -> '<s>'\n   403 -> ' Once'\n   407 -> ' upon'\n   261 -> ' a'\n"),
           "decoded text per token: %s", out);
-    rc = run(out, sizeof out, "%s tokenize %s 'Once upon' --raw", bin(), model);
+    rc = test_run(out, sizeof out, "%s tokenize %s 'Once upon' --raw", bin(), model);
     CHECK(rc == 0 && strstr(out, "1\t<s>\n403\t\xe2\x96\x81Once\n"), "--raw pieces: %s", out);
 }
 
@@ -439,20 +444,20 @@ static void check_meta(const char *json_path, const char *model_file, int gguf_m
 static void test_meta(void) {
     char j[800];
     snprintf(j, sizeof j, "%s/meta-hf.json", dir);
-    int rc = run(out, sizeof out, "%s attribute %s --data %s --seq-len 64 --max-tokens 256 -t 1 -q --json %s", bin(),
-                 model, data, j);
+    int rc = test_run(out, sizeof out, "%s attribute %s --data %s --seq-len 64 --max-tokens 256 -t 1 -q --json %s",
+                      bin(), model, data, j);
     CHECK(rc == 0, "attribute --json: %s", out);
     check_meta(j, model, 0);
     snprintf(j, sizeof j, "%s/meta-gguf.json", dir);
-    rc = run(out, sizeof out, "%s attribute %s --data %s --seq-len 64 --max-tokens 256 -t 1 -q --json %s", bin(),
-             gguf, data, j);
+    rc = test_run(out, sizeof out, "%s attribute %s --data %s --seq-len 64 --max-tokens 256 -t 1 -q --json %s", bin(),
+                  gguf, data, j);
     CHECK(rc == 0, "attribute gguf --json: %s", out);
     check_meta(j, gguf, 1);
     /* diff: both models, each identified by its header */
     char ft[1024], dj[800];
     model_path(ft, sizeof ft, "stories260K-ft.gguf");
     snprintf(dj, sizeof dj, "%s/meta-diff.json", dir);
-    rc = run(out, sizeof out, "%s diff %s %s --json %s -q -t 1", bin(), gguf, ft, dj);
+    rc = test_run(out, sizeof out, "%s diff %s %s --json %s -q -t 1", bin(), gguf, ft, dj);
     char *dt = slurp(dj);
     cJSON *droot = dt ? cJSON_Parse(dt) : NULL, *dmeta = droot ? cJSON_GetObjectItem(droot, "meta") : NULL;
     cJSON *fm = dmeta ? cJSON_GetObjectItem(dmeta, "finetuned") : NULL;
@@ -469,7 +474,7 @@ static void test_meta(void) {
     /* the file re-plots; plot keeps the meta */
     char j2[800];
     snprintf(j2, sizeof j2, "%s/meta-replot.json", dir);
-    rc = run(out, sizeof out, "%s plot %s --json %s -q", bin(), j, j2);
+    rc = test_run(out, sizeof out, "%s plot %s --json %s -q", bin(), j, j2);
     char *t = slurp(j2);
     CHECK(rc == 0 && t && strstr(t, "\"meta\": {\"layermap_version\""), "plot keeps meta: %.200s", t ? t : out);
     free(t);
@@ -490,15 +495,15 @@ static void test_blind(void) {
         CHECK(!(req && *req == '1'), "%s missing and LM_REQUIRE_REAL=1", g);
         return;
     }
-    int rc = run(out, sizeof out, "%s attribute %s --data /nonexistent.txt -m act-grad", bin(), g);
+    int rc = test_run(out, sizeof out, "%s attribute %s --data /nonexistent.txt -m act-grad", bin(), g);
     CHECK(rc == 1 && count(out, "blind by construction") == 1 && strstr(out, "attn.q, attn.k") &&
               strstr(out, "attn.o, mlp.down"),
           "act-grad on gemma3 warns: %s", out);
-    rc = run(out, sizeof out, "%s attribute %s --data /nonexistent.txt -m ig", bin(), g);
+    rc = test_run(out, sizeof out, "%s attribute %s --data /nonexistent.txt -m ig", bin(), g);
     CHECK(count(out, "blind by construction") == 1, "ig on gemma3 warns: %s", out);
-    rc = run(out, sizeof out, "%s attribute %s --data /nonexistent.txt -m grad-weight", bin(), g);
+    rc = test_run(out, sizeof out, "%s attribute %s --data /nonexistent.txt -m grad-weight", bin(), g);
     CHECK(!strstr(out, "blind"), "grad-weight does not warn: %s", out);
-    rc = run(out, sizeof out, "%s attribute %s --data /nonexistent.txt -m act-grad", bin(), model);
+    rc = test_run(out, sizeof out, "%s attribute %s --data /nonexistent.txt -m act-grad", bin(), model);
     CHECK(!strstr(out, "blind"), "act-grad on llama does not warn: %s", out);
 }
 
@@ -524,7 +529,7 @@ int main(void) {
     test_blind();
     test_long_runs();
     char o2[200];
-    int rc = run(o2, sizeof o2, "ls %s | grep -c '\\.tmp\\.'", dir);
+    int rc = test_run(o2, sizeof o2, "ls %s | grep -c '\\.tmp\\.'", dir);
     CHECK(rc != 0 || atoi(o2) == 0, "temp files left in %s", dir);
     return TEST_END();
 }

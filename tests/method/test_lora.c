@@ -24,18 +24,6 @@ static const char *slurp(const char *p) {
     return buf;
 }
 
-/* Run a shell command, capture its output; exit status. */
-static int sh(char *out, size_t n, const char *cmd) {
-    char full[4096];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t len = fread(out, 1, n - 1, p);
-    out[len] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* The crafted case: 2 layers, every module 8 x 8 (a rank step of 4 costs 64).
  * Raw scores q 8, k 4, v 2, o 1 in layer 0; up 3 in layer 1; NaN, negative
  * and zero elsewhere. Gains per parameter (x 64): step 0->4 = v, 4->8 =
@@ -280,31 +268,31 @@ static void test_model_and_cli(void) {
     m->v[IDX(3, LM_MOD_DOWN)] = 50;
     CHECK_OK(lm_matrix_write_csv(m, csv, &err), &err);
     snprintf(cmd, sizeof cmd, "%s lora %s --model %s --budget-params 2k --rank 4 -o %s", bin, csv, mp, js);
-    int rc = sh(outb, sizeof outb, cmd);
+    int rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 0 && strstr(outb, "layers.3.mlp.down_proj") && strstr(outb, "of 2000 LoRA parameters"),
           "lora: rc %d %s", rc, outb);
     const char *s = slurp(js);
     CHECK(s && strstr(s, "\"down_proj\"") && strstr(s, "\"r\": 4"), "lora json: %s", s ? s : "(none)");
     snprintf(cmd, sizeof cmd, "%s lora %s --model %s --budget-params 2.5 -o %s", bin, csv, mp, js);
-    rc = sh(outb, sizeof outb, cmd);
+    rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 2 && strstr(outb, "--budget-params"), "bad budget: rc %d %s", rc, outb);
     snprintf(cmd, sizeof cmd, "%s lora %s --model %s --budget-params 1000 -o %s/x.txt", bin, csv, mp, scratch_dir());
-    rc = sh(outb, sizeof outb, cmd);
+    rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 2 && strstr(outb, "x.txt"), "bad -o: rc %d %s", rc, outb);
     snprintf(cmd, sizeof cmd, "%s lora %s --budget-params 1000 -o %s", bin, csv, js);
-    rc = sh(outb, sizeof outb, cmd);
+    rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 2 && strstr(outb, "--model"), "no model: rc %d %s", rc, outb);
     snprintf(cmd, sizeof cmd, "%s lora %s --model %s --budget-params 10 -o %s/none.json", bin, csv, mp,
              scratch_dir());
-    rc = sh(outb, sizeof outb, cmd);
+    rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 1 && strstr(outb, "budget") && !strchr(strchr(outb, '\n') ? strchr(outb, '\n') + 1 : "", '\n'),
           "tiny budget: one line, exit 1: rc %d %s", rc, outb);
     snprintf(cmd, sizeof cmd, "ls %s | grep -c none.json", scratch_dir());
-    rc = sh(outb, sizeof outb, cmd);
+    rc = test_sh(outb, sizeof outb, cmd);
     CHECK(atoi(outb) == 0, "tiny budget: no file left");
     snprintf(cmd, sizeof cmd, "%s lora %s/missing.csv --model %s --budget-params 1000 -o %s", bin, scratch_dir(), mp,
              js);
-    rc = sh(outb, sizeof outb, cmd);
+    rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 1 && strstr(outb, "missing.csv"), "missing matrix: rc %d %s", rc, outb);
     /* a 4-layer matrix for a 5-layer model: one line naming both */
     lm_matrix *four = lm_matrix_new(4);
@@ -312,10 +300,10 @@ static void test_model_and_cli(void) {
     CHECK_OK(lm_matrix_write_csv(four, csv, &err), &err);
     lm_matrix_free(four);
     snprintf(cmd, sizeof cmd, "%s lora %s --model %s --budget-params 1000 -o %s", bin, csv, mp, js);
-    rc = sh(outb, sizeof outb, cmd);
+    rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 1 && strstr(outb, "four.csv") && strstr(outb, "stories260K-hf"), "layers: rc %d %s", rc, outb);
     snprintf(cmd, sizeof cmd, "%s lora --help", bin);
-    rc = sh(outb, sizeof outb, cmd);
+    rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 0 && strstr(outb, "Greedy") && strstr(outb, "ladder"), "--help");
     lm_matrix_free(m);
     lm_model_close(model);

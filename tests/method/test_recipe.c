@@ -16,18 +16,6 @@
 
 #define IDX(l, c) ((size_t)(l) * LM_N_MODULES + (c))
 
-/* Run a shell command, capture its output; exit status. */
-static int sh(char *out, size_t n, const char *cmd) {
-    char full[4096];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t len = fread(out, 1, n - 1, p);
-    out[len] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* Is s one line (one '\n', at its end)? */
 static int one_line(const char *s) {
     const char *nl = strchr(s, '\n');
@@ -441,7 +429,7 @@ static void test_model(void) {
     snprintf(out, sizeof out, "%s/types.txt", scratch_dir());
     CHECK_OK(lm_matrix_write_csv(m, csv, &err), &err);
     snprintf(cmd, sizeof cmd, "%s recipe %s --model %s --bpw 9 -o %s", bin, csv, mp, out);
-    int rc = sh(outb, sizeof outb, cmd);
+    int rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 0 && strstr(outb, "--tensor-type '^blk\\.4\\.ffn_gate\\.weight$=") && strstr(outb, "36 tensors") &&
               strstr(outb, "token_embd.weight: q8_0"),
           "recipe: rc %d %.2000s", rc, outb);
@@ -451,38 +439,38 @@ static void test_model(void) {
     if (f) fclose(f);
     CHECK(lines == 36, "36 lines: %d", lines);
     snprintf(cmd, sizeof cmd, "%s recipe %s --model %s --bpw 2 -o %s/low.txt", bin, csv, mp, scratch_dir());
-    rc = sh(outb, sizeof outb, cmd);
+    rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 1 && strstr(outb, "below the cheapest") && one_line(outb), "low budget: rc %d %s", rc, outb);
     snprintf(cmd, sizeof cmd, "ls %s | grep -c low.txt", scratch_dir());
-    sh(outb, sizeof outb, cmd);
+    test_sh(outb, sizeof outb, cmd);
     CHECK(atoi(outb) == 0, "low budget: no file left");
     snprintf(cmd, sizeof cmd, "%s recipe %s --model %s/nope.gguf --bpw 9 -o %s", bin, csv, scratch_dir(), out);
-    rc = sh(outb, sizeof outb, cmd);
+    rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 1 && strstr(outb, "nope.gguf") && one_line(outb), "unknown model: rc %d %s", rc, outb);
     lm_matrix *four = lm_matrix_new(4);
     snprintf(csv, sizeof csv, "%s/four.csv", scratch_dir());
     CHECK_OK(lm_matrix_write_csv(four, csv, &err), &err);
     lm_matrix_free(four);
     snprintf(cmd, sizeof cmd, "%s recipe %s --model %s --bpw 9 -o %s", bin, csv, mp, out);
-    rc = sh(outb, sizeof outb, cmd);
+    rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 1 && strstr(outb, "4 layers") && strstr(outb, "stories260K.gguf"), "layers: rc %d %s", rc, outb);
     snprintf(cmd, sizeof cmd, "%s recipe %s --model %s --bpw 9 -o /nonexistent-dir/t.txt", bin, csv, mp);
-    rc = sh(outb, sizeof outb, cmd);
+    rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 1 && strstr(outb, "/nonexistent-dir/t.txt"), "not writable: rc %d %s", rc, outb);
     snprintf(cmd, sizeof cmd, "%s recipe %s --model %s --bpw x -o %s", bin, csv, mp, out);
-    rc = sh(outb, sizeof outb, cmd);
+    rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 2, "bad --bpw: rc %d %s", rc, outb);
     snprintf(cmd, sizeof cmd, "%s recipe %s --model %s --bpw 9 --output-type q3_k_m -o %s", bin, csv, mp, out);
-    rc = sh(outb, sizeof outb, cmd);
+    rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 2 && strstr(outb, "q3_k_m"), "bad type: rc %d %s", rc, outb);
     CHECK_OK(lm_matrix_normalize(m, LM_NORM_LAYER, &err), &err);
     snprintf(csv, sizeof csv, "%s/norm.json", scratch_dir());
     CHECK_OK(lm_matrix_write_json(m, csv, &err), &err);
     snprintf(cmd, sizeof cmd, "%s recipe %s --model %s --bpw 9 -o %s", bin, csv, mp, out);
-    rc = sh(outb, sizeof outb, cmd);
+    rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 1 && strstr(outb, "normalised per layer"), "layer-normalised matrix: rc %d %s", rc, outb);
     snprintf(cmd, sizeof cmd, "%s recipe --help", bin);
-    rc = sh(outb, sizeof outb, cmd);
+    rc = test_sh(outb, sizeof outb, cmd);
     CHECK(rc == 0 && strstr(outb, "Greedy") && strstr(outb, "--tensor-type-file") && strstr(outb, "q8_0"), "--help");
     lm_matrix_free(m);
     lm_model_close(model);

@@ -179,18 +179,6 @@ static void test_write(void) {
     CHECK(lm_compare_write(names, 3, st, "/nonexistent-dir/x.csv", &err) == LM_EIO, "unwritable: %s", err.msg);
 }
 
-/* Run a shell command, capture its output; exit status. */
-static int sh(char *out, size_t n, const char *cmd) {
-    char full[4096];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t len = fread(out, 1, n - 1, p);
-    out[len] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* The command: table, -o, exit codes, one-line errors. */
 static void test_cli(void) {
     const char *bin = getenv("LM_BIN");
@@ -198,7 +186,7 @@ static void test_cli(void) {
     char cmd[2048], out[16384];
     snprintf(cmd, sizeof cmd, "%s compare tests/data/compare/a.csv tests/data/compare/c.json --top 5 -o %s/c.csv", bin,
              scratch_dir());
-    int rc = sh(out, sizeof out, cmd);
+    int rc = test_sh(out, sizeof out, cmd);
     CHECK(rc == 0 && strstr(out, "spearman") && strstr(out, "(k=5)"), "compare: rc %d %s", rc, out);
     char p[1024];
     snprintf(p, sizeof p, "%s/c.csv", scratch_dir());
@@ -210,24 +198,24 @@ static void test_cli(void) {
     fputs("layer,attn.q,attn.k,attn.v,attn.o,mlp.up,mlp.down,mlp.gate\n0,1,2,3,4,5,6,7\n1,1,2,3,4,5,6,7\n", f);
     fclose(f);
     snprintf(cmd, sizeof cmd, "%s compare tests/data/compare/a.csv %s", bin, p);
-    rc = sh(out, sizeof out, cmd);
+    rc = test_sh(out, sizeof out, cmd);
     CHECK(rc == 1 && strstr(out, "a.csv") && strstr(out, "two.csv") && strchr(out, '\n') == strrchr(out, '\n'),
           "mismatch: rc %d %s", rc, out);
     snprintf(cmd, sizeof cmd, "%s compare tests/data/compare/a.csv tests/data/compare/missing.csv", bin);
-    rc = sh(out, sizeof out, cmd);
+    rc = test_sh(out, sizeof out, cmd);
     CHECK(rc == 1 && strstr(out, "missing.csv"), "missing file: rc %d %s", rc, out);
     snprintf(cmd, sizeof cmd, "%s compare tests/data/compare/a.csv tests/data/compare/b.csv --top 0", bin);
-    rc = sh(out, sizeof out, cmd);
+    rc = test_sh(out, sizeof out, cmd);
     CHECK(rc == 2 && strstr(out, "--top"), "bad --top: rc %d %s", rc, out);
     snprintf(cmd, sizeof cmd, "%s compare tests/data/compare/a.csv", bin);
-    rc = sh(out, sizeof out, cmd);
+    rc = test_sh(out, sizeof out, cmd);
     CHECK(rc == 2, "one matrix: rc %d", rc);
     snprintf(cmd, sizeof cmd, "%s compare tests/data/compare/a.csv tests/data/compare/b.csv -o %s/x.png", bin,
              scratch_dir());
-    rc = sh(out, sizeof out, cmd);
+    rc = test_sh(out, sizeof out, cmd);
     CHECK(rc == 2 && strstr(out, "x.png"), "bad -o: rc %d %s", rc, out);
     snprintf(cmd, sizeof cmd, "%s compare --help", bin);
-    rc = sh(out, sizeof out, cmd);
+    rc = test_sh(out, sizeof out, cmd);
     CHECK(rc == 0 && strstr(out, "tau-b"), "--help");
 }
 

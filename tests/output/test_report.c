@@ -163,40 +163,29 @@ static void test_errors(void) {
     CHECK(temp_files() == 0, "no temp file after faults");
 }
 
-static int sh(char *out, size_t n, const char *cmd) {
-    char full[4096];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    if (!p) return -1;
-    size_t len = fread(out, 1, n - 1, p);
-    out[len] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void test_cli(void) {
     const char *bin = getenv("LM_BIN");
     if (!bin || !*bin) bin = "build/layermap";
     char cmd[4096], out[8192];
     snprintf(cmd, sizeof cmd, "%s report tests/data/compare/a.csv tests/data/compare/b.csv -o %s", bin,
              spath("cli.html"));
-    int rc = sh(out, sizeof out, cmd);
+    int rc = test_sh(out, sizeof out, cmd);
     CHECK(rc == 0 && strstr(out, "wrote"), "report: rc %d %s", rc, out);
     snprintf(cmd, sizeof cmd, "%s report tests/data/compare/a.csv -o %s", bin, spath("x.png"));
-    rc = sh(out, sizeof out, cmd);
+    rc = test_sh(out, sizeof out, cmd);
     CHECK(rc == 2 && strstr(out, "x.png"), "bad -o: rc %d %s", rc, out);
     snprintf(cmd, sizeof cmd, "%s report tests/data/compare/a.csv", bin);
-    rc = sh(out, sizeof out, cmd);
+    rc = test_sh(out, sizeof out, cmd);
     CHECK(rc == 2 && strstr(out, "-o"), "no -o: rc %d %s", rc, out);
     snprintf(cmd, sizeof cmd, "%s report tests/data/compare/zz.csv -o %s", bin, spath("z.html"));
-    rc = sh(out, sizeof out, cmd);
+    rc = test_sh(out, sizeof out, cmd);
     CHECK(rc == 1 && strstr(out, "zz.csv") && strchr(out, '\n') == strrchr(out, '\n'), "missing: rc %d %s", rc,
           out);
     snprintf(cmd, sizeof cmd, "%s report tests/data/compare/a.csv --top x -o %s", bin, spath("z.html"));
-    rc = sh(out, sizeof out, cmd);
+    rc = test_sh(out, sizeof out, cmd);
     CHECK(rc == 2, "bad --top: rc %d", rc);
     snprintf(cmd, sizeof cmd, "%s report --help", bin);
-    rc = sh(out, sizeof out, cmd);
+    rc = test_sh(out, sizeof out, cmd);
     CHECK(rc == 0 && strstr(out, "offline"), "--help");
 }
 
