@@ -137,6 +137,10 @@ int cli_mpi_agree(int failed, lm_err *err);
  * dataset (tokens and masks hashed)? 0, or 1 on every rank as cli_mpi_agree,
  * the message naming the model or path and the rank that differs. 0 when alone. */
 int cli_mpi_same_data(const lm_model *m, const lm_dataset *d, const char *path, lm_err *err);
+/* Did every rank open models of the same layers, module shapes, dtypes and
+ * sizes as rank 0 (diff: each rank reads its share of them)? 0, or 1 on
+ * every rank as cli_mpi_agree, naming this rank's differing model. */
+int cli_mpi_same_models(lm_model *const *ms, int n, lm_err *err);
 /* Every rank ended its work at the same point (attribute canceled at a sync
  * point of the library): a non-zero exit then finalizes instead of aborting. */
 void cli_mpi_stopped_together(void);

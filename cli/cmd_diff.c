@@ -68,6 +68,19 @@ static void with_suffix(char *dst, size_t n, const char *path, const char *suffi
     snprintf(dst, n, "%.*s-%s%s", (int)(dot - path), path, suffix, dot);
 }
 
+/* Under several MPI ranks, after lm_diff or lm_diff_overlap failed: an error
+ * of the arguments (options, shapes, layers; found before any sum, alike on
+ * every rank) ends every rank with one message; any other (a read on one
+ * rank, while the others wait in the sum) ends the job from the failing
+ * rank, naming it. Nothing when alone. */
+static void diff_failed(lm_err *err) {
+    if (cli_mpi_size() < 2) return;
+    if (err->code == LM_EARG || err->code == LM_ESHAPE)
+        cli_mpi_agree(1, err);
+    else
+        cli_mpi_fail(err);
+}
+
 /* Print and write metric k of ms with its own title (and file names with
  * "-metric" when several metrics are written). 0 or 1. */
 static int emit_metric(const cli_out *base_out, lm_matrix *m, int k, int many, const lm_diff_opts *o,
@@ -118,20 +131,25 @@ static int cmd_diff_overlap(const char **paths, int n_paths, const char *metric,
     if (cli_out_check_writable(out)) goto done;
     for (int i = 0; i < n_paths; i++)
         if (cli_resolve_model(&paths[i], hub[i], sizeof hub[i], hub_name[i], 256)) goto done;
-    for (int i = 0; i < n_paths; i++) {
-        if (lm_model_open(&ms[i], paths[i], &err)) goto fail;
+    for (int i = 0; i < n_paths && !err.code; i++) {
+        if (lm_model_open(&ms[i], paths[i], &err)) break;
         if (hub_name[i][0]) snprintf(ms[i]->name, sizeof ms[i]->name, "%.*s", (int)sizeof ms[i]->name - 1, hub_name[i]);
     }
-    if (keep && keep_max >= ms[0]->cfg.n_layer) {
-        cli_errorf("--layers %s: %s has layers 0-%d", layers_s, paths[0], ms[0]->cfg.n_layer - 1);
-        goto done;
+    if (!err.code && keep && keep_max >= ms[0]->cfg.n_layer) {
+        err.code = LM_EARG;
+        snprintf(err.msg, sizeof err.msg, "--layers %.100s: %.800s has layers 0-%d", layers_s, paths[0],
+                 ms[0]->cfg.n_layer - 1);
     }
+    /* every rank opens: all fail together; the same models everywhere, so that
+     * lm_diff_overlap's checks fail alike on every rank too */
+    if (cli_mpi_agree(err.code != 0, &err) || cli_mpi_same_models(ms, n_paths, &err)) goto fail;
     lm_diff_opts o;
     lm_diff_opts_default(&o);
     o.tol = tol;
     o.threads = (int)threads;
     o.layers = keep;
     o.n_layers_mask = keep_max + 1;
+    o.dist = cli_mpi_dist(); /* NULL when alone */
     int n_pairs = (n_paths - 1) * (n_paths - 2) / 2, many = n_pairs > 1 || n_want > 1;
     rc = 0;
     for (int i = 1; i < n_paths && rc == 0; i++)
@@ -145,11 +163,19 @@ static int cmd_diff_overlap(const char **paths, int n_paths, const char *metric,
             double t0 = cli_now();
             int drc = lm_diff_overlap(ms[0], ms[i], ms[j], &o, mx, &err);
             cli_progress_end(&prog);
-            if (drc) goto fail;
+            if (drc) {
+                diff_failed(&err);
+                goto fail;
+            }
             double secs = cli_now() - t0;
+            if (cli_mpi_rank() > 0) { /* every rank holds the results; rank 0 alone writes them */
+                for (int k = 0; k < LM_OVERLAP_COUNT; k++) lm_matrix_free(mx[k]);
+                continue;
+            }
             char opts[300];
-            snprintf(opts, sizeof opts, "{\"metric\": \"%s\", \"tol\": %.17g, \"pair\": [%d, %d], \"layers\": \"%s\"}",
-                     metric, o.tol, i, j, layers_s ? layers_s : "all");
+            snprintf(opts, sizeof opts,
+                     "{\"metric\": \"%s\", \"tol\": %.17g, \"pair\": [%d, %d], \"layers\": \"%s\", \"ranks\": %d}",
+                     metric, o.tol, i, j, layers_s ? layers_s : "all", cli_mpi_size());
             cli_meta mt = {.command = "diff", .model = ms[i], .model2 = ms[j], .tokens = -1, .predicted = -1,
                            .loss = NAN, .seconds = secs, .threads = (int)threads, .options = opts};
             char *meta = cli_meta_json(&mt);
@@ -288,13 +314,20 @@ int cmd_diff(int argc, char **argv) {
     lm_model *mb = NULL, *mf = NULL;
     lm_matrix *ms[LM_DIFF_COUNT] = {0};
     int rc = 1;
-    if (lm_model_open(&mb, paths[0], &err) || lm_model_open(&mf, paths[1], &err)) goto fail;
-    if (hub_name[0][0]) snprintf(mb->name, sizeof mb->name, "%s", hub_name[0]);
-    if (hub_name[1][0]) snprintf(mf->name, sizeof mf->name, "%s", hub_name[1]);
-    if (keep && keep_max >= mb->cfg.n_layer) {
-        cli_errorf("--layers %s: %s has layers 0-%d", layers_s, paths[0], mb->cfg.n_layer - 1);
-        goto done;
+    if (!lm_model_open(&mb, paths[0], &err) && !lm_model_open(&mf, paths[1], &err)) {
+        if (hub_name[0][0]) snprintf(mb->name, sizeof mb->name, "%s", hub_name[0]);
+        if (hub_name[1][0]) snprintf(mf->name, sizeof mf->name, "%s", hub_name[1]);
+        if (keep && keep_max >= mb->cfg.n_layer) {
+            err.code = LM_EARG;
+            snprintf(err.msg, sizeof err.msg, "--layers %.100s: %.800s has layers 0-%d", layers_s, paths[0],
+                     mb->cfg.n_layer - 1);
+        }
     }
+    /* every rank opens: all fail together; the same models everywhere, so that
+     * lm_diff's checks fail alike on every rank too */
+    lm_model *pair[2] = {mb, mf};
+    if (cli_mpi_agree(err.code != 0, &err) || cli_mpi_same_models(pair, 2, &err)) goto fail;
+    o.dist = cli_mpi_dist(); /* NULL when alone: several ranks share the tensors */
     cli_progress prog;
     cli_progress_init(&prog);
     prog.unit = "B";
@@ -303,15 +336,22 @@ int cmd_diff(int argc, char **argv) {
     double t0 = cli_now();
     int drc = lm_diff(mb, mf, &o, ms, &err);
     cli_progress_end(&prog);
-    if (drc) goto fail;
+    if (drc) {
+        diff_failed(&err);
+        goto fail;
+    }
     double secs = cli_now() - t0;
+    if (cli_mpi_rank() > 0) { /* every rank holds the results; rank 0 alone writes them */
+        rc = 0;
+        goto done;
+    }
     {
         char opts[400];
         snprintf(opts, sizeof opts,
                  "{\"metric\": \"%s\", \"tol\": %.17g, \"rank_k\": %d, \"oversample\": %d, \"power_iters\": %d, "
-                 "\"seed\": %llu, \"layers\": \"%s\"}",
+                 "\"seed\": %llu, \"layers\": \"%s\", \"ranks\": %d}",
                  metric, o.tol, o.rank_k, o.oversample, o.power_iters, (unsigned long long)o.seed,
-                 layers_s ? layers_s : "all");
+                 layers_s ? layers_s : "all", cli_mpi_size());
         cli_meta mt = {.command = "diff", .model = mb, .model2 = mf, .tokens = -1, .predicted = -1, .loss = NAN,
                        .seconds = secs, .threads = (int)threads, .options = opts};
         char *meta = cli_meta_json(&mt);
@@ -330,8 +370,10 @@ int cmd_diff(int argc, char **argv) {
             for (int j = 0; j < LM_N_MODULES; j++)
                 bytes += (double)mb->layers[l].w[j]->nbytes + (double)mf->layers[l].w[j]->nbytes;
         }
-        fprintf(stderr, "layermap: diff: %d layers x %d modules, %.3g GB of weights in %.2f s (%.2f GB/s)\n",
-                ms[0]->n_layer, LM_N_MODULES, bytes / 1e9, secs, secs > 0 ? bytes / 1e9 / secs : 0.0);
+        fprintf(stderr, "layermap: diff: %d layers x %d modules, %.3g GB of weights in %.2f s (%.2f GB/s)%s\n",
+                ms[0]->n_layer, LM_N_MODULES, bytes / 1e9, secs, secs > 0 ? bytes / 1e9 / secs : 0.0,
+                cli_mpi_size() > 1 ? ", over the ranks" : "");
+        if (cli_mpi_size() > 1) fprintf(stderr, "layermap: %d ranks\n", cli_mpi_size());
     }
     if (which < LM_DIFF_COUNT) {
         rc = emit_metric(&out, ms[which], which, 0, &o, mb->name, mf->name);

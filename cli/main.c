@@ -81,12 +81,12 @@ int main(int argc, char **argv) {
     return cli_mpi_exit(run(argc, argv));
 }
 
-/* Under mpirun only attribute and ppl share out their work; every other
- * command would run once per rank and write the same files. */
+/* Under mpirun only attribute, ppl and diff share out their work; every
+ * other command would run once per rank and write the same files. */
 static int one_process_only(const char *cmd) {
-    if (cli_mpi_size() < 2 || !strcmp(cmd, "attribute") || !strcmp(cmd, "ppl")) return 0;
+    if (cli_mpi_size() < 2 || !strcmp(cmd, "attribute") || !strcmp(cmd, "ppl") || !strcmp(cmd, "diff")) return 0;
     lm_err err = {.code = LM_EARG};
-    snprintf(err.msg, sizeof err.msg, "%s runs as one process (under mpirun only attribute and ppl share their work; "
+    snprintf(err.msg, sizeof err.msg, "%s runs as one process (under mpirun only attribute, ppl and diff share their work; "
              "use -np 1)", cmd);
     cli_mpi_agree(1, &err); /* every rank fails here alike: one message, no MPI_Abort */
     return cli_error(&err);

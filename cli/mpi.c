@@ -1,5 +1,5 @@
 /*
- * mpi.c -- data parallelism over MPI ranks for `attribute` and `ppl`
+ * mpi.c -- data parallelism over MPI ranks for `attribute`, `ppl` and `diff`
  * (docs/CLUSTER.md). Built with MPI only by `make MPI=1` (mpicc, -DLM_MPI, into
  * build-mpi/); the default build compiles the one-process stubs at the end,
  * so it has no MPI header and no MPI symbol.
@@ -160,6 +160,46 @@ int cli_mpi_same_data(const lm_model *m, const lm_dataset *d, const char *path, 
     return cli_mpi_agree(bad, err);
 }
 
+/* FNV-1a over the layer count and every module's shape, dtype and size. */
+static uint64_t model_hash(const lm_model *m) {
+    uint64_t h = 1469598103934665603ull;
+    uint64_t v[5] = {(uint64_t)m->cfg.n_layer};
+    for (int l = -1; l < m->cfg.n_layer; l++)
+        for (int j = 0; j < (l < 0 ? 1 : LM_N_MODULES); j++) {
+            if (l >= 0) {
+                const lm_tensor *t = m->layers[l].w[j];
+                v[0] = (uint64_t)l * 16u + (uint64_t)j;
+                v[1] = (uint64_t)lm_tensor_rows(t);
+                v[2] = (uint64_t)lm_tensor_cols(t);
+                v[3] = (uint64_t)t->dtype;
+                v[4] = (uint64_t)t->nbytes;
+            }
+            for (int k = 0; k < 5; k++)
+                for (int b = 0; b < 8; b++) {
+                    h ^= (v[k] >> (8 * b)) & 0xff;
+                    h *= 1099511628211ull;
+                }
+        }
+    return h;
+}
+
+int cli_mpi_same_models(lm_model *const *ms, int n, lm_err *err) {
+    if (g_size < 2) return 0;
+    int bad = -1;
+    for (int i = 0; i < n; i++) {
+        uint64_t mine = model_hash(ms[i]), first = mine;
+        MPI_Bcast(&first, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+        if (mine != first && bad < 0) bad = i;
+    }
+    if (bad >= 0) {
+        err->code = LM_EARG;
+        snprintf(err->msg, sizeof err->msg,
+                 "%.800s: another model here than on rank 0 (layers, module shapes, types or sizes differ): every "
+                 "rank must read the same models", ms[bad]->path);
+    }
+    return cli_mpi_agree(bad >= 0, err);
+}
+
 void cli_mpi_stopped_together(void) { g_agreed = 1; }
 
 void cli_mpi_fail(const lm_err *err) {
@@ -210,6 +250,12 @@ int cli_mpi_same_data(const lm_model *m, const lm_dataset *d, const char *path, 
     (void)m;
     (void)d;
     (void)path;
+    (void)err;
+    return 0;
+}
+int cli_mpi_same_models(lm_model *const *ms, int n, lm_err *err) {
+    (void)ms;
+    (void)n;
     (void)err;
     return 0;
 }

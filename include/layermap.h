@@ -363,6 +363,14 @@ typedef struct lm_diff_opts {
                             * layers[l] != 0 are read and compared (other rows are NaN) */
     int n_layers_mask;
     const struct lm_backend *backend; /* NULL = the CPU backend (src/compute/backend.h) */
+    const struct lm_attr_dist *dist; /* NULL (or size 1): this process reads every tensor. Several
+                            * processes (the CLI's MPI ranks): each reads the tensors given to it
+                            * (the largest first, to the process with the fewest bytes so far:
+                            * the same plan on every process), then one sum() hands every process
+                            * every result, equal bit for bit to one process's. Every process must
+                            * make the same call. A process that fails returns at once, without
+                            * the sum: the caller must then end every process, as for
+                            * lm_attribute. Progress counts this process's bytes. */
 } lm_diff_opts;
 
 /* tol 0, rank_k 64, oversample 8, power_iters 2, a fixed seed, all cores. */

@@ -126,7 +126,8 @@ class lm_plot_opts(Structure):
 class lm_diff_opts(Structure):
     _fields_ = [("tol", c_double), ("rank_k", c_int), ("oversample", c_int), ("power_iters", c_int),
                 ("seed", c_uint64), ("threads", c_int), ("progress", PROGRESS_FN), ("progress_ctx", c_void_p),
-                ("layers", POINTER(c_uint8)), ("n_layers_mask", c_int), ("backend", c_void_p)]
+                ("layers", POINTER(c_uint8)), ("n_layers_mask", c_int), ("backend", c_void_p),
+                ("dist", c_void_p)]  # lm_attr_dist *: MPI ranks (the CLI's); NULL here
 
 
 class lm_seq(Structure):

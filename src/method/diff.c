@@ -31,6 +31,13 @@
  * (diff_stats), the products with D (gemm), the orthonormalization and the
  * small eigenproblem are its operations. Only the sums come back as doubles.
  *
+ * Several processes (lm_diff_opts.dist, the CLI's MPI ranks): every process
+ * makes the same task list and gives each task to one process, largest first
+ * to the least loaded (share_tasks); each runs its own tasks, then one sum()
+ * of the per-task results, where the other processes' slots hold -0.0 (the
+ * exact identity of IEEE addition), gives every process every result bit for
+ * bit as one process computes it.
+ *
  * Numerics: the sums are double, each tensor is summed by one thread in row
  * order, so the matrices do not depend on the thread count. The sketch and the
  * products with D run in F32 (sgemm); orthonormalization (Householder LQ) and
@@ -393,6 +400,52 @@ static int task_cmp(const void *x, const void *y) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Several processes                                                         */
+/* ------------------------------------------------------------------------ */
+
+typedef struct share_item {
+    double bytes;
+    int i;
+} share_item;
+
+static int share_cmp(const void *x, const void *y) {
+    const share_item *a = x, *b = y;
+    if (a->bytes != b->bytes) return a->bytes > b->bytes ? -1 : 1;
+    return a->i - b->i;
+}
+
+/* owner[0..n): the process of each task, for P processes: the largest first,
+ * each to the process with the fewest bytes so far (the lowest rank on a
+ * tie). A function of bytes[] and P alone: every process gets the same plan.
+ * *mine = the bytes of process me. */
+static int share_tasks(const double *bytes, int n, int P, int me, int *owner, double *mine, lm_err *err) {
+    int rc = LM_OK;
+    share_item *it = alloc_n((uint64_t)n, sizeof *it, err, "diff shares", &rc);
+    double *load = alloc_n((uint64_t)P, sizeof *load, err, "diff shares", &rc);
+    if (!rc) {
+        for (int i = 0; i < n; i++) it[i] = (share_item){bytes[i], i};
+        qsort(it, (size_t)n, sizeof *it, share_cmp);
+        for (int p = 0; p < P; p++) load[p] = 0;
+        for (int k = 0; k < n; k++) {
+            int best = 0;
+            for (int p = 1; p < P; p++)
+                if (load[p] < load[best]) best = p;
+            owner[it[k].i] = best;
+            load[best] += it[k].bytes;
+        }
+        *mine = load[me];
+    }
+    lm_free(it);
+    lm_free(load);
+    return rc;
+}
+
+/* The dist of a run of several processes, else NULL. */
+static const lm_attr_dist *several(const lm_diff_opts *o) {
+    return o->dist && o->dist->size > 1 ? o->dist : NULL;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Entry point                                                               */
 /* ------------------------------------------------------------------------ */
 
@@ -480,6 +533,8 @@ int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o, lm_
     int n_omega = 0;
     diff_ws *ws = NULL;
     int nt = 0;
+    int *owner = NULL; /* several processes: the process of each task */
+    double *red = NULL; /* several processes: the per-task results, summed */
 
     for (int k = 0; k < LM_DIFF_COUNT; k++) {
         out[k] = lm_matrix_new(n_layer);
@@ -527,6 +582,18 @@ int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o, lm_
         }
     }
     qsort(run.tasks, (size_t)run.n_tasks, sizeof(diff_task), task_cmp);
+    const lm_attr_dist *dist = several(o);
+    int n_mine = run.n_tasks;
+    if (dist) { /* this process's tasks: owner[i] == dist->rank */
+        double *bytes = alloc_n((uint64_t)run.n_tasks, sizeof(double), err, "diff shares", &rc);
+        owner = alloc_n((uint64_t)run.n_tasks, sizeof(int), err, "diff shares", &rc);
+        for (int i = 0; !rc && i < run.n_tasks; i++) bytes[i] = run.tasks[i].bytes;
+        if (!rc) rc = share_tasks(bytes, run.n_tasks, dist->size, dist->rank, owner, &run.total_bytes, err);
+        lm_free(bytes);
+        if (rc) goto done;
+        n_mine = 0;
+        for (int i = 0; i < run.n_tasks; i++) n_mine += owner[i] == dist->rank;
+    }
 
     if (n_omega) { /* made on the host, uploaded */
         run.omegas = alloc_n((uint64_t)n_omega, sizeof(float *), err, "diff sketch", &rc);
@@ -546,7 +613,7 @@ int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o, lm_
     }
 
     nt = lm_num_threads(o->threads);
-    if (nt > run.n_tasks) nt = run.n_tasks;
+    if (nt > n_mine) nt = n_mine;
     if (nt < 1) nt = 1;
     ws = alloc_n((uint64_t)nt, sizeof(diff_ws), err, "diff workers", &rc);
     if (rc) goto done;
@@ -582,6 +649,7 @@ int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o, lm_
 #pragma omp atomic capture
                 i = next++;
                 if (i >= run.n_tasks || atomic_load(&run.stop)) break;
+                if (owner && owner[i] != dist->rank) continue;
                 int trc = run_task(&run, &run.tasks[i], w, &terr);
                 if (trc) {
                     terr.code = trc;
@@ -601,6 +669,29 @@ int lm_diff(const lm_model *base, const lm_model *ft, const lm_diff_opts *o, lm_
         }
         if (o->progress) o->progress(o->progress_ctx, run.total_bytes, run.total_bytes, "diff");
     }
+    if (dist) { /* every task's results on every process: the owner's values, -0.0 elsewhere */
+        enum { PER = 6 };
+        red = alloc_n((uint64_t)run.n_tasks * PER, sizeof(double), err, "diff results", &rc);
+        if (rc) goto done;
+        for (int i = 0; i < run.n_tasks; i++) {
+            const diff_task *t = &run.tasks[i];
+            double *v = red + (size_t)i * PER;
+            int me = owner[i] == dist->rank;
+            v[0] = me ? t->st.dd : -0.0;
+            v[1] = me ? t->st.aa : -0.0;
+            v[2] = me ? t->st.bb : -0.0;
+            v[3] = me ? t->st.ab : -0.0;
+            v[4] = me ? (double)t->st.cnt : -0.0; /* exact below 2^53 */
+            v[5] = me ? t->rank : -0.0;
+        }
+        if ((rc = dist->sum(dist->ctx, red, (size_t)run.n_tasks * PER, err))) goto done;
+        for (int i = 0; i < run.n_tasks; i++) {
+            diff_task *t = &run.tasks[i];
+            const double *v = red + (size_t)i * PER;
+            t->st = (lm_diff_sums){.dd = v[0], .aa = v[1], .bb = v[2], .ab = v[3], .cnt = (int64_t)v[4]};
+            t->rank = v[5];
+        }
+    }
     fill_results(&run, base, ft, out);
 
 done:
@@ -612,6 +703,8 @@ done:
     lm_free(run.omegas);
     lm_free(run.tasks);
     lm_free(ncols);
+    lm_free(owner);
+    lm_free(red);
     if (rc)
         for (int k = 0; k < LM_DIFF_COUNT; k++) {
             lm_matrix_free(out[k]);
@@ -680,6 +773,8 @@ int lm_diff_overlap(const lm_model *base, const lm_model *a, const lm_model *b, 
     ov_task *tasks = NULL;
     float **blks = NULL;
     int n_tasks = 0, nt = 0;
+    int *owner = NULL;  /* several processes: the process of each task */
+    double *red = NULL; /* several processes: the counts, summed */
     for (int i = 0; i < n_layer; i++) n_tasks += LM_N_MODULES * layer_wanted(o, i);
     if (n_tasks == 0) return lm_fail(err, LM_EARG, "%s: none of its %d layers is selected", base->path, n_layer);
     for (int k = 0; k < LM_OVERLAP_COUNT; k++) {
@@ -711,11 +806,24 @@ int lm_diff_overlap(const lm_model *base, const lm_model *a, const lm_model *b, 
             if (t->n > max_n) max_n = t->n;
         }
     }
+    const lm_attr_dist *dist = several(o);
+    int n_mine = n_tasks;
+    if (dist) {
+        double *bytes = alloc_n((uint64_t)n_tasks, sizeof(double), err, "overlap shares", &rc);
+        owner = alloc_n((uint64_t)n_tasks, sizeof(int), err, "overlap shares", &rc);
+        for (int i = 0; !rc && i < n_tasks; i++) bytes[i] = tasks[i].bytes;
+        if (!rc) rc = share_tasks(bytes, n_tasks, dist->size, dist->rank, owner, &run.total_bytes, err);
+        lm_free(bytes);
+        if (rc) goto done;
+        n_mine = 0;
+        for (int i = 0; i < n_tasks; i++) n_mine += owner[i] == dist->rank;
+    }
     int64_t blk_rows = BLOCK_ELEMS_STATS / max_n;
     if (blk_rows < 1) blk_rows = 1;
     if (blk_rows > BLOCK_ROWS_MAX) blk_rows = BLOCK_ROWS_MAX;
     nt = lm_num_threads(o->threads);
-    if (nt > n_tasks) nt = n_tasks;
+    if (nt > n_mine) nt = n_mine;
+    if (nt < 1) nt = 1;
     blks = alloc_n((uint64_t)nt * 3, sizeof(float *), err, "overlap blocks", &rc);
     if (rc) goto done;
     for (int i = 0; i < 3 * nt; i++) blks[i] = NULL;
@@ -735,6 +843,7 @@ int lm_diff_overlap(const lm_model *base, const lm_model *a, const lm_model *b, 
 #pragma omp atomic capture
             i = next++;
             if (i >= n_tasks || atomic_load(&run.stop)) break;
+            if (owner && owner[i] != dist->rank) continue;
             int trc = ov_run(&run, &tasks[i], mine, blk_rows, &terr);
             if (trc) {
                 terr.code = trc;
@@ -749,6 +858,15 @@ int lm_diff_overlap(const lm_model *base, const lm_model *a, const lm_model *b, 
         goto done;
     }
     if (o->progress) o->progress(o->progress_ctx, run.total_bytes, run.total_bytes, "diff");
+    if (dist) { /* every task's counts on every process: the owner's, -0.0 elsewhere (exact below 2^53) */
+        red = alloc_n((uint64_t)n_tasks * 3, sizeof(double), err, "overlap results", &rc);
+        if (rc) goto done;
+        for (int i = 0; i < n_tasks; i++)
+            for (int k = 0; k < 3; k++) red[3 * i + k] = owner[i] == dist->rank ? (double)tasks[i].cnt[k] : -0.0;
+        if ((rc = dist->sum(dist->ctx, red, (size_t)n_tasks * 3, err))) goto done;
+        for (int i = 0; i < n_tasks; i++)
+            for (int k = 0; k < 3; k++) tasks[i].cnt[k] = (int64_t)red[3 * i + k];
+    }
     for (int i = 0; i < n_tasks; i++) {
         const ov_task *t = &tasks[i];
         int64_t na = t->cnt[0], nb = t->cnt[1], nab = t->cnt[2], all = t->m * t->n;
@@ -769,6 +887,8 @@ done:
         for (int i = 0; i < 3 * nt; i++) run.be->release(run.be, blks[i]);
     lm_free(blks);
     lm_free(tasks);
+    lm_free(owner);
+    lm_free(red);
     if (rc)
         for (int k = 0; k < LM_OVERLAP_COUNT; k++) {
             lm_matrix_free(out[k]);

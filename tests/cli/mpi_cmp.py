@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""mpi_cmp.py REF.json GOT.json [RANKS]: the matrices of an attribute run
-under mpirun against the one-process run (tests/cli/test_mpi.sh).
+"""mpi_cmp.py [--exact] REF.json GOT.json [RANKS]: the matrices of an
+attribute run under mpirun against the one-process run (tests/cli/test_mpi.sh);
+--exact (diff, whose cells are each computed whole by one rank): equal bit for
+bit, as the JSON's 17 significant digits show.
 
 Both runs add the same float64 per-sample contributions, in another order
 and grouping (each rank's partial sum, then the reduction): each cell differs
@@ -34,8 +36,13 @@ def close(a, b, tol):
 
 
 def main():
-    ref, got = load(sys.argv[1]), load(sys.argv[2])
-    ranks = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    global REL
+    args = sys.argv[1:]
+    if args and args[0] == "--exact":  # diff: every cell computed whole by one rank, so bit for bit equal
+        REL = 0.0
+        args = args[1:]
+    ref, got = load(args[0]), load(args[1])
+    ranks = int(args[2]) if len(args) > 2 else None
     bad = 0
     if [m["method"] for m in ref] != [m["method"] for m in got]:
         print(f"mpi_cmp: methods {[m['method'] for m in ref]} vs {[m['method'] for m in got]}")

@@ -85,8 +85,10 @@ mpi() { # mpi NP TIMEOUT ARGS...: the MPI build under mpirun on this host
     timeout -k 5 "$lim" mpirun --oversubscribe --bind-to none --mca btl self,vader,tcp \
         --mca btl_vader_single_copy_mechanism none -np "$np" "$@"
 }
-cmp_json() { # cmp_json NAME REF GOT RANKS
-    if python3 tests/cli/mpi_cmp.py "$2" "$3" "$4" >"$work/cmp.log" 2>&1; then
+cmp_json() { # cmp_json [--exact] NAME REF GOT RANKS
+    exact=
+    [ "$1" = --exact ] && { exact=--exact; shift; }
+    if python3 tests/cli/mpi_cmp.py $exact "$2" "$3" "$4" >"$work/cmp.log" 2>&1; then
         ok
     else
         bad "$1: the $4-rank matrices differ from one process's:"
@@ -200,7 +202,52 @@ expect_fail other-data-rank1 "rank 1 of 2: $work/other.txt: other data here than
 "$bin" attribute "$model" --data "$data" $common -m fisher --checkpoint "$work/other.ckpt" >/dev/null 2>&1
 expect_fail foreign-checkpoint "$work/other.ckpt: checkpoint is for method fisher, not grad-weight" 2 \
     "$mbin" attribute "$model" --data "$data" $common -m grad-weight --checkpoint "$work/other.ckpt"
-expect_fail diff-under-mpi "runs as one process" 2 "$mbin" diff "$model" "$model"
+expect_fail inspect-under-mpi "runs as one process" 2 "$mbin" inspect "$model"
+
+# ---- diff: the tensors shared among the ranks -----------------------------------
+# Each (layer, module) is computed whole by one rank, so the matrices equal
+# one process's bit for bit (--exact); the overlap of two fine-tunes too (a
+# Q8_0 copy of the base as the second: other values, the same shapes).
+ft=$models/stories260K-ft.gguf ft8=$models/stories260K-q8_0.gguf
+ft=$(cd "$(dirname "$ft")" && pwd)/$(basename "$ft") ft8=$(cd "$(dirname "$ft8")" && pwd)/$(basename "$ft8")
+"$bin" diff "$model" "$ft" -m all -q --json "$work/diff-ref.json" 2>"$work/err" ||
+    bad "diff: one process failed: $(tail -1 "$work/err")"
+"$bin" diff "$model" "$ft" "$ft8" -m all -q --json "$work/ov-ref.json" 2>"$work/err" ||
+    bad "diff overlap: one process failed: $(tail -1 "$work/err")"
+for np in 2 3; do
+    if mpi "$np" 120 "$mbin" diff "$model" "$ft" -m all -q -t 1 --json "$work/diff-$np.json" >"$work/out" 2>"$work/err"; then
+        for k in rel density cosine rank; do
+            cmp_json --exact "diff $k" "$work/diff-ref-$k.json" "$work/diff-$np-$k.json" "$np"
+        done
+    else
+        bad "diff: mpirun -np $np failed: $(tail -3 "$work/err")"
+    fi
+    if mpi "$np" 120 "$mbin" diff "$model" "$ft" "$ft8" -m all -q -t 1 --json "$work/ov-$np.json" >"$work/out" \
+        2>"$work/err"; then
+        for k in jaccard overlap density-a density-b; do
+            cmp_json --exact "diff overlap $k" "$work/ov-ref-1v2-$k.json" "$work/ov-$np-1v2-$k.json" "$np"
+        done
+    else
+        bad "diff overlap: mpirun -np $np failed: $(tail -3 "$work/err")"
+    fi
+done
+# more ranks than tensors (--layers 0: 7 tensors, 9 ranks; two idle)
+if mpi 9 120 "$mbin" diff "$model" "$ft" --layers 0 -q -t 1 --json "$work/diff-9.json" >"$work/out" 2>"$work/err" &&
+    "$bin" diff "$model" "$ft" --layers 0 -q -t 1 --json "$work/diff-l0.json" 2>"$work/err1"; then
+    cmp_json --exact "diff, 9 ranks" "$work/diff-l0.json" "$work/diff-9.json" 9
+else
+    bad "diff on 9 ranks: $(tail -3 "$work/err") $(tail -1 "$work/err1")"
+fi
+# a rank that opened another model than rank 0: one message, every rank non-zero, no hang
+cat >"$work/other1.sh" <<EOF
+#!/bin/sh
+[ "\$OMPI_COMM_WORLD_RANK" = 1 ] && exec "$PWD/$mbin" diff "$model" "$ft8" -q --json "$work/x.json"
+exec "$PWD/$mbin" "\$@"
+EOF
+chmod +x "$work/other1.sh"
+expect_fail diff-other-model "another model here than on rank 0" 2 "$work/other1.sh" diff "$model" "$ft" -q \
+    --json "$work/x.json"
+if [ -e "$work/x.json" ]; then bad "diff-other-model: an output was written"; else ok; fi
 
 # ---- checkpoints: interrupted on some ranks, resumed on others -------------------
 cka="-m grad-weight,fisher,act-stats,ablate-mean $common"

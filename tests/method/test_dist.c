@@ -15,7 +15,9 @@
  * twice in a row; until_stable on 2 and 3 ranks (data order, a sample past the
  * stopping point taken back out) stops at the same sample as one process with
  * the same result, also interrupted and resumed on another rank count;
- * max_seqs with several ranks is refused. The MPI build itself is tested by
+ * max_seqs with several ranks is refused. lm_diff and lm_diff_overlap on 2
+ * and 3 ranks: each reads a part, the parts add up to the whole, and the
+ * matrices equal one process's bit for bit. The MPI build itself is tested by
  * tests/cli/test_mpi.sh.
  */
 #include "test.h"
@@ -96,6 +98,10 @@ typedef struct rank_ctx {
     int calls;
     volatile int cancel;
     lm_attr_result res[LM_METHOD_COUNT];
+    /* diff (diff[0] set): base, fine-tune(s); the results; the bytes this rank read */
+    const char *diff[3];
+    lm_matrix *dm[LM_DIFF_COUNT];
+    double diff_bytes;
     int rc;
     lm_err err;
 } rank_ctx;
@@ -132,8 +138,38 @@ static int thread_sum(void *ctx, double *buf, size_t n, lm_err *err) {
     return 0;
 }
 
+/* lm_progress_fn of diff: the last total is this rank's bytes. */
+static void diff_progress(void *ctx, double done, double total, const char *what) {
+    (void)done;
+    (void)what;
+    ((rank_ctx *)ctx)->diff_bytes = total;
+}
+
+/* diff (two models) or the overlap (three) on this rank. */
+static void rank_diff(rank_ctx *r) {
+    lm_model *m[3] = {0};
+    int n = r->diff[2] ? 3 : 2;
+    r->rc = LM_OK;
+    for (int i = 0; i < n && !r->rc; i++) r->rc = lm_model_open(&m[i], r->diff[i], &r->err);
+    if (!r->rc) {
+        lm_diff_opts o;
+        lm_diff_opts_default(&o);
+        o.threads = 1;
+        o.progress = diff_progress;
+        o.progress_ctx = r;
+        r->dist = (lm_attr_dist){.rank = r->rank, .size = r->w->size, .ctx = r, .sum = thread_sum};
+        o.dist = r->w->size > 0 ? &r->dist : NULL;
+        r->rc = n == 2 ? lm_diff(m[0], m[1], &o, r->dm, &r->err) : lm_diff_overlap(m[0], m[1], m[2], &o, r->dm, &r->err);
+    }
+    for (int i = 0; i < n; i++) lm_model_close(m[i]);
+}
+
 static void *rank_main(void *arg) {
     rank_ctx *r = arg;
+    if (r->diff[0]) {
+        rank_diff(r);
+        return NULL;
+    }
     lm_model *m = NULL;
     lm_tokenizer *tok = NULL;
     lm_dataset *ds = NULL;
@@ -245,6 +281,41 @@ static void compare_ranks(const char *what, rank_ctx *one, rank_ctx *r, int P) {
 
 static void free_results(rank_ctx *one) {
     for (int i = 0; i < one->n_methods; i++) lm_attr_result_free(&one->res[i]);
+}
+
+/* diff and the overlap on P ranks: each rank reads a part of the bytes, the
+ * parts add up to one process's, and every rank's matrices equal one
+ * process's bit for bit (each cell is one rank's, the others add -0.0). */
+static void run_diff(const char *what, const char *base, const char *ft, const char *ft2) {
+    rank_ctx one = {.diff = {base, ft, ft2}};
+    run_world(&one, 1);
+    CHECK(one.rc == LM_OK, "%s: one process: %s", what, one.err.msg);
+    int n_out = ft2 ? LM_OVERLAP_COUNT : LM_DIFF_COUNT;
+    for (int P = 2; P <= MAXP && one.rc == LM_OK; P++) {
+        rank_ctx r[MAXP];
+        memset(r, 0, sizeof r);
+        for (int p = 0; p < P; p++) r[p] = (rank_ctx){.diff = {base, ft, ft2}};
+        run_world(r, P);
+        double bytes = 0;
+        for (int p = 0; p < P; p++) {
+            CHECK(r[p].rc == LM_OK, "%s: rank %d of %d: %s", what, p, P, r[p].err.msg);
+            if (r[p].rc) continue;
+            bytes += r[p].diff_bytes;
+            CHECK(r[p].diff_bytes > 0 && r[p].diff_bytes < one.diff_bytes, "%s: rank %d of %d read %.0f of %.0f bytes",
+                  what, p, P, r[p].diff_bytes, one.diff_bytes);
+            for (int k = 0; k < n_out; k++) {
+                size_t n = (size_t)one.dm[k]->n_layer * LM_N_MODULES, same = 0;
+                for (size_t c = 0; c < n; c++)
+                    same += !memcmp(&one.dm[k]->v[c], &r[p].dm[k]->v[c], sizeof(double));
+                CHECK(same == n, "%s: matrix %d, rank %d of %d: %zu of %zu cells bit for bit one process's", what, k,
+                      p, P, same, n);
+                lm_matrix_free(r[p].dm[k]);
+            }
+        }
+        CHECK(bytes == one.diff_bytes, "%s, %d ranks: %.0f bytes read in all, one process %.0f", what, P, bytes,
+              one.diff_bytes);
+    }
+    for (int k = 0; k < n_out; k++) lm_matrix_free(one.dm[k]);
 }
 
 /* One process, then P threads with a dist: the same results. */
@@ -439,5 +510,11 @@ int main(void) {
                    .until = 0.5};
     run_resume("until-stable, ablate-mean", &um, 2, 0, 12, to_2);
     test_refused(model);
+
+    char ft[4096], ft8[4096];
+    model_path(ft, sizeof ft, "stories260K-ft.gguf");
+    model_path(ft8, sizeof ft8, "stories260K-q8_0.gguf");
+    run_diff("diff", model, ft, NULL);
+    run_diff("diff overlap", model, ft, ft8);
     return TEST_END();
 }
