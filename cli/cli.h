@@ -128,6 +128,9 @@ int cli_mpi_size(void); /* 1 when alone or built without MPI */
 const lm_attr_dist *cli_mpi_dist(void);
 /* buf[0..n) summed over every rank, the same on each (reduce to 0 + bcast). */
 int cli_mpi_sum(double *buf, size_t n);
+/* The reductions so far (the library's sum() and cli_mpi_sum): calls,
+ * doubles reduced and seconds in them, waits for slower ranks included. */
+void cli_mpi_stats(long *calls, double *doubles, double *secs);
 /* Collective, at a point every rank reaches: failed != 0 on the ranks that
  * failed (err their message). Returns 1 on every rank when any failed, with
  * err the first failing rank's message ("rank R of N: ..." when R > 0), so

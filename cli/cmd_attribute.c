@@ -562,6 +562,15 @@ loaded:
                 "%.0f GFLOP/s\n",
                 lm_compute_name(lm_engine_compute(e)), ps, t_run, t_run > 0 ? 100 * ps / t_run : 0, pf * 1e-12, pc,
                 ps > 0 ? pf / ps * 1e-9 : 0);
+        if (cli_mpi_size() > 1) { /* bench/bench_mpi.sh projects the efficiency from these */
+            long nr;
+            double nd, sr;
+            cli_mpi_stats(&nr, &nd, &sr);
+            fprintf(stderr,
+                    "layermap: MPI: %d ranks, %ld reductions of %.0f doubles in all (%.1f KB), %.3f s in them "
+                    "(waits for slower ranks included)\n",
+                    cli_mpi_size(), nr, nd, nd * 8 / 1024, sr);
+        }
     }
 
     lm_matrix *ms[2 * LM_METHOD_COUNT];

@@ -30,6 +30,8 @@
 #include <unistd.h>
 
 static int g_rank = 0, g_size = 1, g_up = 0, g_agreed = 0;
+static long g_sums;            /* dist_sum calls, */
+static double g_sum_n, g_sum_s; /* doubles and seconds in them (cli_mpi_stats) */
 static FILE *g_err; /* rank > 0: the real stderr (fd 2 goes to /dev/null) */
 
 /* Started by a launcher? Open MPI's mpirun sets OMPI_COMM_WORLD_SIZE; srun
@@ -72,6 +74,7 @@ int cli_mpi_size(void) { return g_size; }
 static int dist_sum(void *ctx, double *buf, size_t n, lm_err *err) {
     (void)ctx;
     (void)err; /* MPI's default handler (MPI_ERRORS_ARE_FATAL) ends the job on a failed call */
+    double t0 = MPI_Wtime();
     for (size_t at = 0; at < n;) {
         int c = n - at > (size_t)INT_MAX ? INT_MAX : (int)(n - at);
         if (g_rank == 0)
@@ -81,7 +84,16 @@ static int dist_sum(void *ctx, double *buf, size_t n, lm_err *err) {
         MPI_Bcast(buf + at, c, MPI_DOUBLE, 0, MPI_COMM_WORLD);
         at += (size_t)c;
     }
+    g_sums++;
+    g_sum_n += (double)n;
+    g_sum_s += MPI_Wtime() - t0;
     return 0;
+}
+
+void cli_mpi_stats(long *calls, double *doubles, double *secs) {
+    *calls = g_sums;
+    *doubles = g_sum_n;
+    *secs = g_sum_s;
 }
 
 const lm_attr_dist *cli_mpi_dist(void) {
@@ -258,6 +270,10 @@ int cli_mpi_same_models(lm_model *const *ms, int n, lm_err *err) {
     (void)n;
     (void)err;
     return 0;
+}
+void cli_mpi_stats(long *calls, double *doubles, double *secs) {
+    *calls = 0;
+    *doubles = *secs = 0;
 }
 void cli_mpi_stopped_together(void) {}
 void cli_mpi_fail(const lm_err *err) { (void)err; }
