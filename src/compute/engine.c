@@ -178,6 +178,57 @@ TABLE_FUNCS(pass_bufs, PASS_BUFFERS)
 TABLE_FUNCS(eng_rope, ROPE_BUFFERS)
 TABLE_FUNCS(eng_scratch, SCRATCH_BUFFERS)
 
+/* The fields of layer_acts that element-wise work and attention's forward
+ * remake from the others and the layer's input (layer_forward with light =
+ * 1): the normed inputs, q and k after qk-norm and rope, the softmax, the
+ * residual after attention and the GLU product. A compact set holds only the
+ * rest (the module outputs, attention's output and the norms' rstd: 0.39 of a
+ * full set for SmolLM2 at seq 512, 0.49 for a 7B) and points these into the
+ * pass's shared full set. */
+#define ACT_DERIVED(Y) Y(x) Y(qr) Y(kr) Y(P) Y(hmid) Y(x2) Y(a)
+#define DERIVED_PTR(name) &b->name,
+
+/* Is p (a field of *b) one of ACT_DERIVED? */
+static int act_derived(layer_acts *b, float **p) {
+    float **d[] = {ACT_DERIVED(DERIVED_PTR)};
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+        if (d[i] == p) return 1;
+    return 0;
+}
+
+/* Floats of a compact set. */
+static size_t layer_acts_kept_floats(const eng_dims *dm) {
+    DIMS_LOCALS(dm);
+    layer_acts t, *b = &t;
+    size_t sz[] = {ACT_BUFFERS(SIZE_OF)}, n = 0;
+    float **ptr[] = {ACT_BUFFERS(PTR_OF)};
+    for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++)
+        if (!act_derived(b, ptr[i])) n += (sz[i] + 15) & ~(size_t)15;
+    return n;
+}
+
+/* A compact set: its own block for the kept fields, the derived ones
+ * shared's (a full set). LM_ENOMEM leaves b empty; released by
+ * layer_acts_release (the block only). */
+static int layer_acts_alloc_kept(layer_acts *b, const eng_dims *dm, const lm_backend *be, const layer_acts *shared) {
+    DIMS_LOCALS(dm);
+    size_t sz[] = {ACT_BUFFERS(SIZE_OF)};
+    float **ptr[] = {ACT_BUFFERS(PTR_OF)};
+    memset(b, 0, sizeof *b);
+    b->block = be->alloc(be, layer_acts_kept_floats(dm) * sizeof(float));
+    if (!b->block) return LM_ENOMEM;
+    float *cur = b->block;
+    for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) {
+        if (act_derived(b, ptr[i])) {
+            *ptr[i] = *(float *const *)((const char *)shared + ((const char *)ptr[i] - (const char *)b));
+        } else {
+            *ptr[i] = cur;
+            cur += (sz[i] + 15) & ~(size_t)15;
+        }
+    }
+    return LM_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Weights: the dequantized-layer cache                                      */
 /* ------------------------------------------------------------------------ */
@@ -395,11 +446,16 @@ typedef struct eng_pass {
     pass_bufs hs;        /* stored layer inputs */
     float *hs_cur;       /* hs.hs_clean or hs.hs_work: which one the backward uses */
     int grad_ready;      /* the last forward prepared dL/dh for a backward */
-    /* layer intermediates: layers 0..n_store-1 keep their own set (the
-     * backward uses it as is); the others share acts[n_store], and the
-     * backward recomputes them unless the shared set still holds that layer */
+    /* layer intermediates: layers 0..n_store-1 keep their own set; the
+     * others share acts[n_store], and the backward recomputes them (their
+     * forward again) unless the shared set still holds that layer. When not
+     * every full set fits (compact), the stored sets are compact: their
+     * derived fields (ACT_DERIVED) are the shared set's, and the backward
+     * remakes those first (element-wise work and attention's forward, no
+     * product with a weight) unless the shared set holds that layer's */
     layer_acts *acts;    /* [n_sets] */
     int n_sets, n_store;
+    int compact;         /* stored sets are compact (then n_sets = n_store + 1) */
     int shared_layer;    /* layer whose intermediates the shared set holds, -1 none */
 } eng_pass;
 
@@ -426,14 +482,29 @@ static int pass_new(eng_pass **out, const eng_dims *dm, size_t act_budget, const
     ps->be = be;
     ps->shared_layer = -1;
     size_t per_layer = layer_acts_floats(dm) * sizeof(float), fit = act_budget / per_layer, L = dm->L;
-    ps->n_store = fit >= L ? (int)L : fit > 1 ? (int)fit - 1 : 0;
-    ps->n_sets = ps->n_store == (int)L ? (int)L : ps->n_store + 1;
+    size_t per_kept = layer_acts_kept_floats(dm) * sizeof(float);
+    if (fit >= L) { /* every layer keeps a full set */
+        ps->n_store = (int)L;
+        ps->n_sets = (int)L;
+    } else { /* one shared full set, then as many compact sets as the rest holds */
+        size_t rest = act_budget > per_layer ? act_budget - per_layer : 0, nk = rest / per_kept;
+        ps->compact = nk > 0;
+        ps->n_store = nk >= L ? (int)L : (int)nk;
+        ps->n_sets = ps->n_store + 1;
+    }
     int rc = LM_OK;
     if (pass_bufs_alloc(&ps->hs, dm, be) != LM_OK)
         rc = lm_nomem(err, pass_bufs_floats(dm) * sizeof(float), "stored layer inputs (lower --seq-len)");
     ps->acts = rc ? NULL : lm_calloc((size_t)ps->n_sets, sizeof *ps->acts);
     if (!rc && !ps->acts) rc = lm_nomem(err, sizeof *ps->acts, "activation table");
-    for (int i = 0; rc == LM_OK && i < ps->n_sets; i++)
+    if (rc == LM_OK && ps->compact) { /* the shared set first: the compact ones point into it */
+        if (layer_acts_alloc(&ps->acts[ps->n_store], dm, be) != LM_OK)
+            rc = lm_nomem(err, per_layer, "layer activations (lower --seq-len)");
+        for (int i = 0; rc == LM_OK && i < ps->n_store; i++)
+            if (layer_acts_alloc_kept(&ps->acts[i], dm, be, &ps->acts[ps->n_store]) != LM_OK)
+                rc = lm_nomem(err, per_kept, "layer activations (lower --seq-len or --act-cache)");
+    }
+    for (int i = 0; rc == LM_OK && !ps->compact && i < ps->n_sets; i++)
         if (layer_acts_alloc(&ps->acts[i], dm, be) != LM_OK)
             rc = lm_nomem(err, per_layer, "layer activations (lower --seq-len)");
     if (rc == LM_OK) {
@@ -706,9 +777,13 @@ static void linear_forward(lm_engine *e, float *y, const float *x, const layer_f
     } while (0)
 
 /* Forward of layer l: h_out (n, D) from h_in (n, D); every intermediate is
- * left in the layer's set of e->ps->acts for the backward. */
+ * left in the layer's set of e->ps->acts for the backward. light = 1 (a
+ * compact set, before its backward): the module outputs, attention's output
+ * and the rstd are the set's already; only the derived fields are made again,
+ * by the same calls on the same values, so bit for bit as the forward made
+ * them (no product with a weight, no hook, no intervention, no h_out). */
 static int layer_forward(lm_engine *e, int l, const float *h_in, float *h_out, int n,
-                         const lm_interv *iv, const lm_hooks *hk, lm_err *err) {
+                         const lm_interv *iv, const lm_hooks *hk, int light, lm_err *err) {
     const lm_config *c = &e->c;
     layer_f32 *w;
     int rc = weights_layer(e->w, l, &w, err);
@@ -719,13 +794,16 @@ static int layer_forward(lm_engine *e, int l, const float *h_in, float *h_out, i
     int win = layer_window(c, l);
     const float *cs = win ? e->rope.cos_l : e->rope.cos_g, *sn = win ? e->rope.sin_l : e->rope.sin_g;
     const lm_backend *be = e->be;
-    if (l >= ps->n_store) ps->shared_layer = l;
+    if (l >= ps->n_store || ps->compact) ps->shared_layer = l;
+    if (light) hk = NULL, iv = NULL;
 
     /* attention */
     be->rmsnorm_fwd(be, a->x, a->rstd1, h_in, w->attn_norm, n, D, c->norm_eps, c->norm_add_one);
-    linear_forward(e, a->q, a->x, w, l, LM_MOD_Q, n, iv);
-    linear_forward(e, a->k, a->x, w, l, LM_MOD_K, n, iv);
-    linear_forward(e, a->v, a->x, w, l, LM_MOD_V, n, iv);
+    if (!light) {
+        linear_forward(e, a->q, a->x, w, l, LM_MOD_Q, n, iv);
+        linear_forward(e, a->k, a->x, w, l, LM_MOD_K, n, iv);
+        linear_forward(e, a->v, a->x, w, l, LM_MOD_V, n, iv);
+    }
     if (hk && hk->fwd) {
         HOOK(hk->fwd(hk->ctx, l, LM_MOD_Q, a->q, a->x, n));
         HOOK(hk->fwd(hk->ctx, l, LM_MOD_K, a->k, a->x, n));
@@ -746,12 +824,12 @@ static int layer_forward(lm_engine *e, int l, const float *h_in, float *h_out, i
         if (e->ggml_compat) { /* F16 KV cache; q meets K in F16 */
             be->act_round(be, a->qr + (long)r0 * e->QD, ns, e->QD, 3);
             be->act_round(be, a->kr + (long)r0 * e->KD, ns, e->KD, 3);
-            be->act_round(be, a->v + (long)r0 * e->KD, ns, e->KD, 3);
+            if (!light) be->act_round(be, a->v + (long)r0 * e->KD, ns, e->KD, 3); /* v is kept, rounded */
         }
         be->attn_fwd(be, a->att + (long)r0 * e->QD, a->P + seg_p_off(e, s), a->qr + (long)r0 * e->QD,
                           a->kr + (long)r0 * e->KD, a->v + (long)r0 * e->KD, ns, H, KV, hd, c->attn_scale, win);
     }
-    linear_forward(e, a->o, a->att, w, l, LM_MOD_O, n, iv);
+    if (!light) linear_forward(e, a->o, a->att, w, l, LM_MOD_O, n, iv);
     if (hk && hk->fwd) HOOK(hk->fwd(hk->ctx, l, LM_MOD_O, a->o, a->att, n));
     long nD = (long)n * D;
     if (c->has_post_norms) {
@@ -763,10 +841,13 @@ static int layer_forward(lm_engine *e, int l, const float *h_in, float *h_out, i
 
     /* MLP */
     be->rmsnorm_fwd(be, a->x2, a->rstd2, a->hmid, w->ffn_norm, n, D, c->norm_eps, c->norm_add_one);
-    linear_forward(e, a->g, a->x2, w, l, LM_MOD_GATE, n, iv);
-    linear_forward(e, a->u, a->x2, w, l, LM_MOD_UP, n, iv);
+    if (!light) {
+        linear_forward(e, a->g, a->x2, w, l, LM_MOD_GATE, n, iv);
+        linear_forward(e, a->u, a->x2, w, l, LM_MOD_UP, n, iv);
+    }
     be->glu_fwd(be, a->a, a->g, a->u, (long)n * F,
                 c->act != LM_ACT_GELU_TANH ? LM_GLU_SILU : e->ggml_compat ? LM_GLU_GELU_GGML : LM_GLU_GELU);
+    if (light) return LM_OK; /* d and its rstd are kept; h_out is the next layer's stored input */
     linear_forward(e, a->d, a->a, w, l, LM_MOD_DOWN, n, iv);
     if (hk && hk->fwd) {
         HOOK(hk->fwd(hk->ctx, l, LM_MOD_UP, a->u, a->x2, n));
@@ -964,7 +1045,7 @@ static int run_layers(lm_engine *e, float *hs, int from, const lm_interv *iv, co
     int n = ps->n, L = e->c.n_layer;
     size_t stride = e->dm.S * e->dm.D;
     for (int l = from; l < L; l++) {
-        int rc = layer_forward(e, l, hs + l * stride, hs + (l + 1) * stride, n, iv, hk, err);
+        int rc = layer_forward(e, l, hs + l * stride, hs + (l + 1) * stride, n, iv, hk, 0, err);
         if (rc) return rc;
     }
     double ls = head_forward(e, hs + L * stride, n, use_loss, grad, logits, logits_from);
@@ -1009,6 +1090,11 @@ int lm_eng_forward(lm_engine *e, const lm_fwd_req *r, lm_err *err) {
                       err);
 }
 
+void lm_eng_act_layout(const lm_engine *e, int *n_store, int *compact) {
+    *n_store = e->ps->n_store;
+    *compact = e->ps->compact;
+}
+
 int lm_eng_segments(const lm_engine *e, const int **off) {
     *off = e->ps->seg;
     return e->ps->nseg;
@@ -1032,10 +1118,11 @@ int lm_eng_backward(lm_engine *e, const lm_bwd_req *r, lm_err *err) {
     float *hs = ps->hs_cur;
     for (int l = L - 1; l >= r->to; l--) {
         /* recompute this layer's intermediates (its output is not needed: the
-         * stored input of layer l+1 is already known); hooks are not re-run */
+         * stored input of layer l+1 is already known); hooks are not re-run;
+         * a compact set: only its derived fields */
         int rc = LM_OK;
-        if (l >= ps->n_store && ps->shared_layer != l)
-            rc = layer_forward(e, l, hs + l * stride, e->sc.h_redo, n, r->iv, NULL, err);
+        if (ps->shared_layer != l && (l >= ps->n_store || ps->compact))
+            rc = layer_forward(e, l, hs + l * stride, e->sc.h_redo, n, r->iv, NULL, l < ps->n_store, err);
         if (rc) return rc;
         rc = layer_backward(e, l, hs + l * stride, n, r->iv, r->hk, l > r->to, err);
         if (rc) return rc;

@@ -98,6 +98,10 @@ int lm_eng_forward_from(lm_engine *e, const lm_from_req *r, lm_err *err);
 int lm_eng_backward(lm_engine *e, const lm_bwd_req *r, lm_err *err);
 /* Row offsets of the sequences of the last pass: off[0..nseq]. Returns nseq. */
 int lm_eng_segments(const lm_engine *e, const int **off);
+/* How the pass keeps layer intermediates (--act-cache): layers 0..n_store-1
+ * keep theirs, in compact sets (compact = 1: the backward remakes their
+ * derived fields) or full ones; the others are recomputed (tests). */
+void lm_eng_act_layout(const lm_engine *e, int *n_store, int *compact);
 
 /* F32 weight of module m in layer l (dequantized, cached or streamed). */
 int lm_eng_weight(lm_engine *e, int l, int m, const float **w, lm_err *err);

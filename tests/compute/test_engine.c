@@ -405,6 +405,70 @@ static void check_resume(void) {
     lm_model_close(m);
 }
 
+/* The ways a pass keeps layer intermediates (--act-cache) give the same
+ * numbers bit for bit: every layer's full set, compact sets for some or all
+ * layers (their derived fields remade before the backward), none (every
+ * layer's forward again). Budgets are found by scanning, so that each layout
+ * is met whatever the buffer sizes; methods with backwards (one, several,
+ * ig's many) over both reference sequences packed in one pass. */
+static void check_act_layouts(const char *model_dir, const char *ref_path, int compat) {
+    lm_err err = {0};
+    lm_model *m = NULL;
+    refdata rd;
+    CHECK_OK(lm_st_open(&ref, ref_path, &err), &err);
+    CHECK_OK(lm_model_open(&m, model_dir, &err), &err);
+    if (!ref || !m) return;
+    load_refdata(&rd);
+    const lm_method meths[] = {LM_METHOD_GRAD_WEIGHT, LM_METHOD_FISHER, LM_METHOD_ACT_GRAD, LM_METHOD_GRAD_NORM,
+                               LM_METHOD_IG};
+    enum { NM = sizeof meths / sizeof meths[0] };
+    int L = m->cfg.n_layer;
+    /* layouts: 0 none kept, 1 some compact, 2 all compact, 3 all full */
+    size_t budget[4] = {0};
+    for (double b = 4096; b < 1e9 && !budget[3]; b *= 1.1) {
+        lm_engine *e = NULL;
+        lm_engine_opts eo = {.max_seq = 64, .max_batch = 2, .act_cache_bytes = (size_t)b, .ggml_compat = compat};
+        if (lm_engine_new(&e, m, &eo, &err)) break;
+        int ns, cp;
+        lm_eng_act_layout(e, &ns, &cp);
+        int k = ns == 0 ? 0 : cp && ns < L ? 1 : cp ? 2 : 3;
+        if (!budget[k]) budget[k] = (size_t)b;
+        lm_engine_free(e);
+    }
+    lm_attr_result res[4][NM];
+    memset(res, 0, sizeof res);
+    for (int k = 3; k >= 0; k--) {
+        CHECK(budget[k] > 0, "%s: no budget gives layout %d", model_dir, k);
+        if (!budget[k]) continue;
+        lm_engine *e = NULL;
+        lm_engine_opts eo = {.max_seq = 64, .max_batch = 2, .act_cache_bytes = budget[k], .ggml_compat = compat};
+        CHECK_OK(lm_engine_new(&e, m, &eo, &err), &err);
+        if (!e) continue;
+        lm_attr_opts ao;
+        lm_attr_opts_default(&ao);
+        ao.batch = 2;
+        ao.ig_steps = 4;
+        CHECK_OK(lm_attribute_many(e, &rd.ds, meths, NM, &ao, res[k], &err), &err);
+        lm_engine_free(e);
+        for (int i = 0; k < 3 && i < NM; i++) {
+            const lm_attr_result *a = &res[3][i], *b = &res[k][i];
+            int same = a->m && b->m && !memcmp(a->m->v, b->m->v, sizeof(double) * 7 * (size_t)L) &&
+                       a->loss_sum == b->loss_sum;
+            if (a->also) same = same && b->also && !memcmp(a->also->v, b->also->v, sizeof(double) * 7 * (size_t)L);
+            CHECK(same, "%s%s: %s with activation budget %zu (layout %d) differs from every layer kept", model_dir,
+                  compat ? " (ggml arithmetic)" : "", lm_method_names[meths[i]], budget[k], k);
+        }
+    }
+    printf("== %s%s: activation layouts none / some compact / all compact / all full at %zu / %zu / %zu / %zu bytes: "
+           "identical\n", model_dir, compat ? " (ggml arithmetic)" : "", budget[0], budget[1], budget[2], budget[3]);
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < NM; i++) lm_attr_result_free(&res[k][i]);
+    free_refdata(&rd);
+    lm_st_close(ref);
+    ref = NULL;
+    lm_model_close(m);
+}
+
 /* The quantized and bf16 forms run every method and stay near the F32 result. */
 static void check_other_dtypes(void) {
     const char *forms[] = {"stories260K-hf-bf16", "stories260K-q8_0.gguf", "stories260K.gguf"};
@@ -465,6 +529,10 @@ int main(void) {
     check_model(model_path(path, sizeof path, "stories260K-hf"), st, stories, 1, 1, 1);
     check_model(model_path(path, sizeof path, "stories260K-hf"), st, stories, 1, 2u << 20, 1);
     check_model("tests/data/tiny-gemma3", "tests/data/ref/tiny-gemma3.safetensors", stories, 0, 1, 1);
+    check_act_layouts(model_path(path, sizeof path, "stories260K-hf"), st, 0);
+    check_act_layouts(model_path(path, sizeof path, "stories260K-hf"), st, 1);
+    check_act_layouts("tests/data/tiny-qwen3", "tests/data/ref/tiny-qwen3.safetensors", 0);
+    check_act_layouts("tests/data/tiny-gemma3", "tests/data/ref/tiny-gemma3.safetensors", 0);
     check_greedy();
     check_resume();
     check_other_dtypes();
