@@ -182,8 +182,8 @@ TABLE_FUNCS(eng_scratch, SCRATCH_BUFFERS)
  * remake from the others and the layer's input (layer_forward with light =
  * 1): the normed inputs, q and k after qk-norm and rope, the softmax, the
  * residual after attention and the GLU product. A compact set holds only the
- * rest (the module outputs, attention's output and the norms' rstd: 0.39 of a
- * full set for SmolLM2 at seq 512, 0.49 for a 7B) and points these into the
+ * rest (the module outputs, attention's output and the norms' rstd: 0.40 of a
+ * full set for SmolLM2 at seq 512, 0.49 for a Llama-2-7B) and points these into the
  * pass's shared full set. */
 #define ACT_DERIVED(Y) Y(x) Y(qr) Y(kr) Y(P) Y(hmid) Y(x2) Y(a)
 #define DERIVED_PTR(name) &b->name,
