@@ -25,13 +25,13 @@
 # namespaces' measured time per reduction is printed beside them. For this
 # bench's data and for the seeds' job: a 14B model, 50k tokens in samples of
 # 512 (98 samples), t_s = 512 / T14 s (T14 tokens/s of one node: default
-# 1.0, what bench/bench_14b.sh measures on this 2-core machine).
+# 1.7, what bench/bench_14b.sh measures in F32 on this 2-core machine).
 #
 #   bench/bench_mpi.sh [N_TOKENS]     default 2048
 #
 # Environment: MODEL (default $LAYERMAP_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf),
 # DATA (data/calib.txt), RUNS (3), LAYERMAP (build-mpi/layermap: make MPI=1),
-# OUTDIR (bench/.cache/mpi), NETNS (1; 0 skips the namespaces), T14 (1.0).
+# OUTDIR (bench/.cache/mpi), NETNS (1; 0 skips the namespaces), T14 (1.7).
 set -eu
 cd "$(dirname "$0")/.."
 N=${1:-2048}
@@ -42,7 +42,7 @@ RUNS=${RUNS:-3}
 LM=${LAYERMAP:-build-mpi/layermap}
 OUTDIR=${OUTDIR:-bench/.cache/mpi}
 NETNS=${NETNS:-1}
-T14=${T14:-1.0}
+T14=${T14:-1.7}
 mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 die() { echo "bench_mpi: $*" >&2; exit 1; }
