@@ -77,25 +77,15 @@ else
     fi
 fi
 if [ -z "$ns_skip" ]; then
-    # Open MPI's rsh starter runs "AGENT [options] HOST COMMAND": the command in HOST's namespace
-    cat >"$OUTDIR/agent.sh" <<EOF
-#!/bin/sh
-while [ \$# -gt 0 ]; do case "\$1" in -*) shift ;; *) break ;; esac; done
-host=\$1
-shift
-case "\$host" in
-10.78.0.1) ns=$nsa ;;
-10.78.0.2) ns=$nsb ;;
-*) echo "agent.sh: unknown host \$host" >&2; exit 1 ;;
-esac
-exec ip netns exec "\$ns" sh -c "\$*"
-EOF
+    # the launcher: tests/cli/netns_agent.sh, each host address to its namespace
+    LM_NETNS_MAP="10.78.0.1=$nsa 10.78.0.2=$nsb"
+    export LM_NETNS_MAP
     cat >"$OUTDIR/pin.sh" <<'EOF'
 #!/bin/sh
 # rank r on core r: two "machines" of one core each
 exec taskset -c "$OMPI_COMM_WORLD_RANK" "$@"
 EOF
-    chmod +x "$OUTDIR/agent.sh" "$OUTDIR/pin.sh"
+    chmod +x "$OUTDIR/pin.sh"
     printf '10.78.0.1 slots=1\n10.78.0.2 slots=1\n' >"$OUTDIR/hosts"
 fi
 
@@ -111,7 +101,7 @@ run() {
     ns2)
         # shellcheck disable=SC2086
         ip netns exec "$nsa" env -u OPENBLAS_CORETYPE mpirun --hostfile "$OUTDIR/hosts" -np 2 --bind-to none \
-            --mca plm_rsh_agent "$OUTDIR/agent.sh" --mca btl tcp,self --mca btl_tcp_if_include "$veth" \
+            --mca plm_rsh_agent "$PWD/tests/cli/netns_agent.sh" --mca btl tcp,self --mca btl_tcp_if_include "$veth" \
             --mca oob_tcp_if_include "$veth" -x OMP_NUM_THREADS -x LM_PROGRESS \
             "$OUTDIR/pin.sh" "$LMABS" $args --json "$OUTDIR/$1.json" >/dev/null 2>"$OUTDIR/$1.$r.log" ||
             { cat "$OUTDIR/$1.$r.log" >&2; die "$1 failed"; }

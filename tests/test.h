@@ -118,4 +118,21 @@ static inline const char *scratch_dir(void) {
     return dir;
 }
 
+/* lm_attribute_many of methods[0..n) over ds on a new engine of m with eo,
+ * batch 2 and ig_steps 4 (the tests' packed pair of sequences); the engine
+ * is freed. LM_OK or the error (in *err). */
+static inline int test_attr_many(const lm_model *m, const lm_dataset *ds, const lm_engine_opts *eo,
+                                 const lm_method *methods, int n, lm_attr_result *res, lm_err *err) {
+    lm_engine *e = NULL;
+    int rc = lm_engine_new(&e, m, eo, err);
+    if (rc) return rc;
+    lm_attr_opts ao;
+    lm_attr_opts_default(&ao);
+    ao.batch = 2;
+    ao.ig_steps = 4;
+    rc = lm_attribute_many(e, ds, methods, n, &ao, res, err);
+    lm_engine_free(e);
+    return rc;
+}
+
 #endif

@@ -8,6 +8,7 @@
  *   base/utf8.h    the UTF-8 validator, decoding and encoding
  *   base/fmt.h     the shape formatter of messages
  *   base/misc.h    basename, thread count, clock, half precision
+ *   base/share.h   the greedy share of weighted items among parts
  *   base/json.h    JSON parsing (cJSON through lm_malloc); not included here
  */
 #ifndef LM_BASE_H
@@ -21,6 +22,7 @@
 #include "base/file.h"
 #include "base/fmt.h"
 #include "base/misc.h"
+#include "base/share.h"
 #include "base/utf8.h"
 
 /* what files including base.h have relied on */

@@ -403,39 +403,14 @@ static int task_cmp(const void *x, const void *y) {
 /* Several processes                                                         */
 /* ------------------------------------------------------------------------ */
 
-typedef struct share_item {
-    double bytes;
-    int i;
-} share_item;
-
-static int share_cmp(const void *x, const void *y) {
-    const share_item *a = x, *b = y;
-    if (a->bytes != b->bytes) return a->bytes > b->bytes ? -1 : 1;
-    return a->i - b->i;
-}
-
-/* owner[0..n): the process of each task, for P processes: the largest first,
- * each to the process with the fewest bytes so far (the lowest rank on a
- * tie). A function of bytes[] and P alone: every process gets the same plan.
- * *mine = the bytes of process me. */
+/* owner[0..n) of tasks of bytes[], for P processes (lm_share_greedy: the
+ * largest first, each to the process with the fewest bytes so far; the same
+ * plan on every process); *mine = the bytes of process me. */
 static int share_tasks(const double *bytes, int n, int P, int me, int *owner, double *mine, lm_err *err) {
     int rc = LM_OK;
-    share_item *it = alloc_n((uint64_t)n, sizeof *it, err, "diff shares", &rc);
     double *load = alloc_n((uint64_t)P, sizeof *load, err, "diff shares", &rc);
-    if (!rc) {
-        for (int i = 0; i < n; i++) it[i] = (share_item){bytes[i], i};
-        qsort(it, (size_t)n, sizeof *it, share_cmp);
-        for (int p = 0; p < P; p++) load[p] = 0;
-        for (int k = 0; k < n; k++) {
-            int best = 0;
-            for (int p = 1; p < P; p++)
-                if (load[p] < load[best]) best = p;
-            owner[it[k].i] = best;
-            load[best] += it[k].bytes;
-        }
-        *mine = load[me];
-    }
-    lm_free(it);
+    if (!rc) rc = lm_share_greedy(bytes, n, P, owner, load, err);
+    if (!rc) *mine = load[me];
     lm_free(load);
     return rc;
 }

@@ -396,35 +396,6 @@ void lm_dataset_free(lm_dataset *d) {
 /* Shares of the data among processes                                        */
 /* ------------------------------------------------------------------------ */
 
-/* (load, part) of a min-heap entry: the fewer tokens first, then the lower part. */
-static int share_less(const int64_t *load, int a, int b) { return load[a] < load[b] || (load[a] == load[b] && a < b); }
-
-/* Restore the heap h[0..n) of parts ordered by share_less, from position i down. */
-static void share_sift(int *h, int n, const int64_t *load, int i) {
-    for (;;) {
-        int l = 2 * i + 1, r = l + 1, m = i;
-        if (l < n && share_less(load, h[l], h[m])) m = l;
-        if (r < n && share_less(load, h[r], h[m])) m = r;
-        if (m == i) return;
-        int t = h[i];
-        h[i] = h[m];
-        h[m] = t;
-        i = m;
-    }
-}
-
-/* Sample order for the greedy share: more tokens first, then the lower index. */
-typedef struct share_key {
-    int64_t tokens;
-    int index;
-} share_key;
-
-static int share_cmp(const void *pa, const void *pb) {
-    const share_key *a = pa, *b = pb;
-    if (a->tokens != b->tokens) return a->tokens > b->tokens ? -1 : 1;
-    return (a->index > b->index) - (a->index < b->index);
-}
-
 /* See layermap.h. */
 int lm_dataset_share(const lm_dataset *d, int group, int parts, int *owner, lm_err *err) {
     return lm_dataset_share_skip(d, group, parts, NULL, owner, err);
@@ -433,36 +404,17 @@ int lm_dataset_share(const lm_dataset *d, int group, int parts, int *owner, lm_e
 /* See layermap.h. */
 int lm_dataset_share_skip(const lm_dataset *d, int group, int parts, const uint8_t *skip, int *owner, lm_err *err) {
     if (group < 1 || parts < 1) return lm_fail(err, LM_EARG, "data shares: group %d and parts %d must be >= 1", group, parts);
-    int ns = d->n_seq ? (d->n_seq - 1) / group + 1 : 0, n = 0;
-    share_key *keys = lm_malloc(sizeof(share_key) * (size_t)(ns ? ns : 1));
-    int64_t *load = lm_calloc((size_t)parts, sizeof(int64_t));
-    int *heap = lm_malloc(sizeof(int) * (size_t)parts);
-    if (!keys || !load || !heap) {
-        lm_free(keys);
-        lm_free(load);
-        lm_free(heap);
-        return lm_nomem(err, sizeof(share_key) * (size_t)ns + 12 * (size_t)parts, "data shares");
-    }
+    int ns = d->n_seq ? (d->n_seq - 1) / group + 1 : 0;
+    double *tokens = lm_malloc(sizeof(double) * (size_t)(ns ? ns : 1)); /* exact: below 2^53 */
+    if (!tokens) return lm_nomem(err, sizeof(double) * (size_t)ns, "data shares");
     for (int k = 0; k < ns; k++) {
-        owner[k] = -1;
-        if (skip && skip[k]) continue;
-        keys[n].index = k;
-        keys[n].tokens = 0;
-        for (int s = k * group; s < d->n_seq && s < (k + 1) * group; s++) keys[n].tokens += d->seqs[s].n;
-        n++;
+        int64_t t = 0;
+        for (int s = k * group; s < d->n_seq && s < (k + 1) * group; s++) t += d->seqs[s].n;
+        tokens[k] = skip && skip[k] ? -1.0 : (double)t;
     }
-    qsort(keys, (size_t)n, sizeof *keys, share_cmp);
-    for (int p = 0; p < parts; p++) heap[p] = p; /* all loads 0: ordered by part already */
-    for (int i = 0; i < n; i++) {
-        int p = heap[0]; /* the part with the fewest tokens */
-        owner[keys[i].index] = p;
-        load[p] += keys[i].tokens;
-        share_sift(heap, parts, load, 0);
-    }
-    lm_free(keys);
-    lm_free(load);
-    lm_free(heap);
-    return LM_OK;
+    int rc = lm_share_greedy(tokens, ns, parts, owner, NULL, err);
+    lm_free(tokens);
+    return rc;
 }
 
 /* See layermap.h. */

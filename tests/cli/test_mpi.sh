@@ -392,30 +392,19 @@ if [ -n "$ns_skip" ]; then
     # loud, but not a failure even under LM_REQUIRE_MPI=1: a container may lack CAP_NET_ADMIN
     echo "test_mpi.sh: namespaces: SKIPPED: $ns_skip"
 else
-    # the launcher Open MPI's rsh starter calls as "AGENT [options] HOST COMMAND": the
-    # command (one shell string, as ssh would hand it to the remote shell) in HOST's namespace
-    cat >"$work/agent.sh" <<EOF
-#!/bin/sh
-while [ \$# -gt 0 ]; do case "\$1" in -*) shift ;; *) break ;; esac; done
-host=\$1
-shift
-case "\$host" in
-10.77.0.1) ns=$nsa ;;
-10.77.0.2) ns=$nsb ;;
-*) echo "agent.sh: unknown host \$host" >&2; exit 1 ;;
-esac
-exec ip netns exec "\$ns" sh -c "\$*"
-EOF
+    # the launcher: tests/cli/netns_agent.sh, each host address to its namespace
+    LM_NETNS_MAP="10.77.0.1=$nsa 10.77.0.2=$nsb"
+    export LM_NETNS_MAP
     cat >"$work/where.sh" <<EOF
 #!/bin/sh
 # each rank notes the namespace it runs in
 echo "\$OMPI_COMM_WORLD_RANK \$(ip netns identify \$\$)" >"$work/where.\$OMPI_COMM_WORLD_RANK"
 exec "\$@"
 EOF
-    chmod +x "$work/agent.sh" "$work/where.sh"
+    chmod +x "$work/where.sh"
     printf '10.77.0.1 slots=1\n10.77.0.2 slots=1\n' >"$work/hosts"
     if timeout -k 5 120 ip netns exec "$nsa" mpirun --hostfile "$work/hosts" -np 2 --bind-to none \
-        --mca plm_rsh_agent "$work/agent.sh" --mca btl tcp,self --mca btl_tcp_if_include "$veth" \
+        --mca plm_rsh_agent "$PWD/tests/cli/netns_agent.sh" --mca btl tcp,self --mca btl_tcp_if_include "$veth" \
         --mca oob_tcp_if_include "$veth" \
         -x OMP_NUM_THREADS -x LM_PROGRESS "$work/where.sh" "$PWD/$mbin" attribute "$model" \
         --data "$PWD/$data" -m "$set1" $common --json "$work/ns.json" >"$work/out" 2>"$work/err"; then

@@ -308,17 +308,10 @@ static void check_many_identical(void) {
                              LM_METHOD_WANDA, LM_METHOD_ABLATE_MEAN, LM_METHOD_IG};
     enum { NSET = sizeof set / sizeof set[0] };
     lm_attr_result res[2][NSET];
+    memset(res, 0, sizeof res);
     for (int k = 0; k < 2; k++) {
-        lm_engine *e = NULL;
         lm_engine_opts eo = {.max_seq = SL, .max_batch = 2, .act_cache_bytes = 1, .backend = k ? &wrap_backend : NULL};
-        CHECK_OK(lm_engine_new(&e, m, &eo, &err), &err);
-        if (!e) continue;
-        lm_attr_opts ao;
-        lm_attr_opts_default(&ao);
-        ao.batch = 2;
-        ao.ig_steps = 4;
-        CHECK_OK(lm_attribute_many(e, &ds, set, NSET, &ao, res[k], &err), &err);
-        lm_engine_free(e);
+        CHECK_OK(test_attr_many(m, &ds, &eo, set, NSET, res[k], &err), &err);
     }
     int same = 1;
     for (int i = 0; i < NSET; i++)
@@ -395,6 +388,8 @@ int main(void) {
     check_model("tests/data/tiny-gemma3", "tests/data/ref/tiny-gemma3.safetensors", stories, 0, 1, 1);
     check_many_identical();
     check_diff_identical();
+    /* compact activation sets remade through the interface a GPU implements */
+    check_act_layouts("tests/data/tiny-qwen3", "tests/data/ref/tiny-qwen3.safetensors", 0);
     /* every operation but the ggml-compat rounding (the CLI's --ggml-compat, checked by test_real) was used */
     int unused = 0;
     for (int i = 0; i < OP_COUNT; i++) {

@@ -427,7 +427,8 @@ static void check_act_layouts(const char *model_dir, const char *ref_path, int c
     size_t budget[4] = {0};
     for (double b = 4096; b < 1e9 && !budget[3]; b *= 1.1) {
         lm_engine *e = NULL;
-        lm_engine_opts eo = {.max_seq = 64, .max_batch = 2, .act_cache_bytes = (size_t)b, .ggml_compat = compat};
+        lm_engine_opts eo = {.max_seq = 64, .max_batch = 2, .act_cache_bytes = (size_t)b, .ggml_compat = compat,
+                             .backend = ENGINE_BACKEND};
         if (lm_engine_new(&e, m, &eo, &err)) break;
         int ns, cp;
         lm_eng_act_layout(e, &ns, &cp);
@@ -440,16 +441,9 @@ static void check_act_layouts(const char *model_dir, const char *ref_path, int c
     for (int k = 3; k >= 0; k--) {
         CHECK(budget[k] > 0, "%s: no budget gives layout %d", model_dir, k);
         if (!budget[k]) continue;
-        lm_engine *e = NULL;
-        lm_engine_opts eo = {.max_seq = 64, .max_batch = 2, .act_cache_bytes = budget[k], .ggml_compat = compat};
-        CHECK_OK(lm_engine_new(&e, m, &eo, &err), &err);
-        if (!e) continue;
-        lm_attr_opts ao;
-        lm_attr_opts_default(&ao);
-        ao.batch = 2;
-        ao.ig_steps = 4;
-        CHECK_OK(lm_attribute_many(e, &rd.ds, meths, NM, &ao, res[k], &err), &err);
-        lm_engine_free(e);
+        lm_engine_opts eo = {.max_seq = 64, .max_batch = 2, .act_cache_bytes = budget[k], .ggml_compat = compat,
+                             .backend = ENGINE_BACKEND};
+        CHECK_OK(test_attr_many(m, &rd.ds, &eo, meths, NM, res[k], &err), &err);
         for (int i = 0; k < 3 && i < NM; i++) {
             const lm_attr_result *a = &res[3][i], *b = &res[k][i];
             int same = a->m && b->m && !memcmp(a->m->v, b->m->v, sizeof(double) * 7 * (size_t)L) &&
