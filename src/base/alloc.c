@@ -57,3 +57,23 @@ char *lm_strndup(const char *s, size_t n) {
 }
 
 char *lm_strdup(const char *s) { return lm_strndup(s, strlen(s)); }
+
+void lm_bytes_put(lm_bytes *b, const void *src, size_t n) {
+    if (b->oom) return;
+    if (b->n + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->n + n) cap *= 2;
+        uint8_t *q = lm_realloc(b->p, cap);
+        if (!q) {
+            b->oom = 1;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    if (src)
+        memcpy(b->p + b->n, src, n);
+    else if (n)
+        memset(b->p + b->n, 0, n);
+    b->n += n;
+}

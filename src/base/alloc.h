@@ -22,6 +22,17 @@ void lm_free(void *p);
 char *lm_strdup(const char *s);
 char *lm_strndup(const char *s, size_t n); /* the first n bytes of s, NUL-terminated */
 
+/* A growing byte buffer (a file being built in memory): lm_bytes_put
+ * appends n bytes of src (NULL: zeros), doubling the capacity from 4 KB;
+ * after a failed allocation it sets oom and appends nothing more. Zero-
+ * initialized to start; lm_free(b.p) when done. */
+typedef struct lm_bytes {
+    uint8_t *p;
+    size_t n, cap;
+    int oom;
+} lm_bytes;
+void lm_bytes_put(lm_bytes *b, const void *src, size_t n);
+
 /* Test hook: fail the Nth allocation from now (1 = the next) and every one
  * after it, until the next arm; 0 = never. lm_fault_hits() returns how many
  * allocations were failed since the last arm. */

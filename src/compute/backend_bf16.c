@@ -256,6 +256,13 @@ static int wide_product(bf16_ctx *x, int kind, int M, int N, int K, const float 
 /* ---- HW arithmetic: oneDNN matmul on bf16 operands ---------------------- */
 
 #if LM_HAVE_DNNL
+/* The strides of a (rows, cols) operand stored row-major as it is, or
+ * transposed (stored (cols, rows)). */
+static void op_strides(int transposed, long rows, long cols, dnnl_dims_t s) {
+    s[0] = transposed ? 1 : cols;
+    s[1] = transposed ? rows : 1;
+}
+
 /* The cached primitive for this product (made on a miss), or NULL. */
 static prim_ent *prim_get(bf16_ctx *x, const prim_key *k) {
     prim_ent *free_e = NULL, *old = NULL;
@@ -278,20 +285,10 @@ static prim_ent *prim_get(bf16_ctx *x, const prim_key *k) {
     dims_of(k->kind, k->M, k->N, k->K, &ar, &ac, &br, &bc);
     dnnl_dims_t ad = {k->M, k->K}, bd = {k->K, k->N}, cd = {k->M, k->N}, cs = {k->ldc, 1};
     dnnl_dims_t as, bs;
-    if (k->kind == K_TN) { /* stored A (K, M): src (M, K) has strides (1, M) */
-        as[0] = 1;
-        as[1] = k->M;
-    } else {
-        as[0] = k->K;
-        as[1] = 1;
-    }
-    if (k->kind == K_NT) { /* stored B (N, K): weights (K, N) have strides (1, K) */
-        bs[0] = 1;
-        bs[1] = k->K;
-    } else {
-        bs[0] = k->N;
-        bs[1] = 1;
-    }
+    /* stored A (K, M) for TN: src (M, K) has strides (1, M); stored B (N, K)
+     * for NT: weights (K, N) have strides (1, K) */
+    op_strides(k->kind == K_TN, k->M, k->K, as);
+    op_strides(k->kind == K_NT, k->K, k->N, bs);
     dnnl_matmul_desc_t md;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;

@@ -11,10 +11,7 @@
 #define GGML_TYPE_F32 0
 #define GGML_MAX_NAME 64 /* ggml's tensor name limit, NUL included */
 
-typedef struct bytes {
-    uint8_t *p;
-    size_t n, cap;
-} bytes;
+typedef lm_bytes bytes;
 
 struct lm_gguf_w {
     bytes kv, info, data;
@@ -36,22 +33,8 @@ static void w_fail(lm_gguf_w *w, int rc, const char *msg, const char *what) {
 /* Append n bytes of src (NULL: zeros). */
 static void put(lm_gguf_w *w, bytes *b, const void *src, size_t n) {
     if (w->rc) return;
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n) cap *= 2;
-        uint8_t *p = lm_realloc(b->p, cap);
-        if (!p) {
-            w_fail(w, LM_ENOMEM, "out of memory writing GGUF", "buffer");
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    if (src)
-        memcpy(b->p + b->n, src, n);
-    else
-        memset(b->p + b->n, 0, n);
-    b->n += n;
+    lm_bytes_put(b, src, n);
+    if (b->oom) w_fail(w, LM_ENOMEM, "out of memory writing GGUF", "buffer");
 }
 
 /* Little-endian scalars (x86-64 and every target layermap builds for). */

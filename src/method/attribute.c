@@ -933,6 +933,18 @@ static double run_done_tokens(const attr_run *r) {
  * the counts n_samples, loss_sum, n_targets, n_tokens, n_pos_mean. */
 static size_t flat_len(const acc *a) { return (size_t)5 * a->L * NM + (size_t)a->L + a->vec_off[a->L * NM] + 5; }
 
+/* Where each of a's arrays sits in a flat array f. */
+typedef struct flat_at {
+    double *sum, *aux, *sum2, *half, *bi, *vec, *counts;
+} flat_at;
+
+static flat_at flat_layout(const acc *a, double *f) {
+    size_t LM7 = (size_t)a->L * NM;
+    flat_at v = {f, f + LM7, f + 2 * LM7, f + 3 * LM7, f + 5 * LM7, f + 5 * LM7 + a->L, NULL};
+    v.counts = v.vec + a->vec_off[a->L * NM];
+    return v;
+}
+
 /* ablate-mean's per-module output sums and their count, once its first phase
  * is over: the same on every process (summed between the phases), so that a
  * reduction must count them once. */
@@ -942,43 +954,39 @@ static int vec_global(const acc *a) { return a->def->phases > 1 && a->phase >= 1
 static void flat_pack(const acc *a, double *f, int zero_global) {
     size_t LM7 = (size_t)a->L * NM, nv = a->vec_off[a->L * NM];
     int zg = zero_global && vec_global(a);
-    memcpy(f, a->sum, sizeof(double) * LM7);
-    memcpy(f + LM7, a->aux, sizeof(double) * LM7);
-    memcpy(f + 2 * LM7, a->sum2, sizeof(double) * LM7);
-    memcpy(f + 3 * LM7, a->half, sizeof(double) * 2 * LM7);
-    f += 5 * LM7;
-    memcpy(f, a->bi, sizeof(double) * (size_t)a->L);
-    f += a->L;
+    flat_at v = flat_layout(a, f);
+    memcpy(v.sum, a->sum, sizeof(double) * LM7);
+    memcpy(v.aux, a->aux, sizeof(double) * LM7);
+    memcpy(v.sum2, a->sum2, sizeof(double) * LM7);
+    memcpy(v.half, a->half, sizeof(double) * 2 * LM7);
+    memcpy(v.bi, a->bi, sizeof(double) * (size_t)a->L);
     if (nv) {
         if (zg)
-            memset(f, 0, sizeof(double) * nv);
+            memset(v.vec, 0, sizeof(double) * nv);
         else
-            memcpy(f, a->vec, sizeof(double) * nv);
+            memcpy(v.vec, a->vec, sizeof(double) * nv);
     }
-    f += nv;
-    f[0] = a->n_samples;
-    f[1] = a->loss_sum;
-    f[2] = (double)a->n_targets;
-    f[3] = (double)a->n_tokens;
-    f[4] = zg ? 0.0 : (double)a->n_pos_mean;
+    v.counts[0] = a->n_samples;
+    v.counts[1] = a->loss_sum;
+    v.counts[2] = (double)a->n_targets;
+    v.counts[3] = (double)a->n_tokens;
+    v.counts[4] = zg ? 0.0 : (double)a->n_pos_mean;
 }
 
 static void flat_unpack(acc *a, const double *f) {
     size_t LM7 = (size_t)a->L * NM, nv = a->vec_off[a->L * NM];
-    memcpy(a->sum, f, sizeof(double) * LM7);
-    memcpy(a->aux, f + LM7, sizeof(double) * LM7);
-    memcpy(a->sum2, f + 2 * LM7, sizeof(double) * LM7);
-    memcpy(a->half, f + 3 * LM7, sizeof(double) * 2 * LM7);
-    f += 5 * LM7;
-    memcpy(a->bi, f, sizeof(double) * (size_t)a->L);
-    f += a->L;
-    if (nv) memcpy(a->vec, f, sizeof(double) * nv);
-    f += nv;
-    a->n_samples = (int)f[0];
-    a->loss_sum = f[1];
-    a->n_targets = (int64_t)f[2];
-    a->n_tokens = (int64_t)f[3];
-    a->n_pos_mean = (int64_t)f[4];
+    flat_at v = flat_layout(a, (double *)f);
+    memcpy(a->sum, v.sum, sizeof(double) * LM7);
+    memcpy(a->aux, v.aux, sizeof(double) * LM7);
+    memcpy(a->sum2, v.sum2, sizeof(double) * LM7);
+    memcpy(a->half, v.half, sizeof(double) * 2 * LM7);
+    memcpy(a->bi, v.bi, sizeof(double) * (size_t)a->L);
+    if (nv) memcpy(a->vec, v.vec, sizeof(double) * nv);
+    a->n_samples = (int)v.counts[0];
+    a->loss_sum = v.counts[1];
+    a->n_targets = (int64_t)v.counts[2];
+    a->n_tokens = (int64_t)v.counts[3];
+    a->n_pos_mean = (int64_t)v.counts[4];
 }
 
 /* Several processes with until_stable: keep a's state before a sample
@@ -1003,7 +1011,6 @@ static int acc_snapshot(acc *a, int restore, lm_err *err) {
 static void ckpt_view(const attr_run *r, int i, double *f, lm_ckpt_method *c) {
     const acc *a = &r->accs[i];
     const group *g = &r->groups[r->of_group[i]];
-    size_t LM7 = (size_t)a->L * NM, nv = a->vec_off[a->L * NM];
     memset(c, 0, sizeof *c);
     c->method = a->method;
     c->phase = a->phase;
@@ -1011,35 +1018,21 @@ static void ckpt_view(const attr_run *r, int i, double *f, lm_ckpt_method *c) {
     c->stopped_stable = a->stopped_stable;
     c->n_slots = g->ns;
     c->done = g->done;
-    c->n_sum = LM7;
+    c->n_sum = (size_t)a->L * NM;
     c->n_bi = (uint64_t)a->L;
-    c->n_vec = nv;
-    if (f) {
-        c->sum = f;
-        c->aux = f + LM7;
-        c->sum2 = f + 2 * LM7;
-        c->half = f + 3 * LM7;
-        c->bi = f + 5 * LM7;
-        c->vec = f + 5 * LM7 + a->L;
-        const double *k = f + 5 * LM7 + a->L + nv;
-        c->n_samples = (int32_t)k[0];
-        c->loss_sum = k[1];
-        c->n_targets = (int64_t)k[2];
-        c->n_tokens = (int64_t)k[3];
-        c->n_pos_mean = (int64_t)k[4];
-    } else {
-        c->sum = a->sum;
-        c->aux = a->aux;
-        c->sum2 = a->sum2;
-        c->half = a->half;
-        c->bi = a->bi;
-        c->vec = a->vec;
-        c->n_samples = a->n_samples;
-        c->loss_sum = a->loss_sum;
-        c->n_targets = a->n_targets;
-        c->n_tokens = a->n_tokens;
-        c->n_pos_mean = a->n_pos_mean;
-    }
+    c->n_vec = a->vec_off[a->L * NM];
+    flat_at v = f ? flat_layout(a, f) : (flat_at){a->sum, a->aux, a->sum2, a->half, a->bi, a->vec, NULL};
+    c->sum = v.sum;
+    c->aux = v.aux;
+    c->sum2 = v.sum2;
+    c->half = v.half;
+    c->bi = v.bi;
+    c->vec = v.vec;
+    c->n_samples = f ? (int32_t)v.counts[0] : a->n_samples;
+    c->loss_sum = f ? v.counts[1] : a->loss_sum;
+    c->n_targets = f ? (int64_t)v.counts[2] : a->n_targets;
+    c->n_tokens = f ? (int64_t)v.counts[3] : a->n_tokens;
+    c->n_pos_mean = f ? (int64_t)v.counts[4] : a->n_pos_mean;
 }
 
 /* The index in accs of the method the fingerprint lists i-th. */

@@ -48,29 +48,10 @@ static void layers_text(char *buf, size_t size, const uint8_t *keep, int n, int 
     if (!used) snprintf(buf, size, "none");
 }
 
-/* A growing byte buffer (the file being built). */
-typedef struct ckpt_buf {
-    uint8_t *p;
-    size_t n, cap;
-    int oom;
-} ckpt_buf;
+/* The file being built. */
+typedef lm_bytes ckpt_buf;
 
-static void put(ckpt_buf *b, const void *v, size_t n) {
-    if (b->oom) return;
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n) cap *= 2;
-        uint8_t *q = lm_realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    if (n) memcpy(b->p + b->n, v, n);
-    b->n += n;
-}
+static void put(ckpt_buf *b, const void *v, size_t n) { lm_bytes_put(b, v, n); }
 
 static void put_i32(ckpt_buf *b, int32_t v) { put(b, &v, 4); }
 static void put_i64(ckpt_buf *b, int64_t v) { put(b, &v, 8); }
