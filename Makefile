@@ -6,7 +6,7 @@
 #   make check      deps + test + test-cores + asan + test-report + test-llamacpp + pytest (what CI runs)
 #   make fuzz       libFuzzer harnesses of every reader in build/fuzz/ (clang; tests/fuzz/fuzz.sh runs them)
 #   make test-report  `layermap report` rendered by headless Chromium (skips without chromium)
-#   make test-peft  `layermap lora`'s JSON applied by PEFT to stories260K (venv in build/venv-peft)
+#   make test-peft  `layermap lora`'s JSON applied by PEFT to stories260K (the venv of scripts/ref_venv.sh)
 #   make test-llamacpp  `attribute --imatrix` against llama.cpp's llama-imatrix and llama-quantize
 #                   (tools from scripts/build_llamacpp.sh; skips loudly without them)
 #   make shared     liblayermap.so (-fPIC objects in build/pic) for the Python package

@@ -12,7 +12,7 @@
 #   BENCH_DIR  cache (default bench/.cache/14b): the model (made once by
 #              bench/gen_qwen_gguf.py, about 1 minute, 9 GB) and every log
 #   SHAPE      14b (default) or 7b (Qwen2.5-7B's shape, 4.7 GB)
-#   PYTHON     a python with numpy (default /root/refvenv/bin/python, else python3)
+#   PYTHON     a python with numpy (default: the venv of scripts/ref_venv.sh, made on first use)
 #   LAYERMAP   the binary (default build/layermap)
 #   SEQ        tokens of the one sequence (default 512)
 #   COMPUTE    compute modes to time attribute in (default "f32", e.g. "f32 bf16")
@@ -36,7 +36,7 @@ COMPUTE=${COMPUTE:-f32}
 PPL=${PPL:-1}
 CACHE=${LAYERMAP_CACHE:-$HOME/.cache/layermap}
 if [ -z "${PYTHON:-}" ]; then
-    if [ -x /root/refvenv/bin/python ]; then PYTHON=/root/refvenv/bin/python; else PYTHON=python3; fi
+    PYTHON=$(scripts/ref_venv.sh)
 fi
 die() { echo "bench_14b: $*" >&2; exit 1; }
 [ -x "$LAYERMAP" ] || die "$LAYERMAP not built (run make)"

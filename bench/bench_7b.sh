@@ -8,7 +8,7 @@
 # Environment:
 #   BENCH_DIR   cache (default bench/.cache/7b): the generated checkpoint (13.5 GB,
 #               made once in about 100 s, reused) and every log
-#   PYTHON      a python with numpy (default /root/refvenv/bin/python, else python3)
+#   PYTHON      a python with numpy (default: the venv of scripts/ref_venv.sh, made on first use)
 #   LAYERMAP    the binary to time (default build/layermap)
 #   MODELS      the shared test models (default ../shared/models): the tokenizer
 #               is copied from $MODELS/stories260K-hf
@@ -48,7 +48,7 @@ COLD=${COLD:-1}
 ACT_CACHE=${ACT_CACHE:-8192}
 DATA=data/calib.txt
 if [ -z "${PYTHON:-}" ]; then
-    if [ -x /root/refvenv/bin/python ]; then PYTHON=/root/refvenv/bin/python; else PYTHON=python3; fi
+    PYTHON=$(scripts/ref_venv.sh)
 fi
 CKPT=$BENCH_DIR/model
 GEN_VERSION="7b-v1 seed 7 std 0.02 shard-gb 5"

@@ -8,7 +8,7 @@
 #   MODEL      GGUF (default $LAYERMAP_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf;
 #              fetched with scripts/fetch_models.sh when missing)
 #   DATA       text file (default data/calib.txt)
-#   PY         python with torch + gguf (default /root/refvenv/bin/python)
+#   PY         python with torch + gguf (default: the venv of scripts/ref_venv.sh, made on first use)
 #   THREADS    threads for both tools (default 2)
 #   RUNS       timed runs per tool (default 1); the fastest is reported and all are
 #              listed (on a shared machine other jobs only ever slow a run down)
@@ -44,7 +44,7 @@ N=${1:-2048}
 CACHE=${LAYERMAP_CACHE:-$HOME/.cache/layermap}
 MODEL=${MODEL:-$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf}
 DATA=${DATA:-data/calib.txt}
-PY=${PY:-/root/refvenv/bin/python}
+[ -n "${PY:-}" ] || PY=$(scripts/ref_venv.sh)
 THREADS=${THREADS:-2}
 RUNS=${RUNS:-1}
 MAXWAIT=${MAXWAIT:-300}

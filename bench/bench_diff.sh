@@ -6,7 +6,7 @@
 # Environment:
 #   BENCH_DIR   cache for the generated checkpoints (default bench/.cache/diff; about
 #               2 x 2.2 GB, made once by bench/gen_synth_ckpt.py and reused)
-#   PYTHON      a python with numpy (default /root/refvenv/bin/python, else python3)
+#   PYTHON      a python with numpy (default: the venv of scripts/ref_venv.sh, made on first use)
 #   LAYERMAP    the binary to time (default build/layermap)
 #   GEN_ARGS    extra arguments for gen_synth_ckpt.py (a different shape)
 #   RUNS        warm runs of -m rel, the best is reported (default 3)
@@ -32,7 +32,7 @@ RUNS=${RUNS:-3}
 RUNS_ALL=${RUNS_ALL:-1}
 GEN_ARGS=${GEN_ARGS:-}
 if [ -z "${PYTHON:-}" ]; then
-    if [ -x /root/refvenv/bin/python ]; then PYTHON=/root/refvenv/bin/python; else PYTHON=python3; fi
+    PYTHON=$(scripts/ref_venv.sh)
 fi
 here=$(dirname "$0")
 

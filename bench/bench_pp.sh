@@ -27,7 +27,7 @@ cd "$(dirname "$0")/.."
 CACHE=${LAYERMAP_CACHE:-$HOME/.cache/layermap}
 MODEL=${MODEL:-$CACHE/SmolLM2-135M-Instruct.Q4_1.gguf}
 DATA=${DATA:-data/calib.txt}
-PY=${PY:-/root/refvenv/bin/python}
+[ -n "${PY:-}" ] || PY=$(scripts/ref_venv.sh)
 THREADS=${THREADS:-2}
 RUNS=${RUNS:-3}
 MAXWAIT=${MAXWAIT:-300}

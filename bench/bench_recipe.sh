@@ -3,8 +3,8 @@
 # mixture at the same size (layermap issue 13).
 #
 #   bench/bench_recipe.sh            SmolLM2-135M-Instruct (Q4_1 from scripts/fetch_models.sh)
-#   MODEL=gemma bench/bench_recipe.sh   Gemma 3 270M (Q4_K_M); the README's run used
-#       ATTR_ARGS="--max-tokens 2048" RUNS="q3km recipe-grad-weight" (time)
+#   MODEL=gemma bench/bench_recipe.sh   Gemma 3 270M (Q4_K_M)
+#   ATTR_ARGS="--max-tokens 2048"       a shorter calibration (the whole text by default)
 #
 # 1. the model dequantized to F32: llama-quantize --allow-requantize SRC f32.gguf F32
 # 2. one pass of `layermap attribute -m grad-weight,act-sq` over data/calib.txt (seq
@@ -14,8 +14,9 @@
 # 4. B = bits per weight of Q3_K_M's quantizable weights (bench/gguf_bpw.py)
 # 5. `layermap recipe` at B from the grad-weight matrix, and from act-sq alone (as
 #    totals, and --per-weight);
-#    uniform: every module q4_0 (the largest one-type choice not above B), token_embd
-#    as the recipe's rule (q8_0); each quantized with --tensor-type-file
+#    uniform: every module q4_0, then q5_0, token_embd as the recipe's rule (q8_0),
+#    and the grad-weight recipe at exactly each uniform file's bits per weight;
+#    each quantized with --tensor-type-file
 # 6. llama-perplexity on held-out text, 30 chunks of 512 tokens (-c 512 --chunks 30);
 #    RUNS="q3km recipe-grad-weight" limits which (a log with a final estimate is reused)
 #
@@ -63,19 +64,30 @@ for m in grad-weight act-sq act-sq-pw; do
         >"$W/$TAG-recipe-$m.log" 2>&1
     "$LM" inspect "$W/$TAG-recipe-$m.gguf" --tensors --json | python3 bench/gguf_bpw.py --check "$W/$TAG-types-$m.txt" >/dev/null
 done
-# uniform: every module q4_0, the fixed tensors as in the recipe
-sed 's/^\(\^blk[^=]*\)=.*/\1=q4_0/' "$W/$TAG-types-grad-weight.txt" >"$W/$TAG-types-uniform.txt"
-$Q --imatrix "$IM" --tensor-type-file "$W/$TAG-types-uniform.txt" "$F32" "$W/$TAG-uniform-q4_0.gguf" Q8_0 \
-    >"$W/$TAG-uniform.log" 2>&1
+# uniform: every module one type (q4_0, q5_0), the fixed tensors as in the recipe; and
+# the grad-weight recipe at exactly each uniform file's bits per weight
+for u in q4_0 q5_0; do
+    sed "s/^\(\^blk[^=]*\)=.*/\1=$u/" "$W/$TAG-types-grad-weight.txt" >"$W/$TAG-types-uniform-$u.txt"
+    $Q --imatrix "$IM" --tensor-type-file "$W/$TAG-types-uniform-$u.txt" "$F32" "$W/$TAG-uniform-$u.gguf" Q8_0 \
+        >"$W/$TAG-uniform-$u.log" 2>&1
+    BU=$(bpw "$W/$TAG-uniform-$u.gguf" | cut -d' ' -f1)
+    echo "uniform $u: $BU bits per weight over the quantizable weights"
+    "$LM" recipe "$W/$TAG-grad-weight.json" --model "$F32" --bpw "$BU" -o "$W/$TAG-types-gw-at-$u.txt" -q
+    $Q --imatrix "$IM" --tensor-type-file "$W/$TAG-types-gw-at-$u.txt" "$F32" "$W/$TAG-recipe-grad-weight-at-$u.gguf" Q8_0 \
+        >"$W/$TAG-recipe-gw-at-$u.log" 2>&1
+    "$LM" inspect "$W/$TAG-recipe-grad-weight-at-$u.gguf" --tensors --json |
+        python3 bench/gguf_bpw.py --check "$W/$TAG-types-gw-at-$u.txt" >/dev/null
+done
 
 OUT=$W/$TAG-results.txt
 : >"$OUT"
-for f in ${RUNS:-f32 q3km recipe-grad-weight recipe-act-sq recipe-act-sq-pw uniform-q4_0}; do
+for f in ${RUNS:-f32 q3km recipe-grad-weight recipe-act-sq recipe-act-sq-pw uniform-q4_0 recipe-grad-weight-at-q4_0 \
+         uniform-q5_0 recipe-grad-weight-at-q5_0}; do
     g=$W/$TAG-$f.gguf
     log=$W/$TAG-ppl-$f.log
     [ -s "$log" ] && grep -q "Final estimate" "$log" ||
         $N "$BIN/llama-perplexity" -m "$g" -f "$HELD" -c 512 --chunks 30 -t 2 >"$log" 2>&1
     ppl=$(grep -o 'Final estimate: PPL = [0-9.]* +/- [0-9.]*' "$log" | sed 's/Final estimate: PPL = //')
     size=$(stat -c %s "$g")
-    echo "$f $size $(bpw "$g" | cut -d' ' -f1) $ppl" | tee -a "$OUT"
+    echo "$f $size $ppl $(bpw "$g" | cut -d' ' -f1,4-)" | tee -a "$OUT"
 done

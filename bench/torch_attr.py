@@ -3,7 +3,7 @@
 --method grad-weight --seq-len 512` (and, with --forward-only, of the forward
 pass of `layermap ppl`), to compare speed, memory and the matrix itself.
 
-    /root/refvenv/bin/python bench/torch_attr.py MODEL.gguf --data data/calib.txt \
+    $(scripts/ref_venv.sh) bench/torch_attr.py MODEL.gguf --data data/calib.txt \
         [--ids IDS.txt] [--seq-len 512] [--max-tokens N] [--threads 2] \
         [--csv out.csv] [--json stats.json] [--forward-only] [--attn sdpa|explicit]
 

@@ -31,6 +31,18 @@ if [ "$1" = llamacpp ]; then
     }
     exit 0
 fi
+# `deps.sh chromium` (make test-report): Debian's headless-capable Chromium, only
+if [ "$1" = chromium ]; then
+    command -v chromium >/dev/null 2>&1 && exit 0
+    echo "deps: make test-report renders the report in Chromium -- installing Debian chromium" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null; } || {
+        echo "deps: apt-get install chromium failed" >&2
+        exit 1
+    }
+    exit 0
+fi
 # `deps.sh mpi` (make MPI=1, make test-mpi): Open MPI's compiler wrapper and launcher, only
 if [ "$1" = mpi ]; then
     command -v mpicc >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1 && exit 0

@@ -3,14 +3,19 @@
 # screenshot and the page: not blank (luminance variance, distinct colours),
 # every figure present (one <svg> per input, each with layers x 7 cells), no
 # console errors (Chromium's log: 'Uncaught', ':CONSOLE'). The console check
-# is first shown to catch a page that throws. Skips (exit 0, printing why)
-# when chromium is not installed.
+# is first shown to catch a page that throws. Without chromium it skips (exit
+# 0, printing why), or fails under LM_REQUIRE_CHROMIUM=1 (.ci/run installs it
+# with scripts/deps.sh chromium).
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 bin=${LM_BIN:-build/layermap}
 chrome=$(command -v chromium || command -v chromium-browser || true)
 if [ -z "$chrome" ]; then
-    echo "report_test: SKIPPED: chromium is not installed (apt-get install chromium)"
+    if [ "${LM_REQUIRE_CHROMIUM:-0}" = 1 ]; then
+        echo "report_test: FAIL: chromium is not installed and LM_REQUIRE_CHROMIUM=1 (scripts/deps.sh chromium)"
+        exit 1
+    fi
+    echo "report_test: SKIPPED: chromium is not installed (scripts/deps.sh chromium)"
     exit 0
 fi
 [ -x "$bin" ] || { echo "report_test: $bin is not built (run make)"; exit 2; }

@@ -2,7 +2,7 @@
 """Write tests/data/dequant/types.gguf: one small tensor of every block format
 layermap decodes, each next to its expected F32 values, for test_dequant.c.
 
-Usage:  /root/refvenv/bin/python tests/ref/gen_dequant_ref.py [outdir]
+Usage:  $(scripts/ref_venv.sh) tests/ref/gen_dequant_ref.py [outdir]
 Needs:  numpy and the `gguf` package (PyPI, llama.cpp's gguf-py), whose
         gguf.quants.dequantize is a NumPy transcription of ggml-quants.c.
 

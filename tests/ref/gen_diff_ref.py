@@ -20,7 +20,7 @@ with a few lines of numpy (bf16 = the high half of an f32), GGUF with the gguf
 package; GGUF q/k rows are un-permuted from the Meta interleaved order back to
 the HF rotate-half order here (the inverse of llama.cpp's convert permute).
 
-usage: /root/refvenv/bin/python tests/ref/gen_diff_ref.py [MODELS_DIR] [OUT_DIR]
+usage: $(scripts/ref_venv.sh) tests/ref/gen_diff_ref.py [MODELS_DIR] [OUT_DIR]
 """
 import json
 import os

@@ -4,7 +4,7 @@ own writer, so the corpus does not share the C test's builder) and targeted
 or random mutations of it. test_gguf.c replays every file: each must open or
 fail with LM_ECORRUPT / LM_EUNSUPPORTED, never crash, overrun or leak.
 
-Usage:  /root/refvenv/bin/python tests/ref/gen_gguf_fuzz.py [outdir]
+Usage:  $(scripts/ref_venv.sh) tests/ref/gen_gguf_fuzz.py [outdir]
 The output is deterministic (fixed seed); every file is under 2 KB.
 """
 import os

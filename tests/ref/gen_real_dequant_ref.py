@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Per-tensor dequantization reference for the real GGUF models.
 
-Run with the refvenv (it has the `gguf` package, 0.19.0 used here, and numpy):
+Run with the venv of scripts/ref_venv.sh (it has the `gguf` package, 0.19.0 used here, and numpy):
 
     scripts/fetch_models.sh
-    /root/refvenv/bin/python tests/ref/gen_real_dequant_ref.py [--only NAME]
+    $(scripts/ref_venv.sh) tests/ref/gen_real_dequant_ref.py [--only NAME]
 
 For every tensor of $LAYERMAP_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf and
 $LAYERMAP_CACHE/gemma-3-270m-q4_k_m.gguf (LAYERMAP_CACHE defaults to

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """gen_real_torch_ref.py -- float64 PyTorch reference on a real model (SmolLM2-135M Q4_1).
 
-    /root/refvenv/bin/python tests/ref/gen_real_torch_ref.py      # ~2 min, CPU, one thread
+    $(scripts/ref_venv.sh) tests/ref/gen_real_torch_ref.py      # ~2 min, CPU, one thread
 
 Runs the reference model and method code of gen_torch_ref.py (imported, not
 copied: `RefModel`, `clean_pass`, `seq_loss`, `loss_with`, `spearman`,

@@ -11,7 +11,7 @@ Writes tests/data/tok/:
                   Whitespace, unk), each listed in ref.json with its ids.
 
 Run from the repository root with the reference venv:
-    /root/refvenv/bin/python tests/ref/gen_tok_ref.py [MODELS_DIR]
+    $(scripts/ref_venv.sh) tests/ref/gen_tok_ref.py [MODELS_DIR]
 MODELS_DIR defaults to ../shared/models. Needs: pip install tokenizers.
 The C tests need only the files written here, not Python.
 """

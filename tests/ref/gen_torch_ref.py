@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """gen_torch_ref.py -- PyTorch float64 reference for layermap's C tests.
 
-    /root/refvenv/bin/python tests/ref/gen_torch_ref.py          # regenerate everything
+    $(scripts/ref_venv.sh) tests/ref/gen_torch_ref.py          # regenerate everything
     python tests/ref/gen_torch_ref.py --models tiny-qwen3        # only some models
     python tests/ref/gen_torch_ref.py --no-hf                    # skip the transformers check
 
