@@ -19,6 +19,11 @@
 #               ACT_CACHE (default 8192: every layer's intermediates kept, no
 #               recompute in the backward; the default 256 MB keeps none at seq
 #               512, where one layer's are ~190 MB); 0 skips it
+#   COMPUTE     --compute values for attribute and ppl at every SEQS value (default "f32";
+#               e.g. "f32 bf16": one row each, the bf16 CSV compared with the f32 one)
+#   PACK        N > 0: also N sequences of PACK_SEQ tokens (default 128) attributed
+#               with --batch 1 and with --batch N (packing: the weights of each layer
+#               dequantized once per N sequences), the CSVs compared; 0 (default) skips
 #
 # The checkpoint: Llama-2-7B's shape (dim 4096, ffn 11008, 32 layers, 32 heads,
 # 32 kv heads, vocab 32000, untied head), weights N(0, 0.02^2) stored as BF16
@@ -46,6 +51,9 @@ MODELS=${MODELS:-../shared/models}
 SEQS=${SEQS:-128 512}
 COLD=${COLD:-1}
 ACT_CACHE=${ACT_CACHE:-8192}
+COMPUTE=${COMPUTE:-f32}
+PACK=${PACK:-0}
+PACK_SEQ=${PACK_SEQ:-128}
 DATA=data/calib.txt
 if [ -z "${PYTHON:-}" ]; then
     PYTHON=$(scripts/ref_venv.sh)
@@ -192,6 +200,22 @@ print(f"csv ok: 32 x 7 finite, min {min(vals):.4g}, max {max(vals):.4g}")
 EOF
 }
 
+# csvcmp A.csv B.csv: bit-identical, or the largest difference relative to the largest cell
+# of A and the Spearman rank correlation over the cells
+csvcmp() {
+    "$PYTHON" - "$1" "$2" <<'EOF'
+import csv, sys
+a, b = ([float(v) for r in list(csv.reader(open(p)))[1:] for v in r[1:]] for p in sys.argv[1:3])
+if a == b:
+    print("bit-identical")
+else:
+    rank = lambda x: {i: k for k, i in enumerate(sorted(range(len(x)), key=lambda i: x[i]))}
+    ra, rb, n = rank(a), rank(b), len(a)
+    rho = 1 - 6 * sum((ra[i] - rb[i]) ** 2 for i in range(n)) / (n * (n * n - 1))
+    print(f"max |diff| / max |cell| {max(abs(x - y) for x, y in zip(a, b)) / max(map(abs, a)):.2e}, Spearman {rho:.5f}")
+EOF
+}
+
 # row CASE "wall rss cpu io" NTOKENS LOGFILE
 row() {
     own=$(grep -o '[0-9.]* tokens/s' "$4" | tail -n 1 | cut -d' ' -f1)
@@ -202,7 +226,7 @@ row() {
 
 ntok() { # tokens used by a run: from layermap's own summary
     case $1 in
-    *attr*) sed -n 's/.*grad-weight: \([0-9]*\) tokens.*/\1/p' "$BENCH_DIR/$1.log" | tail -n 1 ;;
+    *attr*|pack*) sed -n 's/.*grad-weight: \([0-9]*\) tokens.*/\1/p' "$BENCH_DIR/$1.log" | tail -n 1 ;;
     *) awk '/^tokens/ {print $2}' "$BENCH_DIR/$1.out" ;;
     esac
 }
@@ -230,14 +254,20 @@ for s in $SEQS; do
         row "attribute grad-weight, seq $s, cold page cache" "$r" "$(ntok "attr$s.cold")" "$BENCH_DIR/attr$s.cold.log" >> "$results"
     fi
     first=0
-    r=$(timed "attr$s" "$LAYERMAP" attribute "$CKPT" --data "$DATA" --seq-len "$s" --max-tokens "$s" \
-        -m grad-weight -q --csv "$BENCH_DIR/attr$s.csv")
-    check_csv "$BENCH_DIR/attr$s.csv"
-    row "attribute grad-weight, seq $s" "$r" "$(ntok "attr$s")" "$BENCH_DIR/attr$s.log" >> "$results"
-    r=$(timed "ppl$s" "$LAYERMAP" ppl "$CKPT" "$DATA" --seq-len "$s" --max-tokens "$s")
-    row "ppl (forward only), seq $s" "$r" "$(ntok "ppl$s")" "$BENCH_DIR/ppl$s.log" >> "$results"
-    echo "seq $s: attribute $(grep -o 'loss [0-9.]*/token' "$BENCH_DIR/attr$s.log" | tail -n 1);" \
-         "ppl $(sed -n 's/^nll.token *//p' "$BENCH_DIR/ppl$s.out")/token"
+    for c in $COMPUTE; do
+        sfx=; [ "$c" = f32 ] || sfx=.$c
+        r=$(timed "attr$s$sfx" "$LAYERMAP" attribute "$CKPT" --data "$DATA" --seq-len "$s" --max-tokens "$s" \
+            -m grad-weight -q --compute "$c" --csv "$BENCH_DIR/attr$s$sfx.csv")
+        check_csv "$BENCH_DIR/attr$s$sfx.csv"
+        row "attribute grad-weight, seq $s, --compute $c" "$r" "$(ntok "attr$s$sfx")" "$BENCH_DIR/attr$s$sfx.log" >> "$results"
+        r=$(timed "ppl$s$sfx" "$LAYERMAP" ppl "$CKPT" "$DATA" --seq-len "$s" --max-tokens "$s" --compute "$c")
+        row "ppl (forward only), seq $s, --compute $c" "$r" "$(ntok "ppl$s$sfx")" "$BENCH_DIR/ppl$s$sfx.log" >> "$results"
+        echo "seq $s, --compute $c: attribute $(grep -o 'loss [0-9.]*/token' "$BENCH_DIR/attr$s$sfx.log" | tail -n 1);" \
+             "ppl $(sed -n 's/^nll.token *//p' "$BENCH_DIR/ppl$s$sfx.out")/token"
+        if [ -n "$sfx" ] && [ -f "$BENCH_DIR/attr$s.csv" ]; then
+            echo "seq $s: CSV with --compute $c vs f32: $(csvcmp "$BENCH_DIR/attr$s.csv" "$BENCH_DIR/attr$s$sfx.csv")"
+        fi
+    done
     last=$s
 done
 if [ "$ACT_CACHE" != 0 ] && [ -n "${last:-}" ]; then
@@ -245,16 +275,22 @@ if [ "$ACT_CACHE" != 0 ] && [ -n "${last:-}" ]; then
     r=$(timed "attr$s.act$ACT_CACHE" "$LAYERMAP" attribute "$CKPT" --data "$DATA" --seq-len "$s" --max-tokens "$s" \
         -m grad-weight -q --act-cache "$ACT_CACHE" --csv "$BENCH_DIR/attr$s.act.csv")
     check_csv "$BENCH_DIR/attr$s.act.csv"
-    cmpres=$("$PYTHON" - "$BENCH_DIR/attr$s.csv" "$BENCH_DIR/attr$s.act.csv" <<'EOF'
-import csv, sys
-a, b = ([[float(v) for v in r[1:]] for r in list(csv.reader(open(p)))[1:]] for p in sys.argv[1:3])
-d = max(abs(x - y) / max(abs(x), abs(y), 1e-30) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
-print("bit-identical" if a == b else f"max relative difference {d:.2e}")
-EOF
-    )
+    cmpres=$(csvcmp "$BENCH_DIR/attr$s.csv" "$BENCH_DIR/attr$s.act.csv")
     echo "seq $s: CSV with --act-cache $ACT_CACHE vs the default (recompute): $cmpres"
     row "attribute grad-weight, seq $s, --act-cache $ACT_CACHE" "$r" "$(ntok "attr$s.act$ACT_CACHE")" \
         "$BENCH_DIR/attr$s.act$ACT_CACHE.log" >> "$results"
+fi
+if [ "$PACK" -gt 0 ]; then
+    s=$PACK_SEQ
+    n=$((PACK * PACK_SEQ))
+    for b in 1 "$PACK"; do
+        r=$(timed "pack$s.b$b" "$LAYERMAP" attribute "$CKPT" --data "$DATA" --seq-len "$s" --max-tokens "$n" \
+            --batch "$b" -m grad-weight -q --csv "$BENCH_DIR/pack$s.b$b.csv")
+        check_csv "$BENCH_DIR/pack$s.b$b.csv"
+        row "attribute grad-weight, $PACK sequences of $s, --batch $b" "$r" "$(ntok "pack$s.b$b")" \
+            "$BENCH_DIR/pack$s.b$b.log" >> "$results"
+    done
+    echo "$PACK x seq $s: CSV with --batch $PACK vs --batch 1: $(csvcmp "$BENCH_DIR/pack$s.b1.csv" "$BENCH_DIR/pack$s.b$PACK.csv")"
 fi
 echo
 cat "$results"

@@ -27,8 +27,11 @@
 # tokenize DATA once with `layermap tokenize --no-bos --ids` (the PyTorch side
 # reads these ids, so both see identical tokens), run
 #   layermap attribute MODEL --data DATA --method grad-weight --seq-len 512
-#            --max-tokens N --csv OUT -q
+#            --max-tokens N --csv OUT -v
 # and bench/torch_attr.py on the same tokens, each under /usr/bin/time -v,
+# (layermap with -v: its products' profile, the share of the pass in matrix
+# products and their mean rate), then bench/gemm_peak.c in the same run (the
+# libraries' peak on a 2048^3 product: the mean rate's fraction of it),
 # then print a markdown table and the agreement of the 30 x 7 matrices (exit
 # status 3 when a layermap matrix differs from torch by more than 1e-3 relative; a
 # --compute bf16 row by more than 1% of the largest cell: bf16's documented bound).
@@ -107,7 +110,7 @@ lm_attr() {
     wait_quiet
     lm /usr/bin/time -v -o "$OUTDIR/$tag.$r.time" "$LM" attribute "$MODEL" --data "$DATA" \
         --method grad-weight --seq-len $SEQ --max-tokens "$N" --threads "$THREADS" "$@" \
-        --csv "$OUTDIR/$tag.csv" -q 2>"$OUTDIR/$tag.$r.log" \
+        --csv "$OUTDIR/$tag.csv" -v >/dev/null 2>"$OUTDIR/$tag.$r.log" \
         || { cat "$OUTDIR/$tag.$r.log" >&2; die "layermap attribute $* failed"; }
 }
 r=1
@@ -123,11 +126,25 @@ while [ "$r" -le "$RUNS" ]; do
     r=$((r + 1))
 done
 
+# the machine's product rates, in this run (bench/gemm_peak.c, `make build/bench/gemm_peak`)
+wait_quiet
+if [ -n "${LAYERMAP:-}" ] || ! make build/bench/gemm_peak >"$OUTDIR/make-peak.log" 2>&1; then
+    echo "bench_attr: note: no build/bench/gemm_peak (make build/bench/gemm_peak): no product peaks" >&2
+    : >"$OUTDIR/peak.txt"
+else
+    lm build/bench/gemm_peak "$THREADS" >"$OUTDIR/peak.txt" || die "gemm_peak failed"
+fi
+
 # --- 4. table -----------------------------------------------------------------
 "$PY" - "$OUTDIR" "$RUNS" "$N" "$VERSION" "$LOAD_BEFORE" "${LM_EXTRA:-}" <<'EOF'
 import json, re, sys
 import numpy as np
 out, runs, n, version, load, extra = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+peak = {}
+for line in open(f"{out}/peak.txt"):
+    w = line.split()
+    if len(w) == 3 and w[0] == "peak":
+        peak[w[1]] = float(w[2])
 
 def gtime(path):
     t = open(path).read()
@@ -148,8 +165,11 @@ for r in range(1, runs + 1):
         log = open(f"{out}/{tag}.{r}.log").read()
         m = re.search(r"(\d+) tokens, (\d+) predicted, loss ([\d.]+)/token .*?, ([\d.]+) s, ([\d.]+) tokens/s", log)
         wall, cpu, rss = gtime(f"{out}/{tag}.{r}.time")
+        p = re.search(r"products \((\w+)\): ([\d.]+) s of the attribution's ([\d.]+) s \(\d+%\), ([\d.e+-]+) TFLOP "
+                      r"in (\d+) products", log)
         rows[name].append(dict(tokens=int(m.group(1)), secs=float(m.group(4)), tps=float(m.group(5)),
-                               loss=float(m.group(3)), wall=wall, cpus=cpu / wall, rss=rss))
+                               loss=float(m.group(3)), wall=wall, cpus=cpu / wall, rss=rss,
+                               prod=(p.group(1), float(p.group(2)), float(p.group(3)), float(p.group(4))) if p else None))
     j = json.load(open(f"{out}/torch.{r}.json"))
     wall, cpu, rss = gtime(f"{out}/torch.{r}.time")
     rows["torch"].append(dict(tokens=j["tokens"], secs=j["seconds"], tps=j["tokens_per_s"],
@@ -189,6 +209,16 @@ print(f"\n- layermap/torch: compute tok/s {L['tps'] / T['tps']:.2f}x, whole-proc
       f" peak RSS {L['rss'] / T['rss']:.2f}x; torch load + dequantize {T['load_s']:.1f} s")
 print("\n".join(notes))
 print(f"- layermap {version}")
+for tag, name in tags:
+    pr = best[name]["prod"]
+    if not pr:
+        continue
+    kind, ps, at, tf = pr
+    rate = tf * 1e3 / ps
+    lib = peak.get("bf16-onednn" if kind == "bf16" else "sgemm-openblas")
+    frac = f", {100 * rate / lib:.0f}% of the library's peak {lib:.0f} GFLOP/s (bench/gemm_peak.c, 2048^3, this run)" if lib else ""
+    print(f"- {name}: products ({kind}) {ps:.2f} s of the attribution's {at:.2f} s ({100 * ps / at:.0f}%), "
+          f"{tf * 1e3:.0f} GFLOP at a mean {rate:.0f} GFLOP/s{frac}")
 if runs > 1:
     for k, v in rows.items():
         print(f"- {k} compute tok/s per run: " + ", ".join(f"{x['tps']:.1f} ({x['cpus']:.2f} CPUs)" for x in v))

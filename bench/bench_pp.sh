@@ -1,13 +1,13 @@
 #!/bin/sh
 # bench_pp.sh -- forward prompt processing: 512 tokens of data/calib.txt through
-# SmolLM2-135M (Q4_1 GGUF), 2 threads: layermap vs PyTorch (and llama.cpp from
-# bench/llamacpp_baseline.md when that file exists).
+# SmolLM2-135M (Q4_1 GGUF), 2 threads: layermap vs PyTorch and llama.cpp, in one run.
 #
 #   bench/bench_pp.sh
 #
 # Environment: MODEL, DATA, PY, THREADS, MAXWAIT, OUTDIR (as bench/bench_attr.sh),
 #   LAYERMAP, LM_CORETYPE (see bench_attr.sh), RUNS (default 3; the fastest run is
-#   reported, all are listed: on this shared machine other jobs only ever slow a run down).
+#   reported, all are listed: on this shared machine other jobs only ever slow a run down),
+#   LM_EXTRA (options measured as a second layermap row, e.g. LM_EXTRA='--compute bf16').
 #
 # layermap:  build/layermap ppl MODEL DATA --seq-len 512 --max-tokens 512
 #            (its own "tokens/s": the forward pass only, model load and
@@ -15,10 +15,13 @@
 # PyTorch:   bench/torch_attr.py --forward-only --max-tokens 512 (inference
 #            mode; timed loop only), cold (first pass of the process) and warm
 #            (--warmup: one untimed pass first)
-# Both compute the full-vocabulary logits of every position and the NLL, as
-# llama.cpp's perplexity tool does. llama.cpp's pp512 in the baseline file
-# computes the logits of the last position only (llama-bench style), and runs
-# its matrix products on the quantized weights (8-bit activations).
+# llama.cpp: llama-perplexity (scripts/build_llamacpp.sh) on the same model and
+#            text, -c 512 -b 512 --chunks 1: one 512-token batch; 512 over its own
+#            "seconds per pass" (printed to 10 ms), and the whole process's wall time
+# All three compute the full-vocabulary logits of every position and the NLL.
+# llama.cpp runs its matrix products on the quantized weights (8-bit
+# activations); its tokenization adds BOS, so its 512 tokens start one token
+# earlier in the text. Skipped, with a note, when the tools are not built.
 # "CPUs" = CPU time / wall time (layermap: the whole process; torch: the timed
 # loop); well below THREADS means something else took the CPUs.
 set -eu
@@ -76,12 +79,27 @@ lm "$LM" tokenize "$MODEL" -f "$DATA" --no-bos --ids >"$OUTDIR/ids.txt" || die "
 VERSION=$(lm "$LM" --version | sed -n 's/^matrix kernel: //p')
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
+LLB=$(scripts/build_llamacpp.sh --check 2>/dev/null) || LLB=
+rm -f "$OUTDIR"/lm.*.time "$OUTDIR"/lmx.*.time "$OUTDIR"/llama.*.time
 r=1
 while [ "$r" -le "$RUNS" ]; do
     wait_quiet
     lm /usr/bin/time -v -o "$OUTDIR/lm.$r.time" "$LM" ppl "$MODEL" "$DATA" --seq-len $N \
         --max-tokens $N --threads "$THREADS" >"$OUTDIR/lm.$r.out" 2>"$OUTDIR/lm.$r.log" \
         || { cat "$OUTDIR/lm.$r.log" >&2; die "layermap ppl failed"; }
+    if [ -n "${LM_EXTRA:-}" ]; then
+        wait_quiet
+        # shellcheck disable=SC2086
+        lm /usr/bin/time -v -o "$OUTDIR/lmx.$r.time" "$LM" ppl "$MODEL" "$DATA" --seq-len $N \
+            --max-tokens $N --threads "$THREADS" $LM_EXTRA >"$OUTDIR/lmx.$r.out" 2>"$OUTDIR/lmx.$r.log" \
+            || { cat "$OUTDIR/lmx.$r.log" >&2; die "layermap ppl $LM_EXTRA failed"; }
+    fi
+    if [ -n "$LLB" ]; then
+        wait_quiet
+        /usr/bin/time -v -o "$OUTDIR/llama.$r.time" "$LLB/llama-perplexity" -m "$MODEL" -f "$DATA" -c $N -b $N \
+            --chunks 1 -t "$THREADS" >"$OUTDIR/llama.$r.out" 2>"$OUTDIR/llama.$r.log" \
+            || { cat "$OUTDIR/llama.$r.log" >&2; die "llama-perplexity failed"; }
+    fi
     for mode in cold warm; do
         wait_quiet
         w=; [ $mode = warm ] && w=--warmup
@@ -93,9 +111,10 @@ while [ "$r" -le "$RUNS" ]; do
     r=$((r + 1))
 done
 
-"$PY" - "$OUTDIR" "$RUNS" "$VERSION" "$LOAD_BEFORE" <<'EOF'
+[ -n "$LLB" ] || echo "bench_pp: note: llama.cpp's tools are not built (scripts/build_llamacpp.sh): no llama.cpp row" >&2
+"$PY" - "$OUTDIR" "$RUNS" "$VERSION" "$LOAD_BEFORE" "${LM_EXTRA:-}" <<'EOF'
 import json, os, re, statistics, sys
-out, runs, version, load = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+out, runs, version, load, extra = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 
 def gtime(path):
     t = open(path).read()
@@ -107,19 +126,31 @@ def gtime(path):
 
 rows = {}
 for r in range(1, runs + 1):
-    log = open(f"{out}/lm.{r}.log").read()
-    m = re.search(r"layermap: ([\d.]+) s, ([\d.]+) tokens/s", log)
-    o = open(f"{out}/lm.{r}.out").read()
-    ppl = float(re.search(r"perplexity\s+([\d.]+)", o).group(1))
-    wall, cpu, rss = gtime(f"{out}/lm.{r}.time")
-    rows.setdefault("layermap ppl (cold)", []).append(dict(secs=float(m.group(1)), tps=float(m.group(2)), ppl=ppl,
-                                                         wall=wall, cpus=cpu / wall, rss=rss))
+    for tag, name in (("lm", "layermap ppl (cold)"), ("lmx", f"layermap ppl {extra} (cold)")):
+        if not os.path.exists(f"{out}/{tag}.{r}.time"):
+            continue
+        log = open(f"{out}/{tag}.{r}.log").read()
+        m = re.search(r"layermap: ([\d.]+) s, ([\d.]+) tokens/s", log)
+        o = open(f"{out}/{tag}.{r}.out").read()
+        ppl = float(re.search(r"perplexity\s+([\d.]+)", o).group(1))
+        wall, cpu, rss = gtime(f"{out}/{tag}.{r}.time")
+        rows.setdefault(name, []).append(dict(secs=float(m.group(1)), tps=float(m.group(2)), ppl=ppl,
+                                              wall=wall, cpus=cpu / wall, rss=rss))
     for mode in ("cold", "warm"):
         j = json.load(open(f"{out}/torch.{mode}.{r}.json"))
         wall, cpu, rss = gtime(f"{out}/torch.{mode}.{r}.time")
         rows.setdefault(f"PyTorch {j['torch']} forward ({mode})", []).append(
             dict(secs=j["seconds"], tps=j["tokens_per_s"], ppl=j["ppl"], wall=wall, cpus=j["cpu_share"], rss=rss,
                  threads=j["threads"]))
+    if os.path.exists(f"{out}/llama.{r}.time"):
+        log = open(f"{out}/llama.{r}.log").read() + open(f"{out}/llama.{r}.out").read()
+        m = re.search(r"([\d.]+) seconds per pass", log)
+        p = re.search(r"Final estimate: PPL = ([\d.]+)", log)
+        wall, cpu, rss = gtime(f"{out}/llama.{r}.time")
+        secs = float(m.group(1))
+        rows.setdefault("llama.cpp llama-perplexity (-c 512 -b 512, one batch)", []).append(
+            dict(secs=secs, tps=512 / secs, ppl=float(p.group(1)) if p else float("nan"), wall=wall,
+                 cpus=cpu / wall, rss=rss))
 med = {k: max(v, key=lambda x: x["tps"]) for k, v in rows.items()}      # best of RUNS
 tref = med[[k for k in med if k.startswith("PyTorch") and k.endswith("(cold)")][0]]["tps"]
 
@@ -130,14 +161,16 @@ print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for k, x in med.items():
     print(f"| {k} | {x['tps']:.1f} | {x['secs']:.3f} | {x['tps'] / tref:.2f} | {x['wall']:.2f} | {x['cpus']:.2f} "
           f"| {x['rss']:.0f} | {x['ppl']:.3f} |")
-base = "bench/llamacpp_baseline.md"     # the script runs in the repository root
-if os.path.exists(base):
-    for line in open(base):
-        if line.startswith("| SmolLM2"):
-            c = [x.strip() for x in line.strip().strip("|").split("|")]
-            v = float(c[2])
-            print(f"| llama.cpp (bench/llamacpp_baseline.md; last-position logits, Q4_1 x Q8 dot products) "
-                  f"| {v:.1f} | {512 / v:.3f} | {v / tref:.2f} | | {c[4]} | | |")
+lk = [k for k in med if k.startswith("llama.cpp")]
+if lk:
+    lt, lw = med[lk[0]]["tps"], med[lk[0]]["wall"]
+    for k in med:
+        if k.startswith("layermap"):
+            print(f"\n- {k} vs llama.cpp: {med[k]['tps'] / lt:.2f}x the pass's tok/s, "
+                  f"{lw / med[k]['wall']:.2f}x the whole process (llama.cpp's wall / layermap's)", end="")
+    print()
+    print("- llama.cpp's ppl is over the second half of its window only (its own rule), layermap's and torch's "
+          "over every position: the ppl columns differ by definition")
 print()
 for k, v in rows.items():
     print(f"- {k}: " + ", ".join(f"{x['tps']:.1f} ({x['cpus']:.2f} CPUs)" for x in v) + " tok/s")
