@@ -165,6 +165,7 @@ typedef struct bf16_ctx {
     size_t sa_bytes, sb_bytes;
     long products, fallbacks; /* statistics */
     int force_fallback;       /* tests: as if oneDNN refused every product */
+    double small_flop;        /* products of fewer flops run in F32 (SMALL_FLOP; tests may lower it) */
 #if LM_HAVE_DNNL
     dnnl_engine_t eng;
     dnnl_stream_t st;
@@ -357,7 +358,7 @@ static void product(const lm_backend *be, int kind, int M, int N, int K, const f
     long ar, ac, br, bc;
     dims_of(kind, M, N, K, &ar, &ac, &br, &bc);
     double t0 = lm_prof_begin();
-    if (2.0 * M * N * K < SMALL_FLOP && B) { /* small: F32, on the caller's thread, no lock */
+    if (2.0 * M * N * K < x->small_flop && B) { /* small: F32, on the caller's thread, no lock */
         sgemm_strided(kind, M, N, K, A, lda, B, ldb, beta, C, ldc);
         lm_prof_end(t0, M, N, K);
         return;
@@ -462,6 +463,7 @@ int lm_backend_bf16_new(lm_backend **out, int mode, lm_err *err) {
     }
     *be = *lm_backend_cpu();
     x->mode = mode;
+    x->small_flop = SMALL_FLOP;
     if (mode == LM_BF16_HW && !(x->wide = lm_malloc(sizeof(float) * WIDE))) {
         lm_free(be);
         lm_free(x);
@@ -524,4 +526,9 @@ int lm_bf16_have_onednn(void) { return LM_HAVE_DNNL; }
 void lm_backend_bf16_force_fallback(lm_backend *be, int on) {
     bf16_ctx *x = be->ctx;
     x->force_fallback = on;
+}
+
+void lm_backend_bf16_set_small_flop(const lm_backend *be, double flop) {
+    bf16_ctx *x = be->ctx;
+    x->small_flop = flop;
 }

@@ -31,5 +31,10 @@ void lm_backend_bf16_free(lm_backend *be);
 void lm_backend_bf16_stats(const lm_backend *be, long *products, long *fallbacks);
 /* Tests: make every HW product take its fallback (as if oneDNN refused it). */
 void lm_backend_bf16_force_fallback(lm_backend *be, int on);
+/* Tests: products of fewer than `flop` flops (2 M N K) run in F32; the
+ * default is SMALL_FLOP (2^25), 0 puts every product in bf16 (so that a tiny
+ * model such as stories260K exercises bf16's arithmetic). Set it before the
+ * backend's first product. */
+void lm_backend_bf16_set_small_flop(const lm_backend *be, double flop);
 
 #endif

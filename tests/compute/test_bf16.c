@@ -12,7 +12,10 @@
  *    u = 2^-24; and against the F32 product of the unrounded inputs within
  *    (2^-8 + 2^-16 + gamma_K) sum |a||b| (each input's rounding is relative
  *    <= 2^-9). REF always; HW (oneDNN) when the CPU has bf16 instructions.
- * 3. Every method on stories260K (GGUF, 1024 tokens) in bf16 against F32: the
+ * 3. Every method on stories260K (GGUF, 1024 tokens) in bf16 against F32, with
+ *    every product in bf16 (lm_backend_bf16_set_small_flop(be, 0): its products
+ *    are all under the 2^25 flops below which bf16 normally runs F32, and the
+ *    test checks that bf16 did change each bounded matrix): the
  *    issue's bounds (max |difference| <= 1% of the largest |cell|, Spearman
  *    >= 0.99) for grad-weight, fisher, grad-norm and act-sq, on REF and HW;
  *    the other methods print what they give. SmolLM2-135M's four bounded
@@ -253,7 +256,7 @@ static int bounded(lm_method m) {
 /* Methods ms[0..nm) in each of computes[0..nc) against F32; asserts the
  * bounds on the four. */
 static void check_model(const char *path, int seq_len, int64_t max_tokens, const int *computes, int nc, int threads,
-                        const lm_method *ms, int nm) {
+                        const lm_method *ms, int nm, int all_bf16) {
     lm_err err = {0};
     lm_model *m = NULL;
     lm_tokenizer *tok = NULL;
@@ -272,6 +275,8 @@ static void check_model(const char *path, int seq_len, int64_t max_tokens, const
         CHECK_OK(lm_engine_new(&e, m, &eo, &err), &err);
         if (!e) break;
         CHECK(lm_engine_compute(e) == want, "engine computes in %s", lm_compute_name(lm_engine_compute(e)));
+        /* all_bf16: every product in bf16, the small ones too (a tiny model's are all under 2^25 flops) */
+        if (k && all_bf16) lm_backend_bf16_set_small_flop(lm_eng_backend(e), 0.0);
         lm_attr_opts o;
         lm_attr_opts_default(&o);
         o.ig_steps = 4;
@@ -280,6 +285,7 @@ static void check_model(const char *path, int seq_len, int64_t max_tokens, const
             long prods = 0, falls = 0;
             lm_backend_bf16_stats(lm_eng_backend(e), &prods, &falls);
             CHECK(prods > 0 && falls == 0, "%s: %ld of %ld products fell back", path, falls, prods);
+            printf("  %s: %ld products in bf16\n", lm_compute_name(want), prods);
         }
         lm_engine_free(e);
     }
@@ -299,6 +305,9 @@ static void check_model(const char *path, int seq_len, int64_t max_tokens, const
             double rel = mx > 0 ? md / mx : md;
             printf("  %-20s %-9s %12.2e %9.5f%s\n", lm_method_names[ms[q]], "", rel, st.spearman,
                    bounded(ms[q]) ? "" : "  (reported)");
+            if (bounded(ms[q]) && all_bf16)
+                CHECK(rel > 0, "%s %s in %s: bf16 left the matrix as F32's (did the products run in bf16?)", path,
+                      lm_method_names[ms[q]], lm_compute_name(computes[k - 1]));
             if (bounded(ms[q]))
                 CHECK(rel <= 0.01 && st.spearman >= 0.99,
                       "%s %s in %s: max |d| / max %.3g (<= 0.01), Spearman %.4f (>= 0.99)", path,
@@ -365,7 +374,7 @@ int main(void) {
         model_path(path, sizeof path, "stories260K.gguf");
         printf("== stories260K.gguf\n");
         const int both[] = {LM_COMPUTE_BF16_REF, LM_COMPUTE_BF16};
-        check_model(path, 64, 1024, both, hw ? 2 : 1, 1, all_methods, NM);
+        check_model(path, 64, 1024, both, hw ? 2 : 1, 1, all_methods, NM, 1);
     }
     char path[1024];
     struct stat st;
@@ -374,7 +383,7 @@ int main(void) {
         printf("== %s\n", path);
         /* the four bounded methods (one shared pass); bench/bf16_accuracy.sh tables all of them */
         const int one[] = {hw ? LM_COMPUTE_BF16 : LM_COMPUTE_BF16_REF};
-        check_model(path, 128, 256, one, 1, 0, four_methods, 4);
+        check_model(path, 128, 256, one, 1, 0, four_methods, 4, 0);
     } else {
         const char *req = getenv("LM_REQUIRE_REAL");
         CHECK(!(req && *req == '1'), "%s missing (LM_REQUIRE_REAL=1)", path);
