@@ -22,6 +22,18 @@ LONG_TEXT = CALIB.read_text() * 10
 PROMPT_S = 2.0  # bound on signal -> exception; one 16-token sequence takes milliseconds
 
 
+@pytest.fixture(autouse=True)
+def sigint_raises():
+    """SIGINT -> KeyboardInterrupt in this process whatever it inherited: a
+    shell's background job can start Python with SIGINT ignored, and then
+    neither os.kill nor _thread.interrupt_main reaches the main thread."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def rss_kib() -> int:
     with open("/proc/self/status") as f:
         for line in f:
