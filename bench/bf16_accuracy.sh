@@ -11,6 +11,11 @@
 # over 2048 tokens (seq 512; stories260K: 1024 tokens, seq 64); ablate,
 # ablate-mean and ig (8 steps) cost a forward per module and use 256 tokens
 # (stories260K: 512). Prints a markdown table (bench/README.md keeps it).
+# Environment (to fit a session: ig costs steps x modules passes of its tokens,
+# over an hour for SmolLM2 at the defaults on 2 cores):
+#   ONLY      models to run, by name substring (default all: stories260K SmolLM2 Gemma)
+#   FEW       tokens for ablate and ablate-mean (default per model, as above)
+#   IG_TOK    tokens for ig (default FEW)      STEPS  ig's steps (default 8)
 set -eu
 cd "$(dirname "$0")/.."
 COMPUTE=${1:-bf16}
@@ -57,15 +62,23 @@ for spec in "stories260K|$MODELS/stories260K.gguf|64|1024|512" \
     seq=${rest%%|*}; rest=${rest#*|}
     tok=${rest%%|*}; few=${rest#*|}
     if [ ! -f "$path" ]; then echo "| $name | (missing: $path; scripts/fetch_models.sh) | | | |"; continue; fi
+    if [ -n "${ONLY:-}" ]; then
+        keep=0
+        for o in $ONLY; do case $name in *"$o"*) keep=1 ;; esac; done
+        [ "$keep" = 1 ] || continue
+    fi
+    few=${FEW:-$few}
+    igt=${IG_TOK:-$few}
     tag=$(echo "$name" | tr -c 'A-Za-z0-9\n' _)
     fseq=$seq; [ "$few" -lt "$seq" ] && fseq=$few
     run "$path" "$tag" "$seq" "$tok" grad-weight,grad-weight-signed,fisher,grad-norm,act-grad,act-stats
     run "$path" "$tag" "$fseq" "$few" ablate
     run "$path" "$tag" "$fseq" "$few" ablate-mean
-    run "$path" "$tag" "$fseq" "$few" ig --steps 8
+    iseq=$seq; [ "$igt" -lt "$seq" ] && iseq=$igt
+    run "$path" "$tag" "$iseq" "$igt" ig --steps "${STEPS:-8}"
     for meth in grad-weight grad-weight-signed fisher grad-norm act-grad act-sq wanda ablate ablate-mean ig; do
         n=$tok
-        case $meth in ablate | ablate-mean | ig) n=$few ;; esac
+        case $meth in ablate | ablate-mean) n=$few ;; ig) n="$igt (${STEPS:-8} steps)" ;; esac
         f=$T/$tag-$meth-f32.csv
         [ -f "$f" ] || { echo "| $name | $meth | (no output) | | |"; continue; }
         set -- $(cmp_csv "$f" "$T/$tag-$meth-$COMPUTE.csv")
