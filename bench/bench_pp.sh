@@ -81,19 +81,19 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 LLB=$(scripts/build_llamacpp.sh --check 2>/dev/null) || LLB=
 rm -f "$OUTDIR"/lm.*.time "$OUTDIR"/lmx.*.time "$OUTDIR"/llama.*.time
+# lm_ppl TAG [EXTRA ARGS...]: one layermap run, files $OUTDIR/TAG.$r.*
+lm_ppl() {
+    tag=$1; shift
+    wait_quiet
+    lm /usr/bin/time -v -o "$OUTDIR/$tag.$r.time" "$LM" ppl "$MODEL" "$DATA" --seq-len $N \
+        --max-tokens $N --threads "$THREADS" "$@" >"$OUTDIR/$tag.$r.out" 2>"$OUTDIR/$tag.$r.log" \
+        || { cat "$OUTDIR/$tag.$r.log" >&2; die "layermap ppl $* failed"; }
+}
 r=1
 while [ "$r" -le "$RUNS" ]; do
-    wait_quiet
-    lm /usr/bin/time -v -o "$OUTDIR/lm.$r.time" "$LM" ppl "$MODEL" "$DATA" --seq-len $N \
-        --max-tokens $N --threads "$THREADS" >"$OUTDIR/lm.$r.out" 2>"$OUTDIR/lm.$r.log" \
-        || { cat "$OUTDIR/lm.$r.log" >&2; die "layermap ppl failed"; }
-    if [ -n "${LM_EXTRA:-}" ]; then
-        wait_quiet
-        # shellcheck disable=SC2086
-        lm /usr/bin/time -v -o "$OUTDIR/lmx.$r.time" "$LM" ppl "$MODEL" "$DATA" --seq-len $N \
-            --max-tokens $N --threads "$THREADS" $LM_EXTRA >"$OUTDIR/lmx.$r.out" 2>"$OUTDIR/lmx.$r.log" \
-            || { cat "$OUTDIR/lmx.$r.log" >&2; die "layermap ppl $LM_EXTRA failed"; }
-    fi
+    lm_ppl lm
+    # shellcheck disable=SC2086
+    [ -z "${LM_EXTRA:-}" ] || lm_ppl lmx $LM_EXTRA
     if [ -n "$LLB" ]; then
         wait_quiet
         /usr/bin/time -v -o "$OUTDIR/llama.$r.time" "$LLB/llama-perplexity" -m "$MODEL" -f "$DATA" -c $N -b $N \
