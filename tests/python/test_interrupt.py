@@ -102,11 +102,24 @@ def test_second_interrupt_during_cleanup_is_absorbed():
 
 
 def test_interrupt_then_resume_is_identical(tmp_path):
-    data = str(CALIB)
-    kw = dict(max_tokens=4000)
+    # 20k tokens (about 1 s here); the interrupt is sent at the first progress
+    # report, with at least one sequence done and most of the data left, so the
+    # test does not race the run's speed (a timer at a fixed 0.2 s did: 4000
+    # tokens took 0.17-0.22 s depending on the OpenBLAS core)
+    data = LONG_TEXT
+    kw = dict(max_tokens=20000)
     full = layermap.attribute(model("stories260K.gguf"), data, seq_len=16, progress=False, **kw)
     ck = tmp_path / "run.ckpt"
-    interrupted_call(_thread.interrupt_main, after=0.2, data=data, checkpoint=ck, **kw)
+    sent = []
+
+    def interrupt_once(done, total, what):
+        if done > 0 and not sent:
+            assert done < total, "the run ended before the first progress report"
+            sent.append(done)
+            _thread.interrupt_main()
+    with pytest.raises(KeyboardInterrupt):
+        layermap.attribute(model("stories260K.gguf"), data, seq_len=16, progress=interrupt_once, checkpoint=ck, **kw)
+    assert sent, "no progress report came"
     assert ck.exists(), "the checkpoint is saved on cancel"
     resumed = layermap.attribute(model("stories260K.gguf"), data, seq_len=16, progress=False, checkpoint=ck,
                                  resume=True, **kw)
